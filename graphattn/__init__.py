@@ -1,0 +1,12 @@
+"""graphattn: attention as message passing over an edge list.
+
+Build a :class:`Graph` (destination-sorted CSR) from any structure, then run
+:func:`graphattn.ops.edge_attention` over it. ``import graphattn`` never imports PyG or DGL.
+"""
+
+from . import ops
+from .graph import Graph, Transpose
+
+__version__ = "0.1.0"
+
+__all__ = ["Graph", "Transpose", "ops", "__version__"]

@@ -1,0 +1,277 @@
+"""The one graph structure of graphattn: a destination-sorted edge list (CSR).
+
+Convention (PyG's): an edge ``j -> i`` carries a message from source ``j`` to
+destination ``i``; destination ``i`` attends over its in-edges. Edges are grouped
+by destination, so the in-edges of ``i`` are ``col[rowptr[i]:rowptr[i + 1]]`` and an
+edge's id is its position in ``col``. Sources and destinations may be different
+node sets (``num_src != num_dst``): that is how cross-attention, global tokens and
+summary nodes are expressed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["Graph", "Transpose"]
+
+
+class Transpose(NamedTuple):
+    """The same edges grouped by source (CSC), for passes that scatter to sources.
+
+    ``colptr [N_src + 1]`` delimits each source's out-edges; ``row [E]`` holds their
+    destinations; ``perm [E]`` maps a position in this order to the edge id, so
+    ``row[t] == dst[perm[t]]`` and ``graph.col[perm[t]]`` is the source of slot ``t``.
+    Within one source, edges keep increasing edge id (the sort is stable).
+    """
+
+    colptr: Tensor
+    row: Tensor
+    perm: Tensor
+
+
+def _check_index_tensor(name: str, t: object, ndim: int) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.int64:
+        raise TypeError(f"{name} must have dtype torch.int64, got {t.dtype}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {list(t.shape)}")
+    return t
+
+
+def _check_size(name: str, n: object) -> int:
+    if isinstance(n, Tensor) and n.numel() == 1 and not n.is_floating_point():
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n}")
+    return n
+
+
+@dataclass(frozen=True, eq=False)
+class Graph:
+    """Destination-sorted edge list (CSR) that every attention op runs over.
+
+    Args:
+        rowptr: ``int64 [N_dst + 1]``, non-decreasing, ``rowptr[0] == 0`` and
+            ``rowptr[-1] == E``; the in-edges of destination ``i`` are the edge ids
+            ``rowptr[i] .. rowptr[i + 1] - 1``.
+        col: ``int64 [E]``, the source node of each edge, in ``[0, num_src)``.
+        num_src: number of source nodes ``N_src``.
+        ptr: optional ``int64 [B + 1]`` offsets of the examples of a batch in the
+            destination nodes (set by :func:`graphattn.structure.batch`).
+        src_ptr: optional ``int64 [B + 1]`` offsets of the examples in the source
+            nodes; ``None`` means the same as ``ptr``.
+
+    Duplicate edges are allowed and count separately; self loops are ordinary edges.
+    The transpose (:attr:`transpose`) is built on first use and cached, so one graph
+    built per batch serves the forward and backward passes of every layer.
+
+    Example:
+        >>> g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]))
+        >>> g.rowptr.tolist(), g.col.tolist()
+        ([0, 1, 2, 3], [2, 0, 1])
+    """
+
+    rowptr: Tensor
+    col: Tensor
+    num_src: int
+    ptr: Tensor | None = None
+    src_ptr: Tensor | None = None
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rowptr = _check_index_tensor("rowptr", self.rowptr, 1)
+        col = _check_index_tensor("col", self.col, 1)
+        num_src = _check_size("num_src", self.num_src)
+        object.__setattr__(self, "num_src", num_src)
+        if rowptr.numel() < 1:
+            raise ValueError("rowptr must have N_dst + 1 >= 1 entries, got an empty tensor")
+        if col.device != rowptr.device:
+            raise ValueError(
+                f"col and rowptr must be on the same device, got {col.device} and {rowptr.device}"
+            )
+        for name in ("ptr", "src_ptr"):
+            p = getattr(self, name)
+            if p is not None:
+                _check_index_tensor(name, p, 1)
+                if p.device != rowptr.device:
+                    raise ValueError(f"{name} must be on {rowptr.device}, got {p.device}")
+        # One host sync for all scalar checks (matters on CUDA).
+        e = col.numel()
+        first, last = rowptr[0], rowptr[-1]
+        steps_ok = bool((rowptr[1:] >= rowptr[:-1]).all()) if rowptr.numel() > 1 else True
+        if int(first) != 0 or int(last) != e:
+            raise ValueError(
+                f"rowptr must start at 0 and end at E = col.numel() = {e}, "
+                f"got rowptr[0] = {int(first)}, rowptr[-1] = {int(last)}"
+            )
+        if not steps_ok:
+            bad = int(torch.nonzero(rowptr[1:] < rowptr[:-1])[0, 0])
+            raise ValueError(
+                f"rowptr must be non-decreasing (edges sorted by destination), but "
+                f"rowptr[{bad + 1}] = {int(rowptr[bad + 1])} < rowptr[{bad}] = {int(rowptr[bad])}"
+            )
+        if e > 0:
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= num_src:
+                raise ValueError(
+                    f"col must hold source indices in [0, num_src) = [0, {num_src}), "
+                    f"got values in [{lo}, {hi}]"
+                )
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_edge_index(
+        cls,
+        edge_index: Tensor,
+        num_src: int | None = None,
+        num_dst: int | None = None,
+        *,
+        return_perm: bool = False,
+    ) -> Graph | tuple[Graph, Tensor]:
+        """Build from a PyG ``edge_index [2, E]`` (row 0 = source, row 1 = destination).
+
+        Edges may come in any order; they are stably sorted by destination, so edges
+        into one destination keep their input order. If neither size is given both
+        default to ``max(edge_index) + 1`` (a square graph, as in PyG); if one is
+        given, the other defaults to it.
+
+        Args:
+            edge_index: integer tensor ``[2, E]``.
+            num_src: number of source nodes.
+            num_dst: number of destination nodes.
+            return_perm: also return ``perm [E]`` with ``perm[e]`` = the column of
+                ``edge_index`` that became edge ``e`` (use ``edge_attr[perm]`` to carry
+                per-edge features along).
+        """
+        if not isinstance(edge_index, Tensor):
+            raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+        if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+            raise TypeError(f"edge_index must have an integer dtype, got {edge_index.dtype}")
+        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+            raise ValueError(f"edge_index must be [2, E], got shape {list(edge_index.shape)}")
+        edge_index = edge_index.long()
+        src, dst = edge_index[0], edge_index[1]
+        if edge_index.numel() > 0 and int(edge_index.min()) < 0:
+            raise ValueError(f"edge_index must be non-negative, got min {int(edge_index.min())}")
+        if num_src is None and num_dst is None:
+            n = int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
+            num_src = num_dst = n
+        elif num_src is None:
+            num_src = num_dst
+        elif num_dst is None:
+            num_dst = num_src
+        num_src = _check_size("num_src", num_src)
+        num_dst = _check_size("num_dst", num_dst)
+        if dst.numel() > 0 and int(dst.max()) >= num_dst:
+            raise ValueError(
+                f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), "
+                f"got max {int(dst.max())}"
+            )
+        perm = torch.argsort(dst, stable=True)
+        counts = torch.bincount(dst, minlength=num_dst)
+        rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        graph = cls(rowptr, src[perm].contiguous(), num_src)
+        return (graph, perm) if return_perm else graph
+
+    @classmethod
+    def from_dense(cls, mask: Tensor) -> Graph:
+        """Build from a boolean adjacency ``mask [N_dst, N_src]`` (``mask[i, j]``: ``j -> i``)."""
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
+        if mask.dtype != torch.bool:
+            raise TypeError(f"mask must have dtype torch.bool, got {mask.dtype}")
+        if mask.dim() != 2:
+            raise ValueError(f"mask must be [N_dst, N_src], got shape {list(mask.shape)}")
+        counts = mask.sum(1)
+        rowptr = torch.zeros(mask.shape[0] + 1, dtype=torch.long, device=mask.device)
+        torch.cumsum(counts, 0, out=rowptr[1:])
+        # nonzero is row-major, i.e. already grouped by destination.
+        col = torch.nonzero(mask)[:, 1].contiguous()
+        return cls(rowptr, col, mask.shape[1])
+
+    # ------------------------------------------------------------------ views
+    @property
+    def num_dst(self) -> int:
+        """Number of destination nodes ``N_dst``."""
+        return self.rowptr.numel() - 1
+
+    @property
+    def num_edges(self) -> int:
+        """Number of edges ``E`` (duplicates counted)."""
+        return self.col.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.rowptr.device
+
+    @property
+    def is_square(self) -> bool:
+        """Whether sources and destinations are one node set of equal size."""
+        return self.num_src == self.num_dst
+
+    def in_degree(self) -> Tensor:
+        """``int64 [N_dst]``: number of in-edges of each destination."""
+        return self.rowptr[1:] - self.rowptr[:-1]
+
+    def out_degree(self) -> Tensor:
+        """``int64 [N_src]``: number of out-edges of each source."""
+        colptr = self.transpose.colptr
+        return colptr[1:] - colptr[:-1]
+
+    def dst(self) -> Tensor:
+        """``int64 [E]``: the destination of each edge (cached)."""
+        if "dst" not in self._cache:
+            self._cache["dst"] = torch.repeat_interleave(
+                torch.arange(self.num_dst, device=self.device), self.in_degree(), output_size=self.num_edges
+            )
+        return self._cache["dst"]
+
+    @property
+    def transpose(self) -> Transpose:
+        """The source-grouped view (CSC) of the same edges, built once and cached."""
+        if "transpose" not in self._cache:
+            perm = torch.argsort(self.col, stable=True)
+            counts = torch.bincount(self.col, minlength=self.num_src)
+            colptr = torch.zeros(self.num_src + 1, dtype=torch.long, device=self.device)
+            torch.cumsum(counts, 0, out=colptr[1:])
+            self._cache["transpose"] = Transpose(colptr, self.dst()[perm].contiguous(), perm)
+        return self._cache["transpose"]
+
+    def to_edge_index(self) -> Tensor:
+        """``int64 [2, E]`` in edge-id order: row 0 = sources, row 1 = destinations."""
+        return torch.stack([self.col, self.dst()])
+
+    def to_dense(self) -> Tensor:
+        """``int64 [N_dst, N_src]`` edge multiplicities (for tests and small pictures)."""
+        counts = torch.zeros(self.num_dst * self.num_src, dtype=torch.long, device=self.device)
+        counts.index_add_(0, self.dst() * self.num_src + self.col, torch.ones_like(self.col))
+        return counts.view(self.num_dst, self.num_src)
+
+    def to(self, device: torch.device | str) -> Graph:
+        """A copy on ``device`` (cached views move along)."""
+        device = torch.device(device)
+        if device == self.device:
+            return self
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        out = Graph(move(self.rowptr), move(self.col), self.num_src, move(self.ptr), move(self.src_ptr))
+        for key, value in self._cache.items():
+            out._cache[key] = type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
+        return out
+
+    def __repr__(self) -> str:
+        batch = "" if self.ptr is None else f", batch_size={self.ptr.numel() - 1}"
+        return (
+            f"Graph(num_dst={self.num_dst}, num_src={self.num_src}, num_edges={self.num_edges}"
+            f"{batch}, device={self.device})"
+        )
