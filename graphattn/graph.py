@@ -93,9 +93,7 @@ class Graph:
         if rowptr.numel() < 1:
             raise ValueError("rowptr must have N_dst + 1 >= 1 entries, got an empty tensor")
         if col.device != rowptr.device:
-            raise ValueError(
-                f"col and rowptr must be on the same device, got {col.device} and {rowptr.device}"
-            )
+            raise ValueError(f"col and rowptr must be on the same device, got {col.device} and {rowptr.device}")
         for name in ("ptr", "src_ptr"):
             p = getattr(self, name)
             if p is not None:
@@ -121,11 +119,20 @@ class Graph:
             lo, hi = int(col.min()), int(col.max())
             if lo < 0 or hi >= num_src:
                 raise ValueError(
-                    f"col must hold source indices in [0, num_src) = [0, {num_src}), "
-                    f"got values in [{lo}, {hi}]"
+                    f"col must hold source indices in [0, num_src) = [0, {num_src}), got values in [{lo}, {hi}]"
                 )
 
     # ------------------------------------------------------------------ constructors
+    @classmethod
+    def _unchecked(
+        cls, rowptr: Tensor, col: Tensor, num_src: int, ptr: Tensor | None = None, src_ptr: Tensor | None = None
+    ) -> Graph:
+        """Skip validation, for tensors already known valid (e.g. a validated graph moved to another device)."""
+        graph = object.__new__(cls)
+        for name, value in zip(Graph.__dataclass_fields__, (rowptr, col, num_src, ptr, src_ptr, {}), strict=True):
+            object.__setattr__(graph, name, value)
+        return graph
+
     @classmethod
     def from_edge_index(
         cls,
@@ -171,8 +178,7 @@ class Graph:
         num_dst = _check_size("num_dst", num_dst)
         if dst.numel() > 0 and int(dst.max()) >= num_dst:
             raise ValueError(
-                f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), "
-                f"got max {int(dst.max())}"
+                f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), got max {int(dst.max())}"
             )
         perm = torch.argsort(dst, stable=True)
         counts = torch.bincount(dst, minlength=num_dst)
@@ -264,9 +270,11 @@ class Graph:
         def move(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(device)
 
-        out = Graph(move(self.rowptr), move(self.col), self.num_src, move(self.ptr), move(self.src_ptr))
+        out = Graph._unchecked(move(self.rowptr), move(self.col), self.num_src, move(self.ptr), move(self.src_ptr))
         for key, value in self._cache.items():
-            out._cache[key] = type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
+            out._cache[key] = (
+                type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
+            )
         return out
 
     def __repr__(self) -> str:

@@ -83,7 +83,9 @@ def random_inputs(
         "k": rnd(graph.num_src, heads, head_dim),
         "v": rnd(graph.num_src, heads, value_dim),
         "bias": rnd(e, heads),
-        "gate": (torch.rand(e, heads, generator=gen, dtype=torch.float64) + 0.5).to(dtype).requires_grad_(requires_grad),
+        "gate": (torch.rand(e, heads, generator=gen, dtype=torch.float64) + 0.5)
+        .to(dtype)
+        .requires_grad_(requires_grad),
     }
 
 

@@ -96,7 +96,9 @@ def edge_softmax(scores: Tensor, graph: Graph, *, return_lse: bool = False) -> T
     """
     graph = check_graph(graph)
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
-        raise TypeError(f"scores must be a floating torch.Tensor, got {getattr(scores, 'dtype', type(scores).__name__)}")
+        raise TypeError(
+            f"scores must be a floating torch.Tensor, got {getattr(scores, 'dtype', type(scores).__name__)}"
+        )
     if scores.dim() != 2 or scores.shape[0] != graph.num_edges:
         raise ValueError(f"scores must be [E, H] with E = {graph.num_edges}, got shape {list(scores.shape)}")
     if scores.device != graph.device:

@@ -21,9 +21,7 @@ from . import reference
 
 __all__ = ["Backend", "register_backend", "backends", "get_backend", "select_backend"]
 
-ForwardFn = Callable[
-    [Tensor, Tensor, Tensor, Graph, "Tensor | None", "Tensor | None", float], tuple[Tensor, Tensor]
-]
+ForwardFn = Callable[[Tensor, Tensor, Tensor, Graph, "Tensor | None", "Tensor | None", float], tuple[Tensor, Tensor]]
 
 
 @dataclass(frozen=True)

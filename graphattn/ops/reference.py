@@ -83,9 +83,7 @@ def edge_attention(
     return spmm(p, v, graph).to(out_dtype), lse
 
 
-def attention_weights(
-    q: Tensor, k: Tensor, graph: Graph, lse: Tensor, bias: Tensor | None, scale: float
-) -> Tensor:
+def attention_weights(q: Tensor, k: Tensor, graph: Graph, lse: Tensor, bias: Tensor | None, scale: float) -> Tensor:
     """``p [E, H] = exp(s_e - lse[dst_e])``: the softmax recomputed from a saved ``lse``."""
     ct = _compute_dtype(q.dtype)
     s = _scores(q.to(ct), k.to(ct), graph, None if bias is None else bias.to(ct), scale)

@@ -1,0 +1,40 @@
+# The README's commands. Each creates or reuses the virtual environment in .venv.
+#   make demo   the main job on an embedded default (no download)
+#   make test   lint + the full test suite (what CI runs)
+#   make bench  the op benchmark (see benchmarks/README.md)
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
+# A CPU wheel that pip takes from this machine's disk; an unpinned torch resolves to a
+# multi-GB CUDA build. GPU users install their own torch into .venv first (see README).
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev,pyg,dgl,ogb
+STAMP  := $(VENV)/.graphattn-installed
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(wildcard setup.py) $(wildcard cuda/*)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	$(PIP) install ninja numpy setuptools wheel
+	$(PIP) install --no-build-isolation -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m graphattn.demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/ops/bench_edge_attention.py
+
+clean:
+	rm -rf $(VENV) build graphattn/*.so *.egg-info

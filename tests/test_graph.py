@@ -1,0 +1,164 @@
+"""Graph: construction, views and validation (every bad input names its argument)."""
+
+import pytest
+import torch
+
+from graphattn import Graph
+from graphattn.testing import adversarial_graphs
+
+
+def test_from_edge_index_sorts_by_destination_stably():
+    # PyG convention: row 0 = source, row 1 = destination.
+    edge_index = torch.tensor([[0, 3, 1, 2, 3], [2, 0, 2, 1, 2]])
+    g, perm = Graph.from_edge_index(edge_index, return_perm=True)
+    assert g.num_dst == g.num_src == 4
+    assert g.rowptr.tolist() == [0, 1, 2, 5, 5]
+    assert g.col.tolist() == [3, 2, 0, 1, 3]  # into 2: input order 0, 1, 3 kept
+    assert perm.tolist() == [1, 3, 0, 2, 4]
+    assert torch.equal(edge_index[:, perm], g.to_edge_index())
+
+
+def test_from_edge_index_sizes():
+    ei = torch.tensor([[0, 4], [1, 0]])
+    assert Graph.from_edge_index(ei, num_src=5, num_dst=2).num_dst == 2
+    assert Graph.from_edge_index(ei, num_dst=5).num_src == 5  # the other defaults to it
+    g = Graph.from_edge_index(torch.empty(2, 0, dtype=torch.long))
+    assert (g.num_src, g.num_dst, g.num_edges) == (0, 0, 0)
+    assert Graph.from_edge_index(ei.int()).col.dtype == torch.int64  # any integer dtype accepted
+
+
+def test_from_dense_roundtrip():
+    mask = torch.rand(5, 7, generator=torch.Generator().manual_seed(0)) > 0.5
+    g = Graph.from_dense(mask)
+    assert (g.num_dst, g.num_src) == (5, 7)
+    assert torch.equal(g.to_dense() > 0, mask)
+    assert torch.equal(g.in_degree(), mask.sum(1))
+    assert torch.equal(g.out_degree(), mask.sum(0))
+
+
+@pytest.mark.parametrize("case", adversarial_graphs(hub_degree=300), ids=repr)
+def test_transpose_lists_the_same_edges(case):
+    g = case.graph
+    colptr, row, perm = g.transpose
+    assert colptr.numel() == g.num_src + 1 and int(colptr[-1]) == g.num_edges
+    assert torch.equal(g.col[perm], torch.repeat_interleave(torch.arange(g.num_src), colptr.diff()))
+    assert torch.equal(row, g.dst()[perm])
+    assert sorted(perm.tolist()) == list(range(g.num_edges))
+    # Stable: within one source, edge ids increase.
+    for s in range(g.num_src):
+        ids = perm[colptr[s] : colptr[s + 1]]
+        assert torch.all(ids[1:] > ids[:-1])
+    assert g.transpose is g.transpose  # cached
+
+
+def test_multigraph_counts_duplicates():
+    g = Graph.from_edge_index(torch.tensor([[1, 1, 0], [0, 0, 0]]), num_src=2, num_dst=1)
+    assert g.to_dense().tolist() == [[1, 2]]
+    assert g.in_degree().tolist() == [3]
+
+
+def test_to_same_device_is_identity_and_repr():
+    g = Graph.from_edge_index(torch.tensor([[0], [1]]))
+    assert g.to("cpu") is g
+    assert repr(g) == "Graph(num_dst=2, num_src=2, num_edges=1, device=cpu)"
+
+
+def test_to_moves_cached_views():
+    g = Graph.from_edge_index(torch.tensor([[0, 1], [1, 0]]))
+    _ = g.transpose
+    moved = g.to("meta")
+    assert moved.col.device.type == "meta"
+    assert moved.transpose.perm.device.type == "meta"
+
+
+# ---------------------------------------------------------------------- bad input
+rp, c = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {"rowptr": rp.int(), "col": c, "num_src": 2},
+            TypeError,
+            r"rowptr must have dtype torch.int64, got torch.int32",
+        ),
+        ({"rowptr": rp, "col": c.float(), "num_src": 2}, TypeError, r"col must have dtype torch.int64"),
+        ({"rowptr": rp, "col": [0, 1], "num_src": 2}, TypeError, r"col must be a torch.Tensor, got list"),
+        ({"rowptr": rp[None], "col": c, "num_src": 2}, ValueError, r"rowptr must be 1-D, got shape \[1, 3\]"),
+        ({"rowptr": rp, "col": c, "num_src": -1}, ValueError, r"num_src must be >= 0, got -1"),
+        ({"rowptr": rp, "col": c, "num_src": 2.0}, TypeError, r"num_src must be an int, got float"),
+        (
+            {"rowptr": rp, "col": c, "num_src": 1},
+            ValueError,
+            r"col must hold source indices in \[0, num_src\) = \[0, 1\), got values in \[0, 1\]",
+        ),
+        ({"rowptr": rp, "col": torch.tensor([0, -1]), "num_src": 2}, ValueError, r"got values in \[-1, 0\]"),
+        (
+            {"rowptr": torch.tensor([0, 2, 1, 2]), "col": c, "num_src": 2},
+            ValueError,
+            r"rowptr must be non-decreasing .* rowptr\[2\] = 1 < rowptr\[1\] = 2",
+        ),
+        (
+            {"rowptr": torch.tensor([1, 2]), "col": c, "num_src": 2},
+            ValueError,
+            r"rowptr must start at 0 and end at E = col.numel\(\) = 2",
+        ),
+        (
+            {"rowptr": torch.tensor([0, 3]), "col": c, "num_src": 2},
+            ValueError,
+            r"got rowptr\[0\] = 0, rowptr\[-1\] = 3",
+        ),
+        ({"rowptr": torch.zeros(0, dtype=torch.long), "col": c[:0], "num_src": 0}, ValueError, r"N_dst \+ 1 >= 1"),
+        ({"rowptr": rp, "col": c.to("meta"), "num_src": 2}, ValueError, r"col and rowptr must be on the same device"),
+    ],
+)
+def test_constructor_rejects(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Graph(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (
+            (torch.tensor([[0.0, 1.0], [1.0, 0.0]]),),
+            {},
+            TypeError,
+            r"edge_index must have an integer dtype, got torch.float32",
+        ),
+        ((torch.tensor([0, 1]),), {}, ValueError, r"edge_index must be \[2, E\], got shape \[2\]"),
+        ((torch.tensor([[0, 1, 2]] * 3),), {}, ValueError, r"edge_index must be \[2, E\], got shape \[3, 3\]"),
+        ((torch.tensor([[0, -1], [1, 0]]),), {}, ValueError, r"edge_index must be non-negative, got min -1"),
+        (
+            (torch.tensor([[0], [5]]),),
+            {"num_src": 2, "num_dst": 3},
+            ValueError,
+            r"edge_index\[1\] .* \[0, 3\), got max 5",
+        ),
+        (
+            (torch.tensor([[5], [0]]),),
+            {"num_src": 2, "num_dst": 3},
+            ValueError,
+            r"col must hold source indices in \[0, num_src\) = \[0, 2\)",
+        ),
+        ((torch.tensor([[0], [0]]),), {"num_dst": -2}, ValueError, r"num_src must be >= 0, got -2"),
+        (([[0], [0]],), {}, TypeError, r"edge_index must be a torch.Tensor, got list"),
+    ],
+)
+def test_from_edge_index_rejects(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Graph.from_edge_index(*args, **kwargs)
+
+
+def test_from_dense_rejects():
+    with pytest.raises(TypeError, match=r"mask must have dtype torch.bool, got torch.int64"):
+        Graph.from_dense(torch.ones(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"mask must be \[N_dst, N_src\], got shape \[4\]"):
+        Graph.from_dense(torch.ones(4, dtype=torch.bool))
+
+
+def test_frozen():
+    g = Graph.from_edge_index(torch.tensor([[0], [1]]))
+    with pytest.raises(AttributeError):
+        g.num_src = 3
