@@ -1,0 +1,251 @@
+"""Classifiers built from the graph encoder: sequences of tokens and images of patches.
+
+* :class:`SequenceClassifier`: token embedding + positional encoding + :class:`GraphTransformerEncoder`
+  + pooling over each example + a linear head (the LRA-style classifier of Tay et al., "Long Range
+  Arena", 2020, https://arxiv.org/abs/2011.04006).
+* :class:`ImageClassifier`: ``P x P`` patch embedding (a stride-``P`` convolution, as in ViT,
+  Dosovitskiy et al. 2020, https://arxiv.org/abs/2010.11929) + 2-D positional encoding + encoder
+  over a patch graph (default: :func:`~graphattn.structure.grid` neighbourhoods) + pooling + head.
+
+Batches are concatenations, never padded: sequences come with ``lengths``/``ptr``; images may be a
+``[B, C, H, W]`` tensor or a list of ``[C, H_b, W_b]`` tensors of different sizes. Both return a
+:class:`ClassifierOutput` with the logits and the summed structure ``aux_loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import Graph
+from ..structure._segments import segments
+from ..structure.base import Structure
+from ..structure.grid import grid
+from .encoder import GraphTransformerEncoder, GraphTransformerLayer
+from .positional import (
+    LearnedPositionalEncoding,
+    LearnedPositionalEncoding2D,
+    SinusoidalPositionalEncoding,
+    SinusoidalPositionalEncoding2D,
+)
+
+__all__ = ["SequenceClassifier", "ImageClassifier", "ClassifierOutput", "segment_pool"]
+
+
+class ClassifierOutput(NamedTuple):
+    """``logits [B, num_classes]`` and ``aux_loss`` (scalar) to add to the task loss."""
+
+    logits: Tensor
+    aux_loss: Tensor
+
+
+def segment_pool(x: Tensor, ptr: Tensor, mode: str = "mean") -> Tensor:
+    """Pool node features ``x [N, d]`` over each example of ``ptr [B + 1]``: ``[B, d]``.
+
+    ``mode``: ``"mean"``, ``"max"`` (an empty example gives zeros) or ``"first"`` (the first node,
+    e.g. a ``[CLS]`` token; an empty example raises).
+    """
+    counts = ptr[1:] - ptr[:-1]
+    b = counts.numel()
+    if mode == "first":
+        if bool((counts == 0).any()):
+            raise ValueError("pooling='first' needs every example to have at least one node")
+        return x[ptr[:-1]]
+    batch = torch.repeat_interleave(torch.arange(b, device=x.device), counts, output_size=x.shape[0])
+    if mode == "mean":
+        total = x.new_zeros(b, x.shape[1]).index_add_(0, batch, x)
+        return total / torch.clamp(counts, min=1).to(x.dtype)[:, None]
+    if mode == "max":
+        out = x.new_zeros(b, x.shape[1])
+        return out.scatter_reduce(0, batch[:, None].expand_as(x), x, "amax", include_self=False)
+    raise ValueError(f"pooling must be 'mean', 'max' or 'first', got {mode!r}")
+
+
+def _encoder(
+    d_model: int,
+    nhead: int,
+    num_layers: int,
+    dim_feedforward: int | None,
+    dropout: float,
+    structure: Structure | None,
+    backend: str | None,
+) -> GraphTransformerEncoder:
+    layer = GraphTransformerLayer(d_model, nhead, dim_feedforward, dropout, structure=structure, backend=backend)
+    return GraphTransformerEncoder(layer, num_layers)
+
+
+class SequenceClassifier(nn.Module):
+    """Classify variable-length token sequences, batched by concatenation.
+
+    Args:
+        vocab_size: number of token ids.
+        num_classes: number of classes.
+        d_model: feature size.
+        nhead: attention heads.
+        num_layers: encoder layers.
+        dim_feedforward: FFN hidden size (default ``4 * d_model``).
+        dropout: dropout everywhere in the encoder.
+        structure: edge builder (e.g. ``BigBird()``); without it, pass ``graph`` to :meth:`forward`.
+        positional: ``"sinusoidal"``, ``"learned"`` or ``None``.
+        max_len: positions of the learned encoding.
+        pooling: ``"mean"``, ``"max"`` or ``"first"``.
+        backend: ``edge_attention`` backend.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        d_model: int = 128,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        *,
+        structure: Structure | None = None,
+        positional: str | None = "sinusoidal",
+        max_len: int = 4096,
+        pooling: str = "mean",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "max", "first"):
+            raise ValueError(f"pooling must be 'mean', 'max' or 'first', got {pooling!r}")
+        self.embed = nn.Embedding(vocab_size, d_model)
+        if positional == "sinusoidal":
+            self.pos: nn.Module | None = SinusoidalPositionalEncoding(d_model)
+        elif positional == "learned":
+            self.pos = LearnedPositionalEncoding(max_len, d_model)
+        elif positional is None:
+            self.pos = None
+        else:
+            raise ValueError(f"positional must be 'sinusoidal', 'learned' or None, got {positional!r}")
+        self.encoder = _encoder(d_model, nhead, num_layers, dim_feedforward, dropout, structure, backend)
+        self.head = nn.Linear(d_model, num_classes)
+        self.pooling = pooling
+
+    def forward(
+        self,
+        tokens: Tensor,
+        *,
+        lengths: Tensor | Sequence[int] | None = None,
+        ptr: Tensor | None = None,
+        graph: Graph | None = None,
+    ) -> ClassifierOutput:
+        """``tokens [N]`` (concatenated examples) with ``lengths [B]`` or ``ptr [B + 1]``.
+
+        Without either, ``graph.ptr`` is used, else the input is one example.
+        """
+        if tokens.dim() != 1:
+            raise ValueError(f"tokens must be [N] (examples concatenated), got shape {list(tokens.shape)}")
+        if ptr is None:
+            if lengths is None and graph is not None and graph.ptr is not None:
+                ptr = graph.ptr
+            else:
+                ptr = segments(tokens.shape[0], lengths, device=tokens.device).ptr.to(tokens.device)
+        x = self.embed(tokens)
+        if self.pos is not None:
+            x = self.pos(x, ptr=ptr)
+        h, aux = self.encoder(x, graph, ptr=ptr)
+        return ClassifierOutput(self.head(segment_pool(h, ptr, self.pooling)), aux)
+
+
+class ImageClassifier(nn.Module):
+    """Classify images as graphs of ``patch_size x patch_size`` patches.
+
+    Args:
+        in_channels: image channels.
+        num_classes: number of classes.
+        patch_size: ``P``; an ``H x W`` image gives ``floor(H / P) x floor(W / P)`` nodes.
+        d_model: feature size (divisible by 4 for the sinusoidal 2-D encoding).
+        nhead: attention heads.
+        num_layers: encoder layers.
+        dim_feedforward: FFN hidden size (default ``4 * d_model``).
+        dropout: dropout in the encoder.
+        structure: edge builder; default ``None`` builds :func:`~graphattn.structure.grid` over
+            the patches with ``radius`` and ``connectivity`` (any image sizes).
+        radius: grid radius when ``structure is None``.
+        connectivity: grid connectivity (4 or 8) when ``structure is None``.
+        positional: ``"sinusoidal"``, ``"learned"`` (needs ``max_grid``) or ``None``.
+        max_grid: ``(rows, cols)`` of patches of the learned encoding.
+        pooling: ``"mean"`` or ``"max"``.
+        backend: ``edge_attention`` backend.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        patch_size: int = 4,
+        d_model: int = 64,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int | None = None,
+        dropout: float = 0.1,
+        *,
+        structure: Structure | None = None,
+        radius: int = 1,
+        connectivity: int = 8,
+        positional: str | None = "sinusoidal",
+        max_grid: tuple[int, int] = (64, 64),
+        pooling: str = "mean",
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("mean", "max"):
+            raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
+        grid(1, 1, radius=radius, connectivity=connectivity)  # validate now, not at the first batch
+        self.patch_size = patch_size
+        self.patch = nn.Conv2d(in_channels, d_model, patch_size, stride=patch_size)
+        if positional == "sinusoidal":
+            self.pos: nn.Module | None = SinusoidalPositionalEncoding2D(d_model)
+        elif positional == "learned":
+            self.pos = LearnedPositionalEncoding2D(max_grid[0], max_grid[1], d_model)
+        elif positional is None:
+            self.pos = None
+        else:
+            raise ValueError(f"positional must be 'sinusoidal', 'learned' or None, got {positional!r}")
+        self.encoder = _encoder(d_model, nhead, num_layers, dim_feedforward, dropout, structure, backend)
+        self.head = nn.Linear(d_model, num_classes)
+        self.pooling = pooling
+        self.radius, self.connectivity = radius, connectivity
+        self._graph_key: tuple | None = None
+        self._graph: Graph | None = None
+
+    def _grid(self, sizes: list[tuple[int, int]], device: torch.device) -> Graph:
+        key = (tuple(sizes), device)
+        if self._graph_key != key:
+            g = grid(
+                sizes=sizes or torch.zeros(0, 2, dtype=torch.long), radius=self.radius, connectivity=self.connectivity
+            )
+            self._graph, self._graph_key = g.to(device), key
+        assert self._graph is not None
+        return self._graph
+
+    def forward(self, images: Tensor | Sequence[Tensor]) -> ClassifierOutput:
+        """``images [B, C, H, W]`` or a list of ``[C, H_b, W_b]`` -> ``logits [B, num_classes]``."""
+        if isinstance(images, Tensor):
+            if images.dim() != 4:
+                raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {list(images.shape)}")
+            f = self.patch(images)  # [B, d, h, w]
+            sizes = [(f.shape[2], f.shape[3])] * f.shape[0]
+            x = f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1])  # row-major patches, image after image
+        else:
+            feats = [self.patch(img.unsqueeze(0))[0] for img in images]  # one conv per image (loop over images)
+            sizes = [(t.shape[1], t.shape[2]) for t in feats]
+            x = (
+                torch.cat([t.flatten(1).T for t in feats])
+                if feats
+                else self.head.weight.new_zeros(0, self.head.in_features)
+            )
+        counts = torch.tensor([h * w for h, w in sizes], dtype=torch.long, device=x.device)
+        ptr = torch.zeros(len(sizes) + 1, dtype=torch.long, device=x.device)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        if self.pos is not None:
+            x = self.pos(x, sizes=sizes or torch.zeros(0, 2, dtype=torch.long))
+        graph = None if self.encoder.layers[0].self_attn.structure is not None else self._grid(sizes, x.device)
+        h, aux = self.encoder(x, graph, ptr=ptr)
+        return ClassifierOutput(self.head(segment_pool(h, ptr, self.pooling)), aux)

@@ -1,0 +1,73 @@
+"""Pieces shared by the input-dependent structures (routing, SBM, SAC): argument checks and
+assembling a (possibly per-head, folded) graph from unsorted edge lists."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..graph import Graph
+from ._segments import graph_from_rows
+
+
+class _StraightThroughOnes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, p: Tensor) -> Tensor:
+        return torch.ones_like(p)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.clamp(-1.0, 1.0)
+
+
+def straight_through_ones(p: Tensor) -> Tensor:
+    """Exactly 1 in the forward pass; the backward pass hands the gradient, clipped to [-1, 1], to ``p``.
+
+    The gate of a sampled edge (SBM-Transformer, Section 3.3): the sampled graph is discrete, and
+    the gradient a gate receives is treated as the gradient of the edge's probability ``p``.
+    """
+    return _StraightThroughOnes.apply(p)
+
+
+def self_attention_ptr(
+    name: str,
+    q: Tensor,
+    k: Tensor,
+    ptr: Tensor | None,
+    src_ptr: Tensor | None,
+    graph: Graph | None,
+    num_heads: int,
+    head_dim: int,
+) -> Tensor:
+    """Check ``q``/``k`` for a self-attention structure and return the example offsets ``ptr``."""
+    n, h, d = q.shape
+    if k.shape != q.shape:
+        raise ValueError(
+            f"{name} is self-attention: q and k must have one shape, got {list(q.shape)} and {list(k.shape)}"
+        )
+    if (h, d) != (num_heads, head_dim):
+        raise ValueError(f"q must be [N, H={num_heads}, D={head_dim}] for this {name}, got {list(q.shape)}")
+    if ptr is None and graph is not None:
+        ptr = graph.ptr
+    if src_ptr is not None and ptr is not None and not torch.equal(src_ptr, ptr):
+        raise ValueError(f"{name} needs src_ptr == ptr (queries and keys are the same tokens)")
+    if ptr is None:
+        return torch.tensor([0, n], device=q.device)
+    if int(ptr[-1]) != n:
+        raise ValueError(f"ptr must end at N = {n} (the number of tokens), got ptr[-1] = {int(ptr[-1])}")
+    return ptr.to(q.device)
+
+
+def graph_from_edges(
+    dst: Tensor, src: Tensor, num_nodes: int, ptr: Tensor, *, num_heads: int = 1, dedup: bool = True
+) -> Graph:
+    """A graph over ``num_heads · num_nodes`` (folded) nodes from unsorted ``dst``/``src`` ids.
+
+    Edges are sorted by destination, then source; ``dedup`` keeps each pair once. The result's
+    ``ptr`` lists every (head, example) block, as :func:`~graphattn.structure.fold_heads` does.
+    """
+    total = num_heads * num_nodes
+    keys = dst * max(total, 1) + src
+    keys = torch.unique(keys) if dedup else torch.sort(keys).values
+    folded_ptr = torch.cat([ptr[:1]] + [ptr[1:] + i * num_nodes for i in range(num_heads)])
+    return graph_from_rows(keys // max(total, 1), keys % max(total, 1), total, total, ptr=folded_ptr)

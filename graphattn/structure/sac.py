@@ -1,0 +1,248 @@
+"""Learned edges (SAC): Li et al., "Accelerating and Structuring Self-Attention via Sparse Adaptive Connection" (2020).
+
+https://arxiv.org/abs/2003.09833 -- an edge predictor chooses which links attention runs over,
+and is trained with the task. Here:
+
+* **Candidates** (our change; the paper scores all ``L²`` pairs with an LSTM): each destination
+  scores a candidate set of size ``O(c)``: its local window, ``random`` uniform sources, and
+  ``projection`` neighbours along a fixed random direction (queries and keys projected onto it
+  and sorted per example: the keys ranked next to a query's value are its candidates, a
+  one-hash LSH nearest-neighbour search that costs one sort). Candidate cost is ``O(N·c)``; no
+  ``N x N`` tensor is formed.
+* **Scores** ``s_ij = <A q̄_i, B k̄_j> / sqrt(d)`` with ``q̄``, ``k̄`` the head-averaged projected
+  queries and keys, and ``A``, ``B`` learned; softmax over each destination's candidates.
+* **Choice**: ``edges_per_node`` sources per destination (``alpha`` in the paper, ``alpha·N``
+  edges per layer; one graph shared by all heads). Training samples them without replacement by
+  Gumbel-top-k (Kool et al. 2019); evaluation takes the top-scoring ones (argmax, deterministic).
+* **Training signal**, two modes:
+
+  - ``"reinforce"`` (the paper's): the graph is discrete; :meth:`SAC.policy_loss` turns a
+    reward (the negative task loss, passed by the training loop) into the REINFORCE surrogate
+    ``-(reward - baseline) · sum log p(chosen)`` with a moving-average baseline
+    (``log p`` of a Gumbel-top-k draw is approximated by the sum of the chosen edges' log
+    softmax probabilities). :func:`policy_losses` collects it from every SAC module in a model.
+  - ``"straight_through"``: each chosen edge carries a ``gate`` whose value is 1 and whose
+    gradient (clipped to [-1, 1], as SBM-Transformer does) flows into its softmax probability,
+    so the predictor trains by backprop.
+
+  In both modes the auxiliary loss is ``-entropy_weight`` times the mean entropy of the
+  candidate softmax, a bonus against collapse onto a few edges.
+* **Input edges**: when the layer is given a graph (graph data), ``keep_input=True`` keeps its
+  edges and adds the learned ones on top, as the paper does on Cora.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import Graph
+from ._adaptive import self_attention_ptr, straight_through_ones
+from ._segments import check_int, expand_rows, graph_from_rows
+from .base import Structure, StructureOutput
+from .random import random as random_graph
+from .setops import union
+from .window import window as window_graph
+
+__all__ = ["SAC", "policy_losses"]
+
+_MODES = ("reinforce", "straight_through")
+
+
+def _segment_top(scores: Tensor, dst: Tensor, k: int) -> Tensor:
+    """Mask ``[E]`` of the ``k`` highest ``scores`` within each destination's edges (``dst`` sorted)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(dst[order], stable=True)]  # by destination, best first within each
+    _, _, rank = expand_rows(torch.bincount(dst, minlength=int(dst.max()) + 1 if dst.numel() else 0))
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
+def _segment_log_softmax(scores: Tensor, dst: Tensor, num_dst: int) -> Tensor:
+    """Log softmax of ``scores [E]`` over the edges of each destination."""
+    row_max = torch.full((num_dst,), float("-inf"), dtype=scores.dtype, device=scores.device)
+    row_max = row_max.scatter_reduce(0, dst, scores.detach(), "amax")
+    shifted = scores - row_max[dst]
+    denom = torch.zeros(num_dst, dtype=scores.dtype, device=scores.device).index_add(0, dst, shifted.exp())
+    return shifted - denom.log()[dst]
+
+
+class SAC(Structure):
+    r"""A learned edge predictor choosing ``edges_per_node`` sources per destination.
+
+    Args:
+        num_heads: attention heads ``H`` of the layer (the graph is shared by all heads).
+        head_dim: head dim ``D`` of the projected queries and keys.
+        edges_per_node: sources chosen per destination (``alpha``).
+        window: local candidates: sources with ``|i - j| < window``.
+        random: uniformly random candidates per destination.
+        projection: candidates nearest in rank along a random direction (see the module docstring).
+        hidden: width of the scorer projections ``A``, ``B`` (default ``D``).
+        mode: ``"reinforce"`` or ``"straight_through"`` (see the module docstring).
+        entropy_weight: weight of the entropy bonus (the auxiliary loss is ``-weight · entropy``).
+        baseline_decay: decay of the REINFORCE moving-average baseline.
+        keep_input: keep the edges of a graph given to the layer and add learned ones on top.
+        generator: a ``torch.Generator`` for reproducible candidates and samples.
+
+    .. math::
+        s_{ij} = \frac{\langle A\bar q_i, B\bar k_j\rangle}{\sqrt{d}}, \qquad
+        \pi(j \mid i) = \operatorname{softmax}_{j \in \mathcal{C}(i)} s_{ij}
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        edges_per_node: int = 8,
+        *,
+        window: int = 4,
+        random: int = 16,
+        projection: int = 16,
+        hidden: int | None = None,
+        mode: str = "reinforce",
+        entropy_weight: float = 1e-3,
+        baseline_decay: float = 0.9,
+        keep_input: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_heads = check_int("num_heads", num_heads, minimum=1)
+        self.head_dim = check_int("head_dim", head_dim, minimum=1)
+        self.edges_per_node = check_int("edges_per_node", edges_per_node, minimum=1)
+        self.window = check_int("window", window, minimum=1)
+        self.random = check_int("random", random, minimum=0)
+        self.projection = check_int("projection", projection, minimum=0)
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if not 0.0 <= baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
+        hidden = head_dim if hidden is None else check_int("hidden", hidden, minimum=1)
+        self.mode, self.entropy_weight, self.baseline_decay = mode, entropy_weight, baseline_decay
+        self.keep_input, self.generator = keep_input, generator
+        self.score_q = nn.Linear(head_dim, hidden, bias=False)
+        self.score_k = nn.Linear(head_dim, hidden, bias=False)
+        # A fixed random direction for the projection candidates (not learned: it runs under no_grad).
+        self.register_buffer("direction", torch.nn.functional.normalize(torch.randn(head_dim), dim=0))
+        self.register_buffer("baseline", torch.zeros(()))
+        self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
+        self._log_prob: Tensor | None = None
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, edges_per_node={self.edges_per_node}, "
+            f"window={self.window}, random={self.random}, projection={self.projection}, mode={self.mode!r}"
+        )
+
+    # ------------------------------------------------------------------ candidates
+    def _projection_candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> Graph:
+        """For each query, the ``projection`` keys of its example nearest to it along ``direction``."""
+        n = qb.shape[0]
+        lengths = ptr[1:] - ptr[:-1]
+        example = torch.repeat_interleave(torch.arange(lengths.numel(), device=qb.device), lengths, output_size=n)
+        # sigmoid maps each value into (0, 1); adding the example id keeps examples apart in one sort.
+        kv = torch.sigmoid(kb @ self.direction).double() + example
+        qv = torch.sigmoid(qb @ self.direction).double() + example
+        order = torch.argsort(kv)  # keys sorted, example-major
+        rank = torch.searchsorted(kv[order], qv)  # where each query falls among the keys
+        p = min(self.projection, int(lengths.max()) if lengths.numel() else 0)
+        deg = torch.full((n,), p, dtype=torch.long, device=qb.device)
+        deg = torch.minimum(deg, lengths[example])
+        _, row, slot = expand_rows(deg)
+        lo, hi = ptr[example[row]], ptr[example[row] + 1]  # the example's key ranks are [lo, hi)
+        start = torch.clamp(rank[row] - deg[row] // 2, min=lo)
+        start = torch.minimum(start, hi - deg[row])
+        return graph_from_rows(row, order[start + slot], n, n, ptr=ptr)
+
+    def candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> Graph:
+        """The candidate graph: local window, random and projection neighbours (each edge once)."""
+        lengths = ptr[1:] - ptr[:-1]
+        parts = [window_graph(None, self.window, lengths=lengths)]
+        if self.random > 0:
+            parts.append(random_graph(None, self.random, lengths=lengths, generator=self.generator))
+        if self.projection > 0:
+            parts.append(self._projection_candidates(qb, kb, ptr))
+        return union(*parts)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        *,
+        ptr: Tensor | None = None,
+        src_ptr: Tensor | None = None,
+        graph: Graph | None = None,
+    ) -> StructureOutput:
+        n = q.shape[0]
+        ptr = self_attention_ptr("SAC", q, k, ptr, src_ptr, graph, self.num_heads, self.head_dim)
+        qb, kb = q.mean(1), k.mean(1)  # [N, D]: one graph for all heads
+        with torch.no_grad():
+            cand = self.candidates(qb.detach(), kb.detach(), ptr)
+        dst, src = cand.dst(), cand.col
+        scores = (self.score_q(qb)[dst] * self.score_k(kb)[src]).sum(-1) / math.sqrt(self.score_q.out_features)
+        log_p = _segment_log_softmax(scores, dst, n)
+        entropy = -(log_p.exp() * log_p).sum() / max(n, 1)
+        with torch.no_grad():
+            pick = scores.detach()
+            if self.training:  # Gumbel-top-k: k samples without replacement from the softmax
+                u = torch.rand(pick.shape, generator=self.generator, device=pick.device, dtype=pick.dtype)
+                pick = pick - torch.log(-torch.log(u.clamp_min(1e-20)))
+            chosen = _segment_top(pick, dst, self.edges_per_node)
+        gate = None
+        if self.training and self.mode == "reinforce":
+            self._log_prob = log_p[chosen].sum() / max(n, 1)
+        elif self.mode == "straight_through":
+            gate = straight_through_ones(log_p[chosen].exp())[:, None].expand(-1, self.num_heads)
+        learned = graph_from_rows(dst[chosen], src[chosen], n, n, ptr=ptr)
+        if self.keep_input and graph is not None:
+            learned, gate = self._add_input_edges(learned, graph, gate)
+        return StructureOutput(learned, gate=gate, aux_loss=-self.entropy_weight * entropy)
+
+    def _add_input_edges(self, learned: Graph, graph: Graph, gate: Tensor | None) -> tuple[Graph, Tensor | None]:
+        """Union of the input graph's edges (gate 1, no gradient) and the learned ones."""
+        if (graph.num_dst, graph.num_src) != (learned.num_dst, learned.num_src):
+            raise ValueError(
+                f"the input graph must be over the same {learned.num_dst} nodes to keep its edges, got "
+                f"(num_dst, num_src) = ({graph.num_dst}, {graph.num_src})"
+            )
+        n = learned.num_dst
+        keys = torch.cat([graph.dst() * n + graph.col, learned.dst() * n + learned.col])
+        unique, inverse = torch.unique(keys, return_inverse=True)
+        merged = graph_from_rows(unique // max(n, 1), unique % max(n, 1), n, n, ptr=learned.ptr)
+        if gate is None:
+            return merged, None
+        # An edge both given and learned takes the learned gate (same value 1, with gradient).
+        merged_gate = gate.new_ones(unique.numel(), gate.shape[1])
+        merged_gate = merged_gate.index_copy(0, inverse[graph.num_edges :], gate)
+        return merged, merged_gate
+
+    # ------------------------------------------------------------------ REINFORCE
+    def policy_loss(self, reward: float | Tensor) -> Tensor:
+        """REINFORCE surrogate for the last training ``forward``; add it to the task loss.
+
+        ``reward`` is a scalar, typically ``-task_loss.detach()``. Updates the moving-average
+        baseline and clears the stored log-probability. In ``straight_through`` mode, or when no
+        training forward happened since the last call, returns 0.
+        """
+        if self._log_prob is None:
+            return self.baseline.new_zeros(())
+        reward = torch.as_tensor(reward, dtype=self.baseline.dtype, device=self.baseline.device).detach()
+        if not bool(self.baseline_ready):
+            self.baseline.copy_(reward)
+            self.baseline_ready.fill_(True)
+        advantage = reward - self.baseline
+        loss = -advantage * self._log_prob
+        self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * reward)
+        self._log_prob = None
+        return loss
+
+
+def policy_losses(model: nn.Module, reward: float | Tensor) -> Tensor:
+    """The sum of :meth:`SAC.policy_loss` over every :class:`SAC` in ``model`` (0 if none)."""
+    losses = [m.policy_loss(reward) for m in model.modules() if isinstance(m, SAC)]
+    if not losses:
+        return torch.zeros(())
+    return torch.stack(losses).sum()

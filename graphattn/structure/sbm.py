@@ -1,0 +1,235 @@
+"""Sampled attention graphs: Cho et al., "Transformers meet Stochastic Block Models" (NeurIPS 2022).
+
+https://arxiv.org/abs/2210.15541 -- every head samples its own attention graph from a
+mixed-membership stochastic block model over the layer's queries and keys:
+
+* ``k`` learned cluster embeddings ``C [H, k, D]`` per head and one 2-layer MLP shared by all
+  heads give memberships ``Y = sigmoid(MLP(q) C^T)`` (queries) and ``Z = sigmoid(MLP(k) C^T)``
+  (keys), both ``[N, H, k]`` in ``(0, 1)``;
+* the block matrix ``S = softmax(C C^T)`` over all ``k²`` entries (so ``sum S = 1``);
+* the expected edge weight ``p_ij = Y_i S Z_j^T`` lies in ``[0, 1]``.
+
+**Sampling in expected O(E + N·k)** (fastRG, Rohe et al. 2018, "A note on quickly sampling a
+sparse matrix with low rank expectation", https://arxiv.org/abs/1703.02998): with column sums
+``y_a = sum_i Y_ia`` and ``z_c = sum_j Z_jc``, draw the edge count ``m ~ Poisson(sum_ac y_a S_ac
+z_c)``, each edge's block pair ``(a, c)`` with probability proportional to ``y_a S_ac z_c``,
+then its destination ``i ~ Y[:, a] / y_a`` and source ``j ~ Z[:, c] / z_c``. The number of
+draws of a pair ``(i, j)`` is then exactly ``Poisson(p_ij)``. Every categorical draw is one
+``searchsorted`` into concatenated cumulative sums, vectorized over examples, heads and
+clusters; nothing of size ``N x N`` (or ``E x k`` beyond the sampled edges) is formed. The
+authors' published code draws a dense ``N x N`` Bernoulli mask instead.
+
+**Multigraph or simple graph**: ``dedup=True`` (default) keeps each sampled pair once, so an
+edge is present with probability ``1 - exp(-p_ij)`` (``≈ p_ij`` for sparse graphs);
+``dedup=False`` keeps the Poisson multigraph, whose edge counts have mean exactly ``p_ij``
+(duplicates count separately in the op's softmax).
+
+**Gradients** (straight-through, Section 3.3 of the paper): each sampled edge carries a
+``gate`` whose value is 1 and whose gradient flows to ``p_ij``, clipped to ``[-1, 1]``. The
+auxiliary loss is a density regularizer, ``density_weight`` (1e-4) times the mean expected
+density ``sum_ij p_ij / L²`` over heads and examples, computed from column sums in O(N·k).
+
+**Our additions**: a learnable membership offset per head, initialized so the expected density
+starts at ``init_density`` (the paper starts dense); a self loop per node (``self_loops=True``)
+so no row is empty; sampling from a ``torch.Generator`` for reproducible runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..graph import Graph
+from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_ones
+from ._segments import check_int
+from .base import Structure, StructureOutput
+
+__all__ = ["SBM", "sample_fastrg"]
+
+
+def _categorical(cum: Tensor, block: Tensor, size: int, gen: torch.Generator | None) -> Tensor:
+    """Draw one index per entry of ``block`` from the block's distribution.
+
+    ``cum [num_blocks * size]`` holds, block after block, each block's normalized cumulative
+    sum (ending at 1) plus the block's number, so the whole array is non-decreasing; a uniform
+    ``u`` in block ``b`` is found by one ``searchsorted`` of ``b + u``. float64 keeps the
+    offsets exact. Returns indices within the block, ``[M]``.
+    """
+    u = torch.rand(block.shape, generator=gen, dtype=torch.float64, device=cum.device)
+    pos = torch.searchsorted(cum, block.to(torch.float64) + u, right=True)
+    return (pos - block * size).clamp_(0, size - 1)
+
+
+def _example_ids(ptr: Tensor, n: int) -> Tensor:
+    """``[N]``: the example of each node."""
+    return torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1], output_size=n)
+
+
+def _column_sums(x: Tensor, example: Tensor, num_examples: int) -> Tensor:
+    """``[B, H, k]``: the sums of ``x [N, H, k]`` over the nodes of each example."""
+    return x.new_zeros(num_examples, *x.shape[1:]).index_add(0, example, x)
+
+
+def sample_fastrg(
+    y: Tensor, s: Tensor, z: Tensor, ptr: Tensor, *, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample a Poisson multigraph with ``E[count(i, j)] = Y_i S Z_j^T`` per head and example.
+
+    Args:
+        y: ``[N, H, k]`` non-negative destination memberships.
+        s: ``[H, k, k]`` non-negative block weights.
+        z: ``[N, H, k]`` non-negative source memberships.
+        ptr: ``[B + 1]`` example offsets (edges never cross examples).
+        generator: for reproducible draws.
+
+    Returns:
+        ``(head, dst, src)``, each ``int64 [M]``, in no particular order.
+    """
+    n, h, k = y.shape
+    b = ptr.numel() - 1
+    dev = y.device
+    with torch.no_grad():
+        y, s, z = y.double(), s.double(), z.double()
+        example = _example_ids(ptr, n)
+        ysum, zsum = _column_sums(y, example, b), _column_sums(z, example, b)
+        w = ysum[:, :, :, None] * s[None] * zsum[:, :, None, :]  # [B, H, k, k] block-pair weights
+        total = w.sum((2, 3))  # [B, H] expected edge counts
+        m = torch.poisson(total, generator=generator).long()  # [B, H]
+        bh = torch.repeat_interleave(torch.arange(b * h, device=dev), m.reshape(-1))  # draw -> (b, h)
+        if bh.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=dev)
+            return empty, empty, empty.clone()
+        # Block pair (a, c) of each draw.
+        wn = (w / total.clamp_min(1e-300)[:, :, None, None]).reshape(b * h, k * k)
+        cum_w = (wn.cumsum(1) + torch.arange(b * h, device=dev, dtype=torch.float64)[:, None]).reshape(-1)
+        pair = _categorical(cum_w, bh, k * k, generator)
+        a, c = pair // k, pair % k
+        ex, hd = bh // h, bh % h
+
+        # Endpoints: i ~ Y[:, h, a] / ysum within the example; blocks ordered (h, a, example).
+        def endpoints(x: Tensor, xsum: Tensor, cluster: Tensor) -> Tensor:
+            # Cumulative sums restart at each example: subtract the running total before it.
+            xt = x.permute(1, 2, 0)  # [H, k, N]
+            run = xt.cumsum(-1)
+            before = torch.cat([torch.zeros_like(run[..., :1]), run], -1)[..., ptr[:-1]]  # [H, k, B]
+            within = run - torch.repeat_interleave(before, ptr[1:] - ptr[:-1], dim=-1, output_size=n)
+            norm = xsum.permute(1, 2, 0).clamp_min(1e-300)  # [H, k, B]
+            cdf = within / torch.repeat_interleave(norm, ptr[1:] - ptr[:-1], dim=-1, output_size=n)
+            block_of_node = ((torch.arange(h * k, device=dev)[:, None] * b) + example[None]).reshape(h, k, n)
+            cum = (cdf.clamp_(max=1.0) + block_of_node).reshape(-1)
+            block = (hd * k + cluster) * b + ex
+            # Each (h, a, example) block spans that example's nodes inside row (h, a) of length N.
+            u = torch.rand(block.shape, generator=generator, dtype=torch.float64, device=dev)
+            pos = torch.searchsorted(cum, block.to(torch.float64) + u, right=True)
+            node = pos - (hd * k + cluster) * n
+            return torch.minimum(torch.maximum(node, ptr[ex]), ptr[ex + 1] - 1)
+
+        dst = endpoints(y, ysum, a)
+        src = endpoints(z, zsum, c)
+    return hd, dst, src
+
+
+class SBM(Structure):
+    r"""Per-head attention graphs sampled from a learned mixed-membership block model.
+
+    Args:
+        num_heads: attention heads ``H``.
+        head_dim: head dim ``D`` of the projected queries and keys.
+        num_clusters: block-model clusters ``k`` per head (the paper uses 128).
+        hidden: width of the shared 2-layer MLP (default ``D``).
+        dedup: keep each sampled pair once (a simple graph) rather than the Poisson multigraph.
+        self_loops: add ``i -> i`` for every node so no row is empty.
+        init_density: expected edge density the membership offset is initialized to.
+        density_weight: weight of the density regularizer (the auxiliary loss).
+        generator: a ``torch.Generator`` for reproducible sampling.
+
+    .. math::
+        Y = \sigma(\mathrm{MLP}(q) C^\top + b),\quad Z = \sigma(\mathrm{MLP}(k) C^\top + b),\quad
+        S = \operatorname{softmax}(C C^\top),\quad p_{ij} = Y_i S Z_j^\top
+
+    ``forward`` returns a folded per-head graph, ``gate [E, 1]`` (value 1, straight-through
+    gradient to ``p_ij``) and ``aux_loss``. In eval mode sampling still happens (the method
+    is stochastic at inference, as in the paper); fix ``generator`` for repeatable outputs.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_dim: int,
+        num_clusters: int = 32,
+        *,
+        hidden: int | None = None,
+        dedup: bool = True,
+        self_loops: bool = True,
+        init_density: float = 0.1,
+        density_weight: float = 1e-4,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_heads = check_int("num_heads", num_heads, minimum=1)
+        self.head_dim = check_int("head_dim", head_dim, minimum=1)
+        self.num_clusters = check_int("num_clusters", num_clusters, minimum=1)
+        hidden = head_dim if hidden is None else check_int("hidden", hidden, minimum=1)
+        if not 0.0 < init_density <= 1.0:
+            raise ValueError(f"init_density must be in (0, 1], got {init_density}")
+        self.dedup, self.self_loops = dedup, self_loops
+        self.density_weight = density_weight
+        self.generator = generator
+        self.mlp = nn.Sequential(nn.Linear(head_dim, hidden), nn.ReLU(), nn.Linear(hidden, head_dim))
+        self.clusters = nn.Parameter(torch.randn(num_heads, num_clusters, head_dim) / math.sqrt(head_dim))
+        # With Y = Z = y everywhere, p = y² (sum S = 1): start at y = sqrt(init_density).
+        y0 = min(math.sqrt(init_density), 1 - 1e-4)
+        self.offset = nn.Parameter(torch.full((num_heads, 1), math.log(y0 / (1 - y0))))
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_heads={self.num_heads}, head_dim={self.head_dim}, num_clusters={self.num_clusters}, "
+            f"dedup={self.dedup}, self_loops={self.self_loops}"
+        )
+
+    def memberships(self, x: Tensor) -> Tensor:
+        """``sigmoid(MLP(x) C^T + offset)``: ``[N, H, k]`` for ``x [N, H, D]``."""
+        logits = torch.einsum("nhd,hkd->nhk", self.mlp(x), self.clusters) / math.sqrt(self.head_dim)
+        return torch.sigmoid(logits + self.offset)
+
+    def block_matrix(self) -> Tensor:
+        """``S = softmax over all k² entries of C C^T``: ``[H, k, k]``, each head summing to 1."""
+        h, k, d = self.clusters.shape
+        cc = torch.einsum("hkd,hld->hkl", self.clusters, self.clusters) / math.sqrt(d)
+        return torch.softmax(cc.reshape(h, k * k), -1).reshape(h, k, k)
+
+    def forward(
+        self,
+        q: Tensor,
+        k: Tensor,
+        *,
+        ptr: Tensor | None = None,
+        src_ptr: Tensor | None = None,
+        graph: Graph | None = None,
+    ) -> StructureOutput:
+        n, h = q.shape[:2]
+        ptr = self_attention_ptr("SBM", q, k, ptr, src_ptr, graph, self.num_heads, self.head_dim)
+
+        y, z, s = self.memberships(q), self.memberships(k), self.block_matrix()
+        head, dst, src = sample_fastrg(y, s, z, ptr, generator=self.generator)
+        with torch.no_grad():
+            dst, src = head * n + dst, head * n + src
+            if self.self_loops:
+                loops = torch.arange(h * n, device=q.device)
+                dst, src = torch.cat([dst, loops]), torch.cat([src, loops])
+            g = graph_from_edges(dst, src, n, ptr, num_heads=h, dedup=self.dedup)
+            fdst, fsrc = g.dst(), g.col
+            hd, i, j = fdst // n, fdst % n, fsrc % n
+        # p_e = (Y S)_i . Z_j on the sampled edges only: [N, k] + [E, k] work, never [N, N].
+        p = (torch.einsum("nha,hac->nhc", y, s)[i, hd] * z[j, hd]).sum(-1)
+        gate = straight_through_ones(p)[:, None]
+        lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
+        example = _example_ids(ptr, n)
+        ysum, zsum = _column_sums(y, example, lengths.numel()), _column_sums(z, example, lengths.numel())
+        expected = torch.einsum("bha,hac,bhc->bh", ysum, s, zsum)  # sum_ij p_ij per example and head
+        nonempty = lengths > 0
+        density = expected[nonempty] / lengths[nonempty, None] ** 2
+        aux = self.density_weight * density.mean() if density.numel() else y.sum() * 0
+        return StructureOutput(g, gate=gate, aux_loss=aux, per_head=True)

@@ -1,0 +1,60 @@
+"""Classifiers: batched by concatenation, pooled with ptr, images of mixed sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import graphattn.structure as S
+from graphattn.nn import ImageClassifier, SequenceClassifier, segment_pool
+
+
+def test_segment_pool_modes():
+    x = torch.tensor([[1.0], [3.0], [5.0], [-2.0]])
+    ptr = torch.tensor([0, 2, 2, 4])
+    assert segment_pool(x, ptr, "mean").flatten().tolist() == [2.0, 0.0, 1.5]
+    assert segment_pool(x, ptr, "max").flatten().tolist() == [3.0, 0.0, 5.0]
+    with pytest.raises(ValueError, match="at least one node"):
+        segment_pool(x, ptr, "first")
+
+
+def test_sequence_classifier_batch_equals_examples_one_by_one():
+    torch.manual_seed(0)
+    model = SequenceClassifier(
+        11, 3, 16, 2, 2, dropout=0.0, structure=S.Window(3), positional="learned", max_len=32
+    ).eval()
+    tokens = torch.randint(0, 11, (17,))
+    together = model(tokens, lengths=[5, 12]).logits
+    apart = torch.cat([model(tokens[:5]).logits, model(tokens[5:]).logits])
+    assert together.shape == (2, 3) and torch.allclose(together, apart, atol=1e-5)
+    logits = model(tokens, ptr=torch.tensor([0, 5, 17])).logits
+    assert torch.allclose(logits, together)
+
+
+def test_image_classifier_tensor_equals_list_and_mixed_sizes_run():
+    torch.manual_seed(0)
+    model = ImageClassifier(3, 4, patch_size=2, d_model=16, nhead=2, num_layers=1, dropout=0.0).eval()
+    imgs = torch.randn(2, 3, 8, 6)
+    a = model(imgs).logits
+    b = model(list(imgs)).logits
+    assert a.shape == (2, 4) and torch.allclose(a, b, atol=1e-5)
+    mixed = model([torch.randn(3, 8, 6), torch.randn(3, 4, 10), torch.randn(3, 2, 2)])
+    assert mixed.logits.shape == (3, 4) and mixed.aux_loss.item() == 0.0
+    mixed.logits.sum().backward()
+    assert model.patch.weight.grad is not None
+
+
+def test_image_classifier_with_axial_structure():
+    model = ImageClassifier(1, 2, patch_size=4, d_model=8, nhead=2, num_layers=1, structure=S.Axial(3, 3))
+    assert model(torch.randn(2, 1, 12, 12)).logits.shape == (2, 2)
+    with pytest.raises(ValueError, match="needs every example to have 9 nodes"):
+        model(torch.randn(2, 1, 8, 8))
+
+
+def test_classifier_argument_errors():
+    with pytest.raises(ValueError, match="pooling must be"):
+        SequenceClassifier(5, 2, pooling="sum")
+    with pytest.raises(ValueError, match="positional must be"):
+        ImageClassifier(3, 2, positional="rope")
+    with pytest.raises(ValueError, match=r"tokens must be \[N\]"):
+        SequenceClassifier(5, 2, 8, 2, structure=S.Full())(torch.zeros(2, 3, dtype=torch.long))

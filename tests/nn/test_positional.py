@@ -1,0 +1,55 @@
+"""Positional encodings restart at every example and follow their definitions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from graphattn.nn import (
+    LearnedPositionalEncoding,
+    LearnedPositionalEncoding2D,
+    SinusoidalPositionalEncoding,
+    SinusoidalPositionalEncoding2D,
+    image_positions,
+    positions,
+)
+
+
+def test_positions_restart_per_example():
+    assert positions(6, torch.tensor([0, 2, 2, 6])).tolist() == [0, 1, 0, 1, 2, 3]
+    assert image_positions([(2, 3), (1, 2)]).tolist() == [
+        [0, 0],
+        [0, 1],
+        [0, 2],
+        [1, 0],
+        [1, 1],
+        [1, 2],
+        [0, 0],
+        [0, 1],
+    ]
+
+
+def test_sinusoidal_values():
+    pe = SinusoidalPositionalEncoding(4)
+    out = pe(torch.zeros(5, 4), ptr=torch.tensor([0, 3, 5]))
+    p = 2.0  # node 2 is position 2 of example 0
+    assert torch.allclose(out[2], torch.tensor([math.sin(p), math.cos(p), math.sin(p / 100), math.cos(p / 100)]))
+    assert torch.allclose(out[3], out[0])  # node 3 is position 0 again
+
+
+def test_learned_and_2d():
+    pe = LearnedPositionalEncoding(4, 3)
+    out = pe(torch.zeros(5, 3), ptr=torch.tensor([0, 2, 5]))
+    assert torch.equal(out[2], pe.weight[0].detach()) and torch.equal(out[4], pe.weight[2].detach())
+    with pytest.raises(ValueError, match="more than max_len = 4"):
+        pe(torch.zeros(5, 3))
+    s2 = SinusoidalPositionalEncoding2D(8)
+    out = s2(torch.zeros(6, 8), sizes=[(2, 3)])
+    assert torch.allclose(out[4, :4], out[3, :4]) and torch.allclose(out[4, 4:], out[1, 4:])  # same row / column
+    l2 = LearnedPositionalEncoding2D(2, 3, 4)
+    out = l2(torch.zeros(6, 4), sizes=[(2, 3)])
+    assert torch.allclose(out[5], (l2.rows[1] + l2.cols[2]).detach())
+    with pytest.raises(ValueError, match="dim must be divisible by 4"):
+        SinusoidalPositionalEncoding2D(6)

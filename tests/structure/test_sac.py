@@ -1,0 +1,115 @@
+"""SAC (learned) structure: candidates, the choice of edges, and both training signals."""
+
+import pytest
+import torch
+
+from graphattn import Graph
+from graphattn.ops import edge_attention
+from graphattn.structure.sac import SAC, policy_losses
+
+
+def _qk(n=40, h=2, d=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, h, d, generator=gen, requires_grad=True) for _ in range(3))
+
+
+PTR = torch.tensor([0, 3, 3, 25, 40])  # a short example, an empty one, two longer ones
+
+
+def _example(ptr, n):
+    return torch.bucketize(torch.arange(n), ptr[1:], right=True)
+
+
+@pytest.mark.parametrize("mode", ["reinforce", "straight_through"])
+def test_chooses_edges_per_node_candidates_inside_the_example(mode):
+    q, k, _ = _qk()
+    sac = SAC(2, 8, edges_per_node=5, window=2, random=0, projection=4, mode=mode)  # random=0: same candidates
+    cand = sac.candidates(q.mean(1).detach(), k.mean(1).detach(), PTR)
+    ex = _example(PTR, 40)
+    assert torch.equal(ex[cand.col], ex[cand.dst()])
+    out = sac(q, k, ptr=PTR)
+    g = out.graph
+    assert torch.equal(ex[g.col], ex[g.dst()])
+    lengths = (PTR[1:] - PTR[:-1])[ex]
+    # Five per destination, fewer only when the example has fewer candidates.
+    assert torch.equal(g.in_degree(), torch.minimum(cand.in_degree(), torch.full_like(lengths, 5)))
+    keys = set((g.dst() * 40 + g.col).tolist())
+    assert keys <= set((cand.dst() * 40 + cand.col).tolist())
+
+
+def test_eval_picks_the_top_scoring_candidates_deterministically():
+    q, k, _ = _qk()
+    sac = SAC(2, 8, edges_per_node=3, random=0).eval()
+    g1, g2 = sac(q, k, ptr=PTR).graph, sac(q, k, ptr=PTR).graph
+    assert torch.equal(g1.col, g2.col)
+    cand = sac.candidates(q.mean(1).detach(), k.mean(1).detach(), PTR)
+    qb, kb = q.mean(1).detach(), k.mean(1).detach()
+    scores = (sac.score_q(qb)[cand.dst()] * sac.score_k(kb)[cand.col]).sum(-1)
+    for i in (0, 10, 30):
+        lo, hi = int(cand.rowptr[i]), int(cand.rowptr[i + 1])
+        best = cand.col[lo:hi][scores[lo:hi].topk(min(3, hi - lo)).indices]
+        assert set(best.tolist()) == set(g1.col[g1.rowptr[i] : g1.rowptr[i + 1]].tolist())
+
+
+def test_straight_through_gradients_reach_the_scorer():
+    q, k, v = _qk()
+    sac = SAC(2, 8, edges_per_node=4, mode="straight_through", generator=torch.Generator().manual_seed(0))
+    s = sac(q, k, ptr=PTR)
+    assert torch.equal(s.gate.detach(), torch.ones_like(s.gate))
+    out = edge_attention(q, k, v, s.graph, gate=s.gate)
+    (out.pow(2).sum() + s.aux_loss).backward()
+    for name, param in sac.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_reinforce_policy_loss_uses_a_moving_baseline():
+    q, k, _ = _qk()
+    sac = SAC(2, 8, edges_per_node=4, baseline_decay=0.5, generator=torch.Generator().manual_seed(0))
+    sac(q, k, ptr=PTR)
+    first = sac.policy_loss(-2.0)
+    assert float(first.detach()) == 0.0  # first reward sets the baseline: no advantage
+    assert float(sac.baseline) == -2.0
+    sac(q, k, ptr=PTR)
+    loss = policy_losses(sac, -1.0)  # advantage +1: raise the chosen edges' probability
+    assert float(sac.baseline) == -1.5
+    loss.backward()
+    assert sac.score_q.weight.grad.abs().sum() > 0
+    # Nothing stored after use, and nothing in eval mode.
+    assert float(sac.policy_loss(-1.0)) == 0.0
+    sac.eval()
+    sac(q, k, ptr=PTR)
+    assert float(sac.policy_loss(-1.0)) == 0.0
+
+
+def test_keeps_input_edges_and_adds_learned_ones():
+    q, k, _ = _qk()
+    given = Graph.from_edge_index(torch.tensor([[0, 20, 39], [2, 5, 30]]), num_src=40, num_dst=40)
+    sac = SAC(2, 8, edges_per_node=2, mode="straight_through")
+    s = sac(q, k, graph=given)
+    keys = set((s.graph.dst() * 40 + s.graph.col).tolist())
+    assert {2 * 40 + 0, 5 * 40 + 20, 30 * 40 + 39} <= keys
+    assert s.gate.shape == (s.graph.num_edges, 2)
+    assert bool((s.graph.in_degree() >= 2).all())
+
+
+def test_seeded_sampling_is_reproducible():
+    q, k, _ = _qk()
+    torch.manual_seed(0)
+    a = SAC(2, 8, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    b = SAC(2, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a(q, k, ptr=PTR).graph.col, b(q, k, ptr=PTR).graph.col)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"edges_per_node": 0}, ValueError, r"edges_per_node must be >= 1, got 0"),
+        ({"window": 0}, ValueError, r"window must be >= 1, got 0"),
+        ({"mode": "gumbel"}, ValueError, r"mode must be one of \('reinforce', 'straight_through'\), got 'gumbel'"),
+        ({"baseline_decay": 1.5}, ValueError, r"baseline_decay must be in \[0, 1\), got 1.5"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SAC(2, 8, **kwargs)

@@ -1,0 +1,127 @@
+"""SBM (sampled) structure: the fastRG sampler's distribution, straight-through gradients, batching."""
+
+import math
+
+import pytest
+import torch
+
+from graphattn.ops import edge_attention
+from graphattn.structure import fold, unfold
+from graphattn.structure._adaptive import straight_through_ones
+from graphattn.structure.sbm import SBM, sample_fastrg
+
+
+def _small_model(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.rand(6, 2, 3, generator=gen, dtype=torch.float64)
+    z = torch.rand(6, 2, 3, generator=gen, dtype=torch.float64)
+    s = torch.softmax(torch.randn(2, 9, generator=gen, dtype=torch.float64), -1).reshape(2, 3, 3)
+    return y, s, z
+
+
+def test_fastrg_edge_counts_have_mean_p_ij():
+    # T copies of one 6-node example in one batch: T independent samples in one call.
+    y, s, z = _small_model()
+    t, n = 4000, 6
+    p = torch.einsum("iha,hac,jhc->hij", y, s, z)  # [H, N, N]
+    ptr = torch.arange(t + 1) * n
+    head, dst, src = sample_fastrg(
+        y.repeat(t, 1, 1), s, z.repeat(t, 1, 1), ptr, generator=torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(dst // n, src // n)  # never across examples
+    counts = torch.zeros(2, n, n, dtype=torch.float64)
+    counts.index_put_((head, dst % n, src % n), torch.ones(head.numel(), dtype=torch.float64), accumulate=True)
+    freq = counts / t
+    # Poisson(p) counts: standard error sqrt(p / T); allow 5 of them.
+    assert bool(((freq - p).abs() <= 5 * (p / t).sqrt() + 1e-3).all()), (freq - p).abs().max()
+
+
+def test_saturated_memberships_sample_every_pair_in_expectation():
+    n, b = 20, 50
+    sbm = SBM(2, 4, num_clusters=3, dedup=False, self_loops=False, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sbm.offset.fill_(60.0)  # sigmoid -> 1: p_ij = sum(S) = 1 for every pair
+    q = torch.randn(n * b, 2, 4)
+    out = sbm(q, q.clone(), ptr=torch.arange(b + 1) * n)
+    mean_degree = out.graph.num_edges / (2 * n * b)
+    assert abs(mean_degree - n) < 0.03 * n  # Poisson(1) per pair, L pairs per row
+    # Deduplicated, a pair is present with probability 1 - exp(-1).
+    sbm.dedup = True
+    out = sbm(q, q.clone(), ptr=torch.arange(b + 1) * n)
+    assert abs(out.graph.num_edges / (2 * n * b) - n * (1 - math.exp(-1))) < 0.03 * n
+
+
+def test_edges_stay_inside_head_and_example_and_rows_are_never_empty():
+    n, h = 30, 3
+    sbm = SBM(h, 4, num_clusters=4, generator=torch.Generator().manual_seed(0))
+    ptr = torch.tensor([0, 5, 5, 18, 30])
+    q = torch.randn(n, h, 4)
+    g = sbm(q, torch.randn(n, h, 4), ptr=ptr).graph
+    src, dst = g.col, g.dst()
+    assert torch.equal(src // n, dst // n)
+    example = torch.bucketize(torch.arange(n), ptr[1:], right=True)
+    assert torch.equal(example[src % n], example[dst % n])
+    assert bool((g.in_degree() > 0).all())  # self loops
+
+
+def test_straight_through_gate_is_one_and_clips_gradient():
+    p = torch.tensor([0.2, 0.9], requires_grad=True)
+    gate = straight_through_ones(p)
+    assert torch.equal(gate, torch.ones(2))
+    (gate * torch.tensor([5.0, -0.5])).sum().backward()
+    assert torch.equal(p.grad, torch.tensor([1.0, -0.5]))
+
+
+def test_gradients_reach_every_parameter_through_attention():
+    n, h, d = 24, 2, 4
+    sbm = SBM(h, d, num_clusters=3, generator=torch.Generator().manual_seed(0))
+    q, k, v = (torch.randn(n, h, d, requires_grad=True) for _ in range(3))
+    s = sbm(q, k)
+    out = unfold(edge_attention(fold(q), fold(k), fold(v), s.graph, gate=s.gate), h)
+    (out.pow(2).sum() + s.aux_loss).backward()
+    for name, param in sbm.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_seeded_sampling_is_reproducible():
+    q, k = torch.randn(16, 2, 4), torch.randn(16, 2, 4)
+    torch.manual_seed(0)
+    a = SBM(2, 4, num_clusters=3, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    b = SBM(2, 4, num_clusters=3, generator=torch.Generator().manual_seed(5))
+    ga, gb = a(q, k).graph, b(q, k).graph
+    assert torch.equal(ga.rowptr, gb.rowptr) and torch.equal(ga.col, gb.col)
+
+
+def test_density_regularizer_matches_the_dense_formula():
+    n, h = 9, 2
+    sbm = SBM(h, 4, num_clusters=3, density_weight=1.0).double()
+    q, k = torch.randn(n, h, 4, dtype=torch.float64), torch.randn(n, h, 4, dtype=torch.float64)
+    ptr = torch.tensor([0, 4, 9])
+    aux = sbm(q, k, ptr=ptr).aux_loss
+    y, z, s = sbm.memberships(q), sbm.memberships(k), sbm.block_matrix()
+    dens = []
+    for lo, hi in ((0, 4), (4, 9)):  # a dense check on a tiny input
+        p = torch.einsum("iha,hac,jhc->hij", y[lo:hi], s, z[lo:hi])
+        dens.append(p.mean((1, 2)))
+    torch.testing.assert_close(aux, torch.stack(dens).mean())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_clusters": 0}, ValueError, r"num_clusters must be >= 1, got 0"),
+        ({"init_density": 0.0}, ValueError, r"init_density must be in \(0, 1\], got 0.0"),
+        ({"hidden": -3}, ValueError, r"hidden must be >= 1, got -3"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        SBM(2, 4, **kwargs)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"q must be \[N, H=2, D=4\] for this SBM"):
+        SBM(2, 4)(torch.randn(5, 3, 4), torch.randn(5, 3, 4))
+    with pytest.raises(ValueError, match=r"ptr must end at N = 5"):
+        SBM(2, 4)(torch.randn(5, 2, 4), torch.randn(5, 2, 4), ptr=torch.tensor([0, 4]))
