@@ -1,0 +1,90 @@
+"""Associative recall: key-value pairs scattered in filler, a query key at the end.
+
+A long-range synthetic task in the spirit of the associative-recall probes of
+Ba et al. 2016 ("Using Fast Weights to Attend to the Recent Past") and the Zoology/H3
+line of work (Arora et al. 2023, "Zoology: Measuring and Improving Recall in Efficient
+Language Models"): the answer sits anywhere in the sequence, so a model whose attention
+only reaches a local window stays near chance, while content-based attention (the query
+token finding the matching key token) solves it.
+
+Token layout of one example of length ``L`` (ids)::
+
+    [k_q  filler ...  k_a v_a  filler ...  k_b v_b  ...  filler ...]
+
+- ``num_pairs`` distinct keys ``k`` (ids ``0 .. num_keys-1``) each followed directly by its
+  value ``v`` (ids ``num_keys .. num_keys+num_values-1``), at random non-overlapping
+  positions; filler tokens (``num_keys+num_values .. +num_filler-1``) everywhere else;
+- the first token is one of the example's keys, the query; the label is that key's value
+  (``0 .. num_values-1``). Chance accuracy is ``1 / num_values``. (The query leads so a
+  classifier reads the answer at the first token; with bidirectional attention its place in
+  the sequence does not change the task.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["RecallConfig", "AssociativeRecall"]
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Sizes of the task; the defaults make a length-1024 problem with chance 1/16."""
+
+    length: int = 1024
+    num_pairs: int = 8
+    num_keys: int = 16
+    num_values: int = 16
+    num_filler: int = 4
+
+    @property
+    def vocab_size(self) -> int:
+        return self.num_keys + self.num_values + self.num_filler
+
+    def __post_init__(self) -> None:
+        if self.num_pairs > self.num_keys:
+            raise ValueError(
+                f"num_pairs must be <= num_keys (keys are distinct), got {self.num_pairs} > {self.num_keys}"
+            )
+        if self.length < 2 * self.num_pairs + 1:
+            raise ValueError(f"length must be >= 2 * num_pairs + 1 = {2 * self.num_pairs + 1}, got {self.length}")
+        if min(self.num_pairs, self.num_values, self.num_filler) < 1:
+            raise ValueError("num_pairs, num_values and num_filler must be >= 1")
+
+
+class AssociativeRecall(Dataset):
+    """``size`` seeded examples; ``ds[i] -> (tokens int64 [length], label int64)``.
+
+    Examples are generated up front in a vectorized way (``size x length`` int64), so
+    the same ``(config, size, seed)`` always gives the same data.
+    """
+
+    def __init__(self, size: int, config: RecallConfig = RecallConfig(), seed: int = 0) -> None:
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        self.config = c = config
+        gen = torch.Generator().manual_seed(seed)
+        body = c.length - 1  # positions after the query
+        tokens = torch.randint(0, c.num_filler, (size, c.length), generator=gen) + c.num_keys + c.num_values
+        # Distinct keys and their values per example.
+        keys = torch.argsort(torch.rand(size, c.num_keys, generator=gen), dim=1)[:, : c.num_pairs]
+        values = torch.randint(0, c.num_values, (size, c.num_pairs), generator=gen)
+        # Non-overlapping slots: choose num_pairs of the body // 2 two-token slots.
+        slots = torch.argsort(torch.rand(size, body // 2, generator=gen), dim=1)[:, : c.num_pairs]
+        rows = torch.arange(size)[:, None]
+        tokens[rows, 1 + 2 * slots] = keys
+        tokens[rows, 2 + 2 * slots] = values + c.num_keys
+        which = torch.randint(0, c.num_pairs, (size,), generator=gen)
+        tokens[:, 0] = keys[torch.arange(size), which]
+        self.tokens = tokens
+        self.labels = values[torch.arange(size), which]
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.tokens[i], self.labels[i]

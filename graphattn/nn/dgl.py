@@ -1,0 +1,179 @@
+r"""DGL adapter: :class:`GraphAttnConv` speaks DGL (``forward(graph, feat)``) and runs graphattn's fused op.
+
+DGL is imported through :func:`graphattn._compat.import_dgl` when this module is imported;
+``import graphattn`` and ``import graphattn.nn`` never import it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._compat import import_dgl
+from ..graph import Graph
+from ..ops import attention_weights, edge_attention
+
+dgl = import_dgl()
+
+__all__ = ["GraphAttnConv", "graph_from_dgl"]
+
+_DGLError: type[Exception] = getattr(dgl, "DGLError", None) or dgl.base.DGLError
+
+
+def graph_from_dgl(graph: Any) -> tuple[Graph, Tensor]:
+    """The :class:`graphattn.Graph` of a homogeneous DGL graph or block, and ``eids [E]``.
+
+    Edge ``e`` of the returned graph is DGL edge ``eids[e]``: DGL's CSC of the adjacency
+    (``graph.adj_tensors("csc")``) groups edges by destination, which is graphattn's CSR.
+    """
+    if len(graph.canonical_etypes) != 1:
+        raise ValueError(
+            f"graph must have one edge type (homogeneous graph or block), got {len(graph.canonical_etypes)}: "
+            f"{graph.canonical_etypes}"
+        )
+    indptr, indices, eids = graph.adj_tensors("csc")
+    return Graph(indptr.long(), indices.long(), graph.num_src_nodes()), eids.long()
+
+
+class GraphAttnConv(nn.Module):
+    r"""Multi-head dot-product graph attention (the graph transformer layer) for DGL graphs.
+
+    From `"Masked Label Prediction: Unified Message Passing Model for Semi-Supervised
+    Classification" <https://arxiv.org/abs/2009.03509>`_, for each head and destination :math:`i`:
+
+    .. math::
+        s_{ij} = \frac{(W_q h_i)^{\top} (W_k h_j + W_e f_{ij})}{\sqrt{d}}, \qquad
+        a_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)} s_{ij}, \qquad
+        h^{\prime}_i = \sum_{j \in \mathcal{N}(i)} a_{ij} \left(W_v h_j + W_e f_{ij}\right),
+
+    with the :math:`W_e f_{ij}` terms only when ``edge_feats`` is set. Without them the layer is one
+    call of :func:`graphattn.ops.edge_attention` over the graph's CSR; with them each edge becomes its
+    own source (key :math:`W_k h_j + W_e f_{ij}`, value :math:`W_v h_j + W_e f_{ij}`) of the same op.
+    Attention weights are recomputed from the op's log-sum-exp only when ``get_attention=True``.
+
+    Args:
+        in_feats (int or tuple): input feature size, or (source, destination) sizes.
+        out_feats (int): output size per head :math:`d`.
+        num_heads (int): number of heads :math:`H`.
+        edge_feats (int, optional): edge feature size; ``None`` for none. (default: ``None``)
+        allow_zero_in_degree (bool, optional): DGL's policy: by default a destination with no
+            in-edges raises (its output would be all zeros, usually a mistake); set ``True`` to
+            allow it. (default: ``False``)
+        bias (bool, optional): biases in the query/key/value maps. (default: ``True``)
+        backend (str, optional): backend of :func:`graphattn.ops.edge_attention`. (default: ``None``)
+
+    Shapes:
+        - **graph:** a homogeneous ``DGLGraph`` or block with :math:`N_s` sources, :math:`N_d`
+          destinations and :math:`E` edges.
+        - **feat:** :math:`(N, F)`, or :math:`((N_s, F_s), (N_d, F_d))`; for a block a single tensor
+          holds the source nodes, whose first :math:`N_d` rows are the destinations (DGL's rule).
+        - **edge_feat:** :math:`(E, F_e)` in DGL edge-id order.
+        - **output:** :math:`(N_d, H, d)`; with ``get_attention=True`` also :math:`(E, H, 1)`.
+    """
+
+    def __init__(
+        self,
+        in_feats: int | tuple[int, int],
+        out_feats: int,
+        num_heads: int,
+        edge_feats: int | None = None,
+        allow_zero_in_degree: bool = False,
+        bias: bool = True,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(out_feats, int) or out_feats <= 0:
+            raise ValueError(f"out_feats must be a positive int, got {out_feats!r}")
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+        src_feats, dst_feats = (in_feats, in_feats) if isinstance(in_feats, int) else in_feats
+        self._in_feats = in_feats
+        self._out_feats = out_feats
+        self._num_heads = num_heads
+        self._edge_feats = edge_feats
+        self._allow_zero_in_degree = allow_zero_in_degree
+        self.backend = backend
+        width = num_heads * out_feats
+        self.fc_q = nn.Linear(dst_feats, width, bias=bias)
+        self.fc_k = nn.Linear(src_feats, width, bias=bias)
+        self.fc_v = nn.Linear(src_feats, width, bias=bias)
+        self.fc_e = nn.Linear(edge_feats, width, bias=False) if edge_feats is not None else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier-normal weights (as DGL's attention layers), zero biases."""
+        gain = nn.init.calculate_gain("relu")
+        for fc in (self.fc_q, self.fc_k, self.fc_v, self.fc_e):
+            if fc is None:
+                continue
+            nn.init.xavier_normal_(fc.weight, gain=gain)
+            if fc.bias is not None:
+                nn.init.zeros_(fc.bias)
+
+    def set_allow_zero_in_degree(self, set_value: bool) -> None:
+        """Set the zero-in-degree policy (as DGL's convolutions)."""
+        self._allow_zero_in_degree = set_value
+
+    def forward(
+        self,
+        graph: Any,
+        feat: Tensor | tuple[Tensor, Tensor],
+        edge_feat: Tensor | None = None,
+        get_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Run the layer on a DGL graph or block; see the class docstring for shapes."""
+        if not self._allow_zero_in_degree and bool((graph.in_degrees() == 0).any()):
+            raise _DGLError(
+                "There are 0-in-degree nodes in the graph, output for those nodes will be invalid. "
+                "This is harmful for some applications, causing silent performance regression. "
+                "Adding self-loop on the input graph by calling `g = dgl.add_self_loop(g)` will resolve "
+                "the issue. Setting ``allow_zero_in_degree`` to be `True` when constructing this module "
+                "will suppress the check and let the code run."
+            )
+        if isinstance(feat, tuple):
+            h_src, h_dst = feat
+        else:
+            h_src = feat
+            h_dst = feat[: graph.num_dst_nodes()] if graph.is_block else feat
+        if h_src.size(0) != graph.num_src_nodes() or h_dst.size(0) != graph.num_dst_nodes():
+            raise ValueError(
+                f"feat must have (N_src, N_dst) = ({graph.num_src_nodes()}, {graph.num_dst_nodes()}) rows, "
+                f"got ({h_src.size(0)}, {h_dst.size(0)})"
+            )
+        if (edge_feat is None) != (self.fc_e is None):
+            raise ValueError(
+                f"edge_feat must be given exactly when the layer has edge_feats (edge_feats={self._edge_feats}), "
+                f"got edge_feat={'None' if edge_feat is None else list(edge_feat.shape)}"
+            )
+
+        H, C = self._num_heads, self._out_feats
+        g, eids = graph_from_dgl(graph)
+        q = self.fc_q(h_dst).view(-1, H, C)
+        k = self.fc_k(h_src).view(-1, H, C)
+        v = self.fc_v(h_src).view(-1, H, C)
+        scale = 1.0 / math.sqrt(C)
+        att_graph, att_k, att_v = g, k, v
+        if self.fc_e is not None:
+            if edge_feat.size(0) != g.num_edges:
+                raise ValueError(f"edge_feat must be [E={g.num_edges}, F_e], got shape {list(edge_feat.shape)}")
+            # Edge features in graphattn's (destination-grouped) edge order.
+            e = self.fc_e(edge_feat.index_select(0, eids)).view(-1, H, C)
+            # Each edge as its own source with key k_j + e_ij and value v_j + e_ij: one fused op
+            # then gives q_i . (k_j + e_ij) scores and sum_j a_ij (v_j + e_ij).
+            att_graph = Graph(g.rowptr, torch.arange(g.num_edges, device=g.device), g.num_edges)
+            att_k = k.index_select(0, g.col) + e
+            att_v = v.index_select(0, g.col) + e
+        out, lse = edge_attention(q, att_k, att_v, att_graph, scale=scale, return_lse=True, backend=self.backend)
+        if not get_attention:
+            return out
+        attn = attention_weights(q, att_k, att_graph, lse, scale=scale)  # recomputed from lse, on demand
+        # Back to DGL's edge ids: position e holds DGL edge eids[e].
+        attn_dgl = torch.empty_like(attn).index_copy_(0, eids, attn)
+        return out, attn_dgl.unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        edge = f", edge_feats={self._edge_feats}" if self._edge_feats is not None else ""
+        return f"in_feats={self._in_feats}, out_feats={self._out_feats}, num_heads={self._num_heads}{edge}"

@@ -1,0 +1,526 @@
+r"""PyTorch Geometric adapter: :class:`GraphAttnConv`, a drop-in ``TransformerConv``, and :class:`ToGraph`.
+
+This module imports ``torch_geometric``; ``import graphattn`` and ``import graphattn.nn`` never do.
+Import it explicitly: ``from graphattn.nn.pyg import GraphAttnConv, ToGraph``.
+
+Migration from PyG is swapping the class: the parameters carry ``TransformerConv``'s names and
+shapes (``lin_key``, ``lin_query``, ``lin_value``, ``lin_edge``, ``lin_skip``, ``lin_beta``), so
+``GraphAttnConv(...).load_state_dict(transformer_conv.state_dict(), strict=True)`` works and gives
+the same outputs, gradients and attention weights.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.data import Data, HeteroData
+from torch_geometric.nn import Linear
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import softmax as pyg_softmax
+
+from ..graph import Graph
+from ..ops import attention_weights, edge_attention
+
+__all__ = ["GraphAttnConv", "ToGraph", "as_graph", "edge_source_graph", "GRAPH_ATTR"]
+
+GRAPH_ATTR = "attn_graph"
+"""Default name of the attribute :class:`ToGraph` stores the :class:`graphattn.Graph` under."""
+
+StructureFn = Callable[[Tensor, Graph], Graph]
+
+
+# ---------------------------------------------------------------------------- edge_index -> Graph
+# One-entry cache: the layers of one model called on the same ``edge_index`` tensor build its CSR
+# once. Keyed on the tensor object (weakly) and its version counter, so an in-place change or a
+# new tensor is never served a stale graph.
+_LAST: dict[str, Any] = {}
+
+
+def _sorted_by_dst(dst: Tensor) -> bool:
+    return dst.numel() < 2 or bool((dst[1:] >= dst[:-1]).all())
+
+
+@torch.compiler.disable
+def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor | None]:
+    """The :class:`graphattn.Graph` of ``edge_index`` and ``perm`` (``None`` when the identity).
+
+    ``perm[e]`` is the column of ``edge_index`` that became edge ``e`` of the graph, so per-edge
+    inputs are reordered with ``edge_attr[perm]``. Accepts a ``Graph`` (returned as is), a PyG
+    ``EdgeIndex`` (its CSC is reused when it is sorted by destination) or an ``edge_index`` Tensor
+    ``[2, E]`` (no sort when its destinations are already non-decreasing, as after
+    :class:`ToGraph`). Index building never enters ``torch.compile`` graphs.
+
+    Args:
+        edge_index: the edges (row 0 sources ``j``, row 1 destinations ``i``).
+        num_src: number of source nodes ``N_src``.
+        num_dst: number of destination nodes ``N_dst``.
+    """
+    if isinstance(edge_index, Graph):
+        if edge_index.num_src != num_src or edge_index.num_dst != num_dst:
+            raise ValueError(
+                f"edge_index is a Graph with (num_src, num_dst) = ({edge_index.num_src}, {edge_index.num_dst}), "
+                f"but x has ({num_src}, {num_dst}) nodes"
+            )
+        return edge_index, None
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(
+            "edge_index must be a Tensor [2, E], a torch_geometric EdgeIndex or a graphattn.Graph, "
+            f"got {type(edge_index).__name__}"
+        )
+    if edge_index.is_sparse or edge_index.layout != torch.strided:
+        raise TypeError("edge_index must be a dense [2, E] index tensor here; sparse layouts use the per-edge path")
+    ref = _LAST.get("ref")
+    if (
+        ref is not None
+        and ref() is edge_index
+        and _LAST["version"] == edge_index._version
+        and _LAST["sizes"] == (num_src, num_dst)
+    ):
+        return _LAST["graph"], _LAST["perm"]
+
+    graph: Graph | None = None
+    perm: Tensor | None = None
+    if type(edge_index).__name__ == "EdgeIndex" and getattr(edge_index, "is_sorted_by_col", False):
+        (colptr, row), _ = edge_index.get_csc()
+        colptr, row = colptr.as_subclass(Tensor), row.as_subclass(Tensor)
+        if colptr.numel() == num_dst + 1:
+            graph = Graph(colptr.long(), row.long(), num_src)
+    if graph is None:
+        plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
+        if plain.dim() != 2 or plain.shape[0] != 2:
+            raise ValueError(f"edge_index must be [2, E], got shape {list(plain.shape)}")
+        plain = plain.long()
+        dst = plain[1]
+        if _sorted_by_dst(dst):
+            # Already grouped by destination: the CSR is a histogram away, no sort needed.
+            if dst.numel() > 0 and (int(dst[-1]) >= num_dst or int(dst[0]) < 0):
+                raise ValueError(f"edge_index[1] must be in [0, {num_dst}), got values up to {int(dst[-1])}")
+            rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
+            torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=rowptr[1:])
+            graph = Graph(rowptr, plain[0].contiguous(), num_src)
+        else:
+            graph, perm = Graph.from_edge_index(plain, num_src=num_src, num_dst=num_dst, return_perm=True)
+    try:
+        _LAST.update(ref=weakref.ref(edge_index), version=edge_index._version, sizes=(num_src, num_dst))
+        _LAST.update(graph=graph, perm=perm)
+    except TypeError:  # pragma: no cover - tensors support weak references; be safe anyway
+        _LAST.clear()
+    return graph, perm
+
+
+_EDGE_SOURCES: weakref.WeakKeyDictionary[Graph, Graph] = weakref.WeakKeyDictionary()
+
+
+@torch.compiler.disable
+def edge_source_graph(graph: Graph) -> Graph:
+    """The same destinations with edge ``e`` as its own source ``e``: ``col = arange(E)``, ``num_src = E``.
+
+    Attention over it with per-edge keys / values ``[E, H, C]`` is attention over ``graph`` with
+    edge-dependent keys and values. Cached per ``graph`` (weakly), so the layers of a model share it.
+    """
+    cached = _EDGE_SOURCES.get(graph)
+    if cached is None:
+        cols = torch.arange(graph.num_edges, device=graph.device)
+        cached = _EDGE_SOURCES[graph] = Graph(graph.rowptr, cols, graph.num_edges)
+    return cached
+
+
+def _union(first: Graph, second: Graph) -> tuple[Graph, Tensor]:
+    """Edges of ``first`` then of ``second`` as one graph; ``perm`` indexes ``cat([first, second])``."""
+    edge_index = torch.cat([first.to_edge_index(), second.to_edge_index()], dim=1)
+    graph, perm = Graph.from_edge_index(edge_index, num_src=first.num_src, num_dst=first.num_dst, return_perm=True)
+    return graph, perm
+
+
+# ---------------------------------------------------------------------------- the layer
+class GraphAttnConv(MessagePassing):
+    r"""The graph transformer operator of PyG's ``TransformerConv`` on graphattn's fused edge attention.
+
+    From the `"Masked Label Prediction: Unified Message Passing Model for Semi-Supervised
+    Classification" <https://arxiv.org/abs/2009.03509>`_ paper:
+
+    .. math::
+        \mathbf{x}^{\prime}_i = \mathbf{W}_1 \mathbf{x}_i +
+        \sum_{j \in \mathcal{N}(i)} \alpha_{i,j} \left(\mathbf{W}_2 \mathbf{x}_{j}
+        + \mathbf{W}_6 \mathbf{e}_{ij}\right),
+        \qquad
+        \alpha_{i,j} = \operatorname{softmax}_{j \in \mathcal{N}(i)} \left(
+        \frac{(\mathbf{W}_3\mathbf{x}_i)^{\top} (\mathbf{W}_4\mathbf{x}_j + \mathbf{W}_6 \mathbf{e}_{ij})}
+        {\sqrt{d}} \right)
+
+    per head, where the :math:`\mathbf{W}_6 \mathbf{e}_{ij}` terms appear only with ``edge_dim``.
+    With ``beta=True`` the skip and the aggregate are mixed as
+    :math:`\mathbf{x}^{\prime}_i = \beta_i \mathbf{W}_1 \mathbf{x}_i + (1 - \beta_i) \mathbf{m}_i`,
+    :math:`\beta_i = \operatorname{sigmoid}(\mathbf{w}_5^{\top}[\mathbf{m}_i, \mathbf{W}_1 \mathbf{x}_i,
+    \mathbf{m}_i - \mathbf{W}_1 \mathbf{x}_i])`.
+
+    How it runs: without edge features, scores, softmax and aggregation are one call of
+    :func:`graphattn.ops.edge_attention` (no per-edge tensors are stored). With edge features, whose
+    :math:`|\mathcal{E}| \times H \times d` projections exist anyway, each edge becomes its own source
+    with key :math:`k_j + e_{ij}` and value :math:`v_j + e_{ij}` (:func:`edge_source_graph`), so the
+    same single op computes :math:`q_i^\top(k_j + e_{ij})` and :math:`\sum_j \alpha_{ij}(v_j + e_{ij})`.
+    Attention weights are recomputed from the op's log-sum-exp only when asked for. Attention
+    dropout is the op's ``gate`` (a scaled Bernoulli mask).
+    The per-edge :meth:`message` path is kept and used whenever PyG tooling needs it: explainers
+    (``explain=True``), registered message/aggregate/propagate hooks, or a ``SparseTensor`` adjacency.
+
+    Args:
+        in_channels (int or tuple): size of each input sample, ``-1`` for lazy; a tuple gives the
+            (source, destination) sizes of a bipartite graph.
+        out_channels (int): size of each output sample per head (:math:`d`).
+        heads (int, optional): number of heads :math:`H`. (default: ``1``)
+        concat (bool, optional): concatenate the heads (``True``) or average them. (default: ``True``)
+        beta (bool, optional): gate skip and aggregate with :math:`\beta_i`. (default: ``False``)
+        dropout (float, optional): dropout probability of the normalized attention coefficients.
+            (default: ``0.``)
+        edge_dim (int, optional): edge feature size; ``None`` for no edge features. (default: ``None``)
+        bias (bool, optional): learn additive biases in the linear maps. (default: ``True``)
+        root_weight (bool, optional): add the transformed root features (``lin_skip``); ``False``
+            also turns ``beta`` off. (default: ``True``)
+        structure (callable, optional): ``structure(x_dst, graph) -> graphattn.Graph`` called with the
+            destination features ``[N_dst, F]`` and the input :class:`graphattn.Graph` (whose ``ptr``
+            says where each example of a batch starts when the caller set it); its edges are added to
+            the input edges (``structure_mode="add"``; they carry zero edge features) or replace them
+            (``"replace"``; then ``edge_attr`` must be ``None``). Any graphattn structure builder fits
+            behind a ``lambda``. (default: ``None``)
+        structure_mode (str, optional): ``"add"`` or ``"replace"``. (default: ``"add"``)
+        backend (str, optional): backend of :func:`graphattn.ops.edge_attention`; ``None`` picks the
+            fastest that can run. (default: ``None``)
+        **kwargs (optional): additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V_s}|, F_{s}), (|\mathcal{V_t}|, F_{t}))` if bipartite,
+          ``edge_index`` :math:`(2, |\mathcal{E}|)` Tensor / ``EdgeIndex``, or a :class:`graphattn.Graph`,
+          edge features :math:`(|\mathcal{E}|, D)` *(optional; in the graph's edge-id order when a
+          Graph is given)*
+        - **output:** node features :math:`(|\mathcal{V}_t|, H * F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` if ``concat=False``; with ``return_attention_weights``
+          also ``(edge_index, alpha)``, ``alpha`` :math:`(|\mathcal{E}|, H)` in the order of the
+          given ``edge_index`` (edge-id order for a Graph or when ``structure`` adds edges).
+    """
+
+    _alpha: Tensor | None
+
+    def __init__(
+        self,
+        in_channels: int | tuple[int, int],
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        beta: bool = False,
+        dropout: float = 0.0,
+        edge_dim: int | None = None,
+        bias: bool = True,
+        root_weight: bool = True,
+        *,
+        structure: StructureFn | None = None,
+        structure_mode: Literal["add", "replace"] = "add",
+        backend: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("aggr", "add")
+        super().__init__(node_dim=0, **kwargs)
+        if not isinstance(out_channels, int) or out_channels <= 0:
+            raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
+        if not isinstance(heads, int) or heads <= 0:
+            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if structure is not None and not callable(structure):
+            raise TypeError(
+                f"structure must be callable (x_dst, graph) -> Graph or None, got {type(structure).__name__}"
+            )
+        if structure_mode not in ("add", "replace"):
+            raise ValueError(f"structure_mode must be 'add' or 'replace', got {structure_mode!r}")
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.heads = heads
+        self.beta = beta and root_weight
+        self.root_weight = root_weight
+        self.concat = concat
+        self.dropout = dropout
+        self.edge_dim = edge_dim
+        self.structure = structure
+        self.structure_mode = structure_mode
+        self.backend = backend
+        self._alpha = None
+
+        src_channels, dst_channels = (in_channels, in_channels) if isinstance(in_channels, int) else in_channels
+        width = heads * out_channels
+        self.lin_key = Linear(src_channels, width, bias=bias)
+        self.lin_query = Linear(dst_channels, width, bias=bias)
+        self.lin_value = Linear(src_channels, width, bias=bias)
+        if edge_dim is not None:
+            self.lin_edge = Linear(edge_dim, width, bias=False)
+        else:
+            self.register_parameter("lin_edge", None)
+        # lin_skip exists even with root_weight=False: TransformerConv's state dict has it.
+        skip_width = width if concat else out_channels
+        self.lin_skip = Linear(dst_channels, skip_width, bias=bias)
+        if self.beta:
+            self.lin_beta = Linear(3 * skip_width, 1, bias=False)
+        else:
+            self.register_parameter("lin_beta", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for lin in (self.lin_key, self.lin_query, self.lin_value, self.lin_edge, self.lin_skip, self.lin_beta):
+            if lin is not None:
+                lin.reset_parameters()
+
+    # ------------------------------------------------------------------ dispatch between the two paths
+    def _needs_per_edge_path(self, edge_index: Any) -> bool:
+        """PyG tooling observes ``message``: explainers, hooks and SparseTensor inputs run it."""
+        if self._explain:
+            return True
+        hooks = (
+            self._propagate_forward_pre_hooks,
+            self._propagate_forward_hooks,
+            self._message_forward_pre_hooks,
+            self._message_forward_hooks,
+            self._aggregate_forward_pre_hooks,
+            self._aggregate_forward_hooks,
+        )
+        if any(len(h) > 0 for h in hooks):
+            return True
+        return not isinstance(edge_index, (Tensor, Graph)) or (
+            isinstance(edge_index, Tensor) and edge_index.layout != torch.strided
+        )
+
+    def _resolve_edges(
+        self, x_dst: Tensor, edge_index: Any, edge_attr: Tensor | None, num_src: int
+    ) -> tuple[Graph, Tensor | None, Tensor | None, bool]:
+        """``(graph, edge_attr in edge-id order, perm or None, input order kept)``."""
+        graph, perm = as_graph(edge_index, num_src, x_dst.size(0))
+        if edge_attr is not None:
+            if edge_attr.size(0) != graph.num_edges:
+                raise ValueError(
+                    f"edge_attr must have one row per edge (E = {graph.num_edges}), got shape {list(edge_attr.shape)}"
+                )
+            if perm is not None:
+                edge_attr = edge_attr.index_select(0, perm)
+        if self.structure is None:
+            return graph, edge_attr, perm, True
+        extra = self.structure(x_dst, graph)
+        if not isinstance(extra, Graph):
+            raise TypeError(f"structure must return a graphattn.Graph, got {type(extra).__name__}")
+        if extra.num_src != graph.num_src or extra.num_dst != graph.num_dst:
+            raise ValueError(
+                f"structure returned a graph with (num_src, num_dst) = ({extra.num_src}, {extra.num_dst}), "
+                f"expected ({graph.num_src}, {graph.num_dst})"
+            )
+        if self.structure_mode == "replace":
+            if edge_attr is not None:
+                raise ValueError("edge_attr must be None with structure_mode='replace' (the input edges are dropped)")
+            return extra, None, None, False
+        merged, order = _union(graph, extra)
+        if edge_attr is not None:
+            # Structural edges have no features: zeros, which lin_edge (no bias) maps to zero.
+            pad = edge_attr.new_zeros((extra.num_edges, *edge_attr.shape[1:]))
+            edge_attr = torch.cat([edge_attr, pad], dim=0).index_select(0, order)
+        return merged, edge_attr, None, False
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        x: Tensor | tuple[Tensor, Tensor],
+        edge_index: Any,
+        edge_attr: Tensor | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple[Tensor, tuple[Any, Tensor]]:
+        r"""Run the layer.
+
+        Args:
+            x (Tensor or (Tensor, Tensor)): node features, or (source, destination) features.
+            edge_index (Tensor, EdgeIndex or graphattn.Graph): the edges; a Graph built once per
+                batch (see :class:`ToGraph`) is reused by every layer without re-sorting.
+            edge_attr (Tensor, optional): edge features ``[E, edge_dim]``.
+            return_attention_weights (bool, optional): if set (``True`` or ``False``, as in PyG),
+                also return ``(edge_index, alpha)`` with ``alpha [E, H]`` the attention weights
+                before dropout.
+        """
+        H, C = self.heads, self.out_channels
+        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        query = self.lin_query(x_dst).view(-1, H, C)
+        key = self.lin_key(x_src).view(-1, H, C)
+        value = self.lin_value(x_src).view(-1, H, C)
+        if self.lin_edge is not None and edge_attr is None and self.structure_mode != "replace":
+            raise ValueError(f"edge_attr is required: the layer was built with edge_dim={self.edge_dim}")
+        if self.lin_edge is None and edge_attr is not None:
+            raise ValueError("edge_attr was given but the layer has edge_dim=None; pass edge_dim to use edge features")
+
+        if self._needs_per_edge_path(edge_index):
+            out, returned_index, alpha = self._per_edge(x_dst, query, key, value, edge_index, edge_attr, x_src.size(0))
+        else:
+            out, returned_index, alpha = self._fused(
+                x_dst, query, key, value, edge_index, edge_attr, x_src.size(0), return_attention_weights
+            )
+
+        out = out.reshape(-1, H * C) if self.concat else out.mean(dim=1)
+        if self.root_weight:
+            x_r = self.lin_skip(x_dst)
+            if self.lin_beta is not None:
+                b = self.lin_beta(torch.cat([out, x_r, out - x_r], dim=-1)).sigmoid()
+                out = b * x_r + (1 - b) * out
+            else:
+                out = out + x_r
+
+        if isinstance(return_attention_weights, bool):
+            return out, (returned_index, alpha)
+        return out
+
+    def _fused(
+        self,
+        x_dst: Tensor,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        edge_index: Any,
+        edge_attr: Tensor | None,
+        num_src: int,
+        return_attention_weights: bool | None,
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        H, C = self.heads, self.out_channels
+        graph, edge_attr, perm, input_order = self._resolve_edges(x_dst, edge_index, edge_attr, num_src)
+        scale = 1.0 / math.sqrt(C)
+        gate = None
+        if self.training and self.dropout > 0:
+            # Dropout of the normalized weights == a gate of Bernoulli(1 - p) / (1 - p) per edge.
+            keep = torch.empty(graph.num_edges, H, dtype=query.dtype, device=query.device)
+            gate = keep.bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+        want_alpha = isinstance(return_attention_weights, bool)
+        if edge_attr is None or self.lin_edge is None:
+            att_graph, att_key, att_value = graph, key, value
+        else:
+            # q_i . (k_j + e_ij) and sum_e p_e (v_j + e_ij): each edge becomes its own source with
+            # key k_j + e_ij and value v_j + e_ij, so one fused op covers scores, softmax and both
+            # value terms (the E x H x C edge features exist anyway; only two more are made).
+            e = self.lin_edge(edge_attr).view(-1, H, C)
+            att_graph = edge_source_graph(graph)
+            att_key = key.index_select(0, graph.col) + e
+            att_value = value.index_select(0, graph.col) + e
+        out, lse = edge_attention(
+            query, att_key, att_value, att_graph, gate=gate, scale=scale, return_lse=True, backend=self.backend
+        )
+        # Weights on demand only, recomputed from the saved log-sum-exp (never kept by the op).
+        alpha = attention_weights(query, att_key, att_graph, lse, scale=scale) if want_alpha else None
+        if not want_alpha:
+            return out, None, None
+        if input_order and not isinstance(edge_index, Graph):
+            if perm is not None:
+                alpha = torch.empty_like(alpha).index_copy_(0, perm, alpha)
+            return out, edge_index, alpha
+        return out, graph.to_edge_index(), alpha
+
+    def _per_edge(
+        self,
+        x_dst: Tensor,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        edge_index: Any,
+        edge_attr: Tensor | None,
+        num_src: int,
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        size = (num_src, x_dst.size(0))
+        returned = edge_index
+        if isinstance(edge_index, Graph) or self.structure is not None:
+            graph, edge_attr, _, input_order = self._resolve_edges(x_dst, edge_index, edge_attr, num_src)
+            if not input_order or isinstance(edge_index, Graph):
+                edge_index = returned = graph.to_edge_index()
+            if isinstance(returned, Graph):  # pragma: no cover - converted above
+                returned = graph.to_edge_index()
+        out = self.propagate(edge_index, query=query, key=key, value=value, edge_attr=edge_attr, size=size)
+        alpha, self._alpha = self._alpha, None
+        if alpha is not None and not isinstance(edge_index, Tensor):
+            # SparseTensor adjacency: PyG returns the weights as the adjacency's values.
+            returned = edge_index.set_value(alpha, layout="coo")
+        return out, returned, alpha
+
+    def message(
+        self,
+        query_i: Tensor,
+        key_j: Tensor,
+        value_j: Tensor,
+        edge_attr: Tensor | None,
+        index: Tensor,
+        ptr: Tensor | None,
+        size_i: int | None,
+    ) -> Tensor:
+        """Per-edge messages ``alpha_ij (v_j + e_ij)``: the path explainers and hooks observe."""
+        if self.lin_edge is not None and edge_attr is not None:
+            e = self.lin_edge(edge_attr).view(-1, self.heads, self.out_channels)
+            key_j = key_j + e
+            value_j = value_j + e
+        scores = (query_i * key_j).sum(dim=-1) / math.sqrt(self.out_channels)
+        alpha = pyg_softmax(scores, index, ptr, size_i)
+        # propagate() returns only the aggregate; the weights are handed to forward() here and
+        # cleared there at once.
+        self._alpha = alpha
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        return value_j * alpha.unsqueeze(-1)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+
+
+# ---------------------------------------------------------------------------- the transform
+class ToGraph(BaseTransform):
+    r"""Store the destination-sorted CSR of ``edge_index`` on a ``Data`` once, for every layer to reuse.
+
+    Sorts ``edge_index`` by destination (stably) and permutes every edge-level attribute
+    (``edge_attr``, edge labels, ...) along, then, with ``store=True``, sets
+    ``data[attr]`` (default ``data.attn_graph``) to the :class:`graphattn.Graph` whose edge ``e`` is
+    column ``e`` of the new ``edge_index``. Call layers with ``conv(x, data.attn_graph, data.edge_attr)``.
+
+    * Single graphs (Cora): ``ToGraph()`` as the dataset transform; the Graph is built once.
+    * Mini-batches: use ``ToGraph(store=False)`` as ``pre_transform`` / ``transform`` so each example
+      is destination-sorted; PyG's batching keeps that order (block offsets increase), so passing
+      ``batch.edge_index`` builds the CSR without sorting, once per batch (the layers of one model
+      share it). Or apply ``ToGraph()`` to the collated ``Batch`` to store the Graph on it. A
+      ``Graph`` stored on examples would be collated into a list, so do not store before batching.
+
+    ``Data.to(device)`` does not move the Graph: rebuild it on the device or use ``graph.to(device)``.
+
+    Args:
+        attr (str, optional): attribute name of the Graph. (default: ``"attn_graph"``)
+        store (bool, optional): store the Graph (``True``) or only sort the edges. (default: ``True``)
+    """
+
+    def __init__(self, attr: str = GRAPH_ATTR, store: bool = True) -> None:
+        if not isinstance(attr, str) or not attr.isidentifier():
+            raise ValueError(f"attr must be a valid attribute name, got {attr!r}")
+        self.attr = attr
+        self.store = store
+
+    def forward(self, data: Data) -> Data:
+        if isinstance(data, HeteroData):
+            raise TypeError("ToGraph supports homogeneous Data / Batch objects, got HeteroData")
+        if data.edge_index is None:
+            raise ValueError("data must have an edge_index to build a Graph from")
+        num_nodes = data.num_nodes
+        edge_index = data.edge_index.as_subclass(Tensor)
+        graph, perm = Graph.from_edge_index(edge_index, num_src=num_nodes, num_dst=num_nodes, return_perm=True)
+        num_edges = edge_index.size(1)
+        for key, value in list(data.items()):
+            if key == "edge_index" or not isinstance(value, Tensor):
+                continue
+            if data.is_edge_attr(key) and value.size(0) == num_edges:
+                data[key] = value.index_select(0, perm)
+        data.edge_index = edge_index.index_select(1, perm)
+        if self.store:
+            data[self.attr] = graph
+        return data
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(attr={self.attr!r}, store={self.store})"

@@ -1,0 +1,155 @@
+"""graphattn.nn.dgl.GraphAttnConv equals the same math written with dgl.ops (SDDMM -> edge softmax -> SpMM).
+
+Reference first, then graphs (homogeneous, duplicate edges, blocks, bipartite), gradients,
+attention weights in DGL's edge order, the zero-in-degree policy, and the import helper.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+if importlib.util.find_spec("dgl") is None:  # an optional extra: without DGL there is nothing to test
+    pytest.skip("dgl is not installed", allow_module_level=True)
+
+from graphattn._compat import graphbolt_library_path, import_dgl
+
+dgl = import_dgl()
+from dgl import ops as dops  # noqa: E402
+
+from graphattn.nn.dgl import GraphAttnConv, graph_from_dgl  # noqa: E402
+from graphattn.ops import backends  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+BACKENDS = [b.name for b in backends() if b.unavailable() is None and "cpu" in b.devices]
+
+
+def dgl_reference(conv: GraphAttnConv, graph, h_src: Tensor, h_dst: Tensor, ef: Tensor | None):
+    """The layer's math with DGL's building blocks: u_dot_v / e_dot_v, edge_softmax, u_mul_e_sum / copy_e_sum."""
+    H, C = conv._num_heads, conv._out_feats
+    q = conv.fc_q(h_dst).view(-1, H, C)
+    k = conv.fc_k(h_src).view(-1, H, C)
+    v = conv.fc_v(h_src).view(-1, H, C)
+    scores = dops.u_dot_v(graph, k, q)  # [E, H, 1]: <k_src, q_dst>
+    e = None
+    if ef is not None:
+        e = conv.fc_e(ef).view(-1, H, C)
+        scores = scores + dops.e_dot_v(graph, e, q)
+    attn = dops.edge_softmax(graph, scores / C**0.5)
+    out = dops.u_mul_e_sum(graph, v, attn)
+    if e is not None:
+        out = out + dops.copy_e_sum(graph, e * attn)
+    return out, attn
+
+
+def random_graph(n: int, e: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    src, dst = torch.randint(0, n, (e,), generator=g), torch.randint(0, n, (e,), generator=g)
+    return dgl.add_self_loop(dgl.graph((src, dst), num_nodes=n))  # self loops: no zero in-degree
+
+
+def random_block(n_src: int, n_dst: int, e: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    dst = torch.cat([torch.arange(n_dst), torch.randint(0, n_dst, (e - n_dst,), generator=g)])
+    src = torch.randint(0, n_src, (e,), generator=g)
+    return dgl.create_block((src, dst), num_src_nodes=n_src, num_dst_nodes=n_dst)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("edge_feats", [None, 4])
+@pytest.mark.parametrize("kind", ["graph", "block", "bipartite_tuple"])
+def test_equals_dgl_ops_composition(kind, edge_feats, backend):
+    torch.manual_seed(0)
+    if kind == "graph":
+        graph, in_feats = random_graph(9, 30, seed=1), 5
+    else:
+        graph, in_feats = random_block(11, 6, 25, seed=2), (5 if kind == "block" else (5, 7))
+    conv = GraphAttnConv(in_feats, 3, 2, edge_feats=edge_feats, backend=backend).double()
+    gen = torch.Generator().manual_seed(3)
+    n_src, n_dst, n_e = graph.num_src_nodes(), graph.num_dst_nodes(), graph.num_edges()
+    upstream = torch.randn(n_dst, 2, 3, generator=gen, dtype=torch.float64)
+
+    def run(fn):
+        g2 = torch.Generator().manual_seed(4)
+        h_src = torch.randn(n_src, 5, generator=g2, dtype=torch.float64, requires_grad=True)
+        if kind == "bipartite_tuple":
+            h_dst = torch.randn(n_dst, 7, generator=g2, dtype=torch.float64, requires_grad=True)
+        else:
+            h_dst = h_src[:n_dst] if kind == "block" else h_src
+        ef = torch.randn(n_e, 4, generator=g2, dtype=torch.float64, requires_grad=True) if edge_feats else None
+        conv.zero_grad()
+        out, attn = fn(h_src, h_dst, ef)
+        (out * upstream).sum().backward()
+        leaves = [h_src] + ([h_dst] if kind == "bipartite_tuple" else []) + ([ef] if edge_feats else [])
+        return out.detach(), attn.detach(), [t.grad for t in leaves], [p.grad.clone() for p in conv.parameters()]
+
+    def ours(h_src, h_dst, ef):
+        feat = (h_src, h_dst) if kind == "bipartite_tuple" else h_src
+        return conv(graph, feat, ef, get_attention=True)
+
+    o1, a1, g1, p1 = run(lambda s, d, ef: dgl_reference(conv, graph, s, d, ef))
+    o2, a2, g2, p2 = run(ours)
+    torch.testing.assert_close(o2, o1)
+    assert a2.shape == (n_e, 2, 1)
+    torch.testing.assert_close(a2, a1)  # in DGL's edge-id order
+    for x, y in zip(g2 + p2, g1 + p1, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_csr_comes_from_dgl_csc_with_edge_ids():
+    graph = random_graph(7, 20, seed=5)
+    g, eids = graph_from_dgl(graph)
+    src, dst = graph.edges()
+    assert g.num_src == g.num_dst == 7 and g.num_edges == graph.num_edges()
+    assert torch.equal(g.col, src[eids]) and torch.equal(g.dst(), dst[eids])
+
+
+def test_zero_in_degree_policy():
+    graph = dgl.graph((torch.tensor([0, 1]), torch.tensor([1, 2])), num_nodes=4)  # nodes 0 and 3: no in-edges
+    x = torch.randn(4, 5)
+    with pytest.raises(dgl.DGLError, match="0-in-degree nodes"):
+        GraphAttnConv(5, 3, 2)(graph, x)
+    conv = GraphAttnConv(5, 3, 2, allow_zero_in_degree=True)
+    out = conv(graph, x)
+    assert out.shape == (4, 2, 3)
+    assert torch.all(out[[0, 3]] == 0) and torch.isfinite(out).all()  # empty neighbourhood: zero, never NaN
+    conv.set_allow_zero_in_degree(False)
+    with pytest.raises(dgl.DGLError):
+        conv(graph, x)
+
+
+def test_errors_name_the_argument():
+    graph = random_graph(5, 10, seed=6)
+    with pytest.raises(ValueError, match="edge_feat must be given exactly when"):
+        GraphAttnConv(4, 3, 2, edge_feats=2)(graph, torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"feat must have \(N_src, N_dst\) = \(5, 5\)"):
+        GraphAttnConv(4, 3, 2)(graph, torch.randn(6, 4))
+    with pytest.raises(ValueError, match="num_heads must be a positive int"):
+        GraphAttnConv(4, 3, 0)
+
+
+def test_import_helper_stubs_graphbolt_only_when_missing():
+    # In a fresh interpreter: import_dgl works and stubs graphbolt exactly when its library is absent.
+    code = (
+        "import sys\n"
+        "from graphattn._compat import import_dgl, graphbolt_library_path\n"
+        "import os\n"
+        "dgl = import_dgl()\n"
+        "missing = not os.path.exists(graphbolt_library_path())\n"
+        "gb = sys.modules['dgl.graphbolt']\n"
+        "assert missing == (getattr(gb, '__file__', None) is None), (missing, gb)\n"
+        "assert dgl.graph(([0], [1])).num_edges() == 1\n"
+        "print('stubbed' if missing else 'real')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = "stubbed" if not os.path.exists(graphbolt_library_path()) else "real"
+    assert proc.stdout.strip() == expected
