@@ -1,6 +1,7 @@
 # The README's commands. Each creates or reuses the virtual environment in .venv.
 #   make demo   the main job on an embedded default (no download)
-#   make test   lint + the full test suite (what CI runs)
+#   make test   lint + docs (warnings are errors) + the full test suite (what CI runs)
+#   make docs   the documentation site into site/
 #   make bench  the op benchmark (see benchmarks/README.md)
 
 VENV   ?= .venv
@@ -9,10 +10,10 @@ PIP    := $(VENV)/bin/pip -q --disable-pip-version-check
 # A CPU wheel that pip takes from this machine's disk; an unpinned torch resolves to a
 # multi-GB CUDA build. GPU users install their own torch into .venv first (see README).
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,pyg,dgl,ogb
+EXTRAS ?= dev,pyg,dgl,ogb,docs
 STAMP  := $(VENV)/.graphattn-installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint docs bench install clean
 
 install: $(STAMP)
 
@@ -30,7 +31,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-test: lint
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+test: lint docs
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,0 +1,116 @@
+"""Scaling of the input-dependent structures: build time and peak memory for N = 1k ... 64k.
+
+Each (structure, N) runs in its own process, so peak RSS is that configuration's alone. The
+structure is called as a layer calls it (``structure(q, k)`` on random projected queries and
+keys, H = 4, D = 32), in training mode, and timed with its backward (through ``bias``/``gate``
+and ``aux_loss``) where it has one. Reports the median of ``--repeats`` calls and the peak RSS
+above the process's RSS after set-up.
+
+    python benchmarks/structures/bench_adaptive.py            # N = 1k .. 64k, all structures
+    python benchmarks/structures/bench_adaptive.py --quick    # N = 1k, 4k
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+STRUCTURES = ("routing", "sbm", "sac")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(name: str, n: int, h: int, d: int):
+    import torch
+
+    from graphattn.structure.routing import Routing
+    from graphattn.structure.sac import SAC
+    from graphattn.structure.sbm import SBM
+
+    if name == "routing":
+        return Routing(h, d, num_clusters=max(1, round(math.sqrt(n))), window=16)
+    if name == "sbm":
+        # Density 16 / N: about 16 sampled edges per row, the budget of the other two.
+        return SBM(h, d, num_clusters=32, init_density=min(1.0, 16 / n), generator=torch.Generator().manual_seed(0))
+    return SAC(h, d, edges_per_node=16, generator=torch.Generator().manual_seed(0))
+
+
+def run_one(name: str, n: int, repeats: int) -> dict:
+    import torch
+
+    torch.manual_seed(0)
+    h, d = 4, 32
+    q = torch.randn(n, h, d, requires_grad=True)
+    k = torch.randn(n, h, d, requires_grad=True)
+    structure = _build(name, n, h, d).train()
+    base = _rss_mib()
+    times, edges = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = structure(q, k)
+        loss = out.aux_loss if out.aux_loss is not None else q.sum() * 0
+        for extra in (out.bias, out.gate):
+            if extra is not None:
+                loss = loss + extra.sum()
+        loss.backward()
+        times.append(time.perf_counter() - t0)
+        edges = out.graph.num_edges
+    return {
+        "structure": name,
+        "N": n,
+        "edges": edges,
+        "edges_per_row": edges / (n * (h if out.per_head else 1)),
+        "median_ms": 1e3 * statistics.median(times),
+        "peak_rss_above_setup_mib": _rss_mib() - base,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="N = 1k and 4k only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(HERE.parent / "results" / "adaptive_structures.jsonl"))
+    parser.add_argument("--one", nargs=2, metavar=("STRUCTURE", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats)))
+        return
+    sizes = [1024, 4096] if args.quick else [1024, 4096, 16384, 65536]
+    rows = []
+    for name in STRUCTURES:
+        for n in sizes:
+            cmd = [sys.executable, __file__, "--one", name, str(n), "--repeats", str(args.repeats)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(
+                f"{r['structure']:8s} N={r['N']:6d}  {r['median_ms']:9.1f} ms  {r['edges_per_row']:6.1f} edges/row  "
+                f"+{r['peak_rss_above_setup_mib']:7.1f} MiB",
+                flush=True,
+            )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    print("\n| structure | N | edges / row | build + backward (ms) | x time vs N=1k | peak RSS above set-up (MiB) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        first = next(x for x in rows if x["structure"] == r["structure"])
+        print(
+            f"| {r['structure']} | {r['N']} | {r['edges_per_row']:.1f} | {r['median_ms']:.1f} | "
+            f"{r['median_ms'] / first['median_ms']:.1f} | {r['peak_rss_above_setup_mib']:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The ``graphattn`` command: ``train``, ``bench`` and ``info``.
+
+Examples::
+
+    graphattn train --task recall --attention routing --epochs 5
+    graphattn train --config runs/molhiv.json --seed 1       # flags override the file
+    torchrun --nproc_per_node=2 -m graphattn train --task mnist1d
+    graphattn bench --quick
+    graphattn info
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import runpy
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "parse_train_config"]
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--option must be KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)  # numbers, booleans, lists
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def _load_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"--config: no such file {path}")
+    if p.suffix == ".toml":
+        import tomllib
+
+        return tomllib.loads(p.read_text())
+    return json.loads(p.read_text())
+
+
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from .train.engine import TrainConfig
+    from .train.tasks import attention_names, task_names
+
+    defaults = {f.name: f.default for f in fields(TrainConfig) if not callable(f.default_factory)}
+    p = sub.add_parser(
+        "train",
+        help="train a model on a task with an attention structure",
+        description="Train an attention structure on a task. Precedence: defaults < --config file < flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--task", choices=task_names(), help=f"task (default {defaults['task']})")
+    p.add_argument("--attention", choices=attention_names(), help=f"structure (default {defaults['attention']})")
+    for name, typ in (("layers", int), ("dim", int), ("heads", int), ("epochs", int), ("seed", int)):
+        p.add_argument(f"--{name}", type=typ, help=f"default {defaults[name]}")
+    p.add_argument("--lr", type=float, help=f"default {defaults['lr']}")
+    p.add_argument("--weight-decay", type=float, dest="weight_decay", help=f"default {defaults['weight_decay']}")
+    p.add_argument("--dropout", type=float, help=f"default {defaults['dropout']}")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help=f"default {defaults['batch_size']}")
+    p.add_argument("--device", help="cpu or cuda (default cpu)")
+    p.add_argument("--out", help="run folder for last.pt and result.json (default runs/<task>-<attention>-s<seed>)")
+    p.add_argument("--data-root", dest="data_root", help="local dataset root (or set GRAPHATTN_DATA)")
+    p.add_argument("--config", help="JSON or TOML file with any of these settings")
+    p.add_argument("--resume", action="store_true", default=None, help="continue from <out>/last.pt")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
+    p.add_argument(
+        "--option",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="task/structure option, repeatable (e.g. --option window=64 --option length=512)",
+    )
+
+
+def parse_train_config(args: argparse.Namespace):  # -> TrainConfig
+    """Merge defaults, ``--config`` and flags into a :class:`~graphattn.train.engine.TrainConfig`."""
+    from .train.engine import TrainConfig
+
+    merged: dict[str, Any] = _load_config_file(args.config) if args.config else {}
+    names = {f.name for f in fields(TrainConfig)}
+    for name in names - {"options"}:
+        value = getattr(args, name, None)
+        if value is not None:
+            merged[name] = value
+    options = dict(merged.get("options", {}))
+    options.update(dict(args.option))
+    merged["options"] = options
+    cfg = TrainConfig.from_dict(merged)
+    if "out" not in merged:
+        cfg.out = f"runs/{cfg.task}-{cfg.attention}-s{cfg.seed}"
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="graphattn", description="Attention as message passing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    bench = sub.add_parser("bench", help="run the edge-attention benchmark (benchmarks/ops)")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
+    sub.add_parser("info", help="versions and the backend table")
+    args = parser.parse_args(argv)
+
+    if args.command == "info":
+        from .info import main as info_main
+
+        info_main()
+        return 0
+    if args.command == "bench":
+        script = Path(__file__).resolve().parent.parent / "benchmarks" / "ops" / "bench_edge_attention.py"
+        if not script.is_file():
+            raise SystemExit(f"the benchmark script ships with the source tree; not found at {script}")
+        sys.argv = [str(script), *args.rest]
+        runpy.run_path(str(script), run_name="__main__")
+        return 0
+    from .train.engine import train
+
+    cfg = parse_train_config(args)
+    result = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        metric = result["metric"]
+        print(
+            f"{cfg.task} / {cfg.attention}: best valid {metric} {result[f'best_valid_{metric}']}, "
+            f"test {metric} {result[f'test_{metric}']}, {result['samples_per_s'] or 0:.1f} samples/s, "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB -> {cfg.out}/result.json"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

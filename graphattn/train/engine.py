@@ -1,0 +1,269 @@
+"""The training loop behind ``graphattn train``: progress, checkpoints, resume, DDP, results.
+
+A :class:`~graphattn.train.tasks.Task` supplies data, model, loss and metric; this module
+owns everything else, once for every task:
+
+- a progress bar (tqdm) with loss, metric and samples/s;
+- model selection on the validation metric, test metric reported at the best epoch;
+- a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
+  from it with the optimizer and RNG state;
+- distributed data parallel when launched by ``torchrun`` (gloo on CPU, nccl on GPU), the
+  training set sharded by :class:`torch.utils.data.DistributedSampler`;
+- a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from ..structure.sac import policy_losses
+from .tasks import Task, get_task
+
+__all__ = ["TrainConfig", "train", "peak_rss_mib"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; written verbatim into ``result.json``.
+
+    ``attention`` names a structure (see ``graphattn train --help``); ``options`` holds
+    structure- or task-specific settings (for example ``{"window": 64}``).
+    """
+
+    task: str = "recall"
+    attention: str = "window"
+    layers: int = 2
+    dim: int = 64
+    heads: int = 4
+    dropout: float = 0.0
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    seed: int = 0
+    max_grad_norm: float = 1.0
+    device: str = "cpu"
+    out: str = "runs/default"
+    resume: bool = False
+    progress: bool = True
+    data_root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``, the high-water mark of this program's
+    own memory: ``ru_maxrss`` would also count a parent's peak inherited through fork + exec.
+    Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initializes the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    model.eval()
+    preds, targets = [], []
+    for batch in loader:
+        batch = task.to_device(batch, device)
+        preds.append(task.predict(model, batch).cpu())
+        targets.append(task.target(batch).cpu())
+    model.train()
+    return task.metric(torch.cat(preds), torch.cat(targets))
+
+
+def _better(task: Task, a: float, b: float | None) -> bool:
+    if b is None or math.isnan(b):
+        return not math.isnan(a)
+    return a > b if task.higher_is_better else a < b
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train ``cfg.task`` with ``cfg.attention``; returns (and on rank 0 writes) the result record."""
+    rank, world = _distributed()
+    task = get_task(cfg.task)
+    device = torch.device(cfg.device)
+    _seed_everything(cfg.seed)
+    train_set, valid_set, test_set = task.datasets(cfg)
+    model = task.build_model(cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    out_dir = Path(cfg.out)
+    ckpt_path = out_dir / "last.pt"
+    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}
+    if cfg.resume:
+        if not ckpt_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume first")
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        torch.set_rng_state(ckpt["rng"])
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+
+    # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    gen = torch.Generator().manual_seed(cfg.seed + state["epoch"])
+    train_loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        collate_fn=task.collate,
+        generator=gen,
+    )
+    eval_loaders = [
+        DataLoader(ds, batch_size=cfg.batch_size * 2, shuffle=False, collate_fn=task.collate)
+        for ds in (valid_set, test_set)
+    ]
+
+    def save() -> None:
+        if rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save(
+                {
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                    "rng": torch.get_rng_state(),
+                    "config": asdict(cfg),
+                },
+                tmp,
+            )
+            tmp.replace(ckpt_path)  # atomic: a Ctrl-C during the save keeps the previous checkpoint
+
+    show = cfg.progress and rank == 0  # the progress bar; epoch lines print on rank 0 regardless
+    interrupted = False
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+            t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+            for batch in bar:
+                batch = task.to_device(batch, device)
+                task_loss, aux_loss = task.loss(model, batch)
+                # SAC's REINFORCE term: the reward of the sampled graphs is the negative task loss.
+                loss = task_loss + aux_loss + policy_losses(model, -task_loss.detach())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                n = task.batch_size(batch)
+                seen += n
+                loss_sum += float(task_loss.detach()) * n
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            epoch_seconds = time.perf_counter() - t0
+            state["train_seconds"] += epoch_seconds
+            valid, test = (_evaluate(task, model, loader, device) for loader in eval_loaders)
+            if _better(task, valid, state["best_valid"]):
+                state["best_valid"], state["test_at_best"] = valid, test
+            state["history"].append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss_sum / max(seen, 1),
+                    f"valid_{task.metric_name}": valid,
+                    f"test_{task.metric_name}": test,
+                    "seconds": epoch_seconds,
+                    "samples": seen * world,
+                    "samples_per_s": seen * world / epoch_seconds,
+                }
+            )
+            state["epoch"] = epoch + 1
+            if rank == 0:
+                tqdm.write(
+                    f"epoch {epoch + 1:3d}  loss {loss_sum / max(seen, 1):.4f}  valid {task.metric_name} {valid:.4f}  "
+                    f"test {test:.4f}  {seen * world / epoch_seconds:.0f} samples/s"
+                )
+            save()
+    except KeyboardInterrupt:
+        interrupted = True
+        if rank == 0:
+            tqdm.write(f"interrupted: last complete epoch {state['epoch']} is saved in {ckpt_path}; use --resume")
+
+    result = {
+        "task": cfg.task,
+        "attention": cfg.attention,
+        "metric": task.metric_name,
+        f"best_valid_{task.metric_name}": state["best_valid"],
+        f"test_{task.metric_name}": state["test_at_best"],
+        "epochs_done": state["epoch"],
+        "interrupted": interrupted,
+        "train_seconds": state["train_seconds"],
+        "samples_per_s": sum(h["samples"] for h in state["history"]) / state["train_seconds"]
+        if state["train_seconds"] > 0
+        else None,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_cuda_mib": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+        "parameters": n_params,
+        "world_size": world,
+        "history": state["history"],
+        "config": asdict(cfg),
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+        },
+    }
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result

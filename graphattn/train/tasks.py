@@ -1,0 +1,237 @@
+"""Tasks for ``graphattn train``: data, model, loss and metric, one class per kind of task.
+
+A :class:`Task` is everything task-specific the engine needs; the attention structure is
+chosen independently by name (:func:`make_structure`), so every task runs with every
+structure on the same budget.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from .. import structure as S
+from ..nn import SequenceClassifier
+
+if TYPE_CHECKING:
+    from .engine import TrainConfig
+
+__all__ = ["Task", "SequenceTask", "get_task", "task_names", "attention_names", "make_structure"]
+
+
+# ---------------------------------------------------------------------- structures by name
+def _opt(cfg: TrainConfig, key: str, default: Any) -> Any:
+    return cfg.options.get(key, default)
+
+
+def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
+    """The structure called ``name``, sized from ``cfg`` (heads, dim, ``options``) and ``max_len``.
+
+    Options (``--option KEY=VALUE``): ``window`` (local width, default 16), ``global`` (global
+    tokens, 2), ``random`` (random sources, 3), ``clusters`` (routing centroids, default
+    ``sqrt(max_len)``), ``sbm_clusters`` (32), ``edges`` (SAC edges per node, 16),
+    ``sac_mode`` (``reinforce``), ``region`` (Combiner region size, default ``sqrt(L)``),
+    ``k`` (SEA keys per query, 32).
+    """
+    heads, head_dim = cfg.heads, cfg.dim // cfg.heads
+    w = int(_opt(cfg, "window", 16))
+    if name == "full":
+        return S.Full()
+    if name == "window":
+        return S.Window(w)
+    if name == "bigbird":
+        return S.BigBird(w, int(_opt(cfg, "global", 2)), int(_opt(cfg, "random", 3)))
+    if name == "longformer":
+        return S.Longformer(w, int(_opt(cfg, "global", 2)))
+    if name == "routing":
+        from ..structure.routing import Routing
+
+        clusters = int(_opt(cfg, "clusters", max(1, round(math.sqrt(max_len)))))
+        return Routing(heads, head_dim, clusters, window=w)
+    if name == "sbm":
+        from ..structure.sbm import SBM
+
+        return SBM(heads, head_dim, int(_opt(cfg, "sbm_clusters", 32)), init_density=min(1.0, 16 / max_len))
+    if name == "sac":
+        from ..structure.sac import SAC
+
+        return SAC(heads, head_dim, int(_opt(cfg, "edges", 16)), window=w, mode=str(_opt(cfg, "sac_mode", "reinforce")))
+    if name in ("combiner", "combiner-logsparse", "combiner-mixture"):
+        from ..structure.combiner import Combiner
+
+        variant = "fixed" if name == "combiner" else name.split("-")[1]
+        region = _opt(cfg, "region", None)
+        return Combiner(variant, None if region is None else int(region))
+    if name == "sea":
+        from ..structure.sea import SEA
+
+        return SEA(heads, head_dim, int(_opt(cfg, "k", 32)))
+    raise ValueError(f"attention must be one of {attention_names()}, got {name!r}")
+
+
+def attention_names() -> list[str]:
+    return [
+        "full",
+        "window",
+        "bigbird",
+        "longformer",
+        "routing",
+        "sbm",
+        "sac",
+        "combiner",
+        "combiner-logsparse",
+        "combiner-mixture",
+        "sea",
+    ]
+
+
+# ---------------------------------------------------------------------- tasks
+class Task:
+    """What the engine needs from a task. Batches are dicts of tensors."""
+
+    name: str = ""
+    metric_name: str = "accuracy"
+    higher_is_better: bool = True
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        raise NotImplementedError
+
+    def collate(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(predictions, aux_loss)``."""
+        raise NotImplementedError
+
+    def task_loss(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(pred, batch["y"])
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(task loss, aux loss)`` of one batch."""
+        pred, aux = self.forward(model, batch)
+        return self.task_loss(pred, batch), aux
+
+    def predict(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return self.forward(model, batch)[0]
+
+    def target(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["y"]
+
+    def metric(self, pred: Tensor, target: Tensor) -> float:
+        return float((pred.argmax(-1) == target).float().mean()) if target.numel() else float("nan")
+
+    def batch_size(self, batch: dict[str, Tensor]) -> int:
+        return int(batch["y"].shape[0])
+
+    @staticmethod
+    def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+        return {k: v.to(device) for k, v in batch.items()}
+
+
+class SequenceTask(Task):
+    """Token sequences -> one class each; batches concatenate examples (no padding)."""
+
+    vocab_size: int = 0
+    num_classes: int = 0
+    max_len: int = 0
+    pooling: str = "mean"
+
+    def collate(self, items: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        tokens = [t for t, _ in items]
+        return {
+            "tokens": torch.cat(tokens),
+            "lengths": torch.tensor([t.numel() for t in tokens], dtype=torch.long),
+            "y": torch.stack([torch.as_tensor(y) for _, y in items]),
+        }
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        return SequenceClassifier(
+            self.vocab_size,
+            self.num_classes,
+            d_model=cfg.dim,
+            nhead=cfg.heads,
+            num_layers=cfg.layers,
+            dropout=cfg.dropout,
+            structure=make_structure(cfg.attention, cfg, self.max_len),
+            pooling=self.pooling,
+        )
+
+    def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        out = model(batch["tokens"], lengths=batch["lengths"])
+        return out.logits, out.aux_loss
+
+
+class RecallTask(SequenceTask):
+    """Associative recall (:mod:`graphattn.datasets.recall`); options ``length``, ``pairs``, ``train_size``."""
+
+    name = "recall"
+    pooling = "first"  # the query leads the sequence
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        from ..datasets.recall import AssociativeRecall, RecallConfig
+
+        rc = RecallConfig(length=int(_opt(cfg, "length", 1024)), num_pairs=int(_opt(cfg, "pairs", 8)))
+        self.vocab_size, self.num_classes, self.max_len = rc.vocab_size, rc.num_values, rc.length
+        n_train = int(_opt(cfg, "train_size", 4000))
+        n_eval = int(_opt(cfg, "eval_size", 500))
+        # Disjoint seeds per split; cfg.seed moves all of them.
+        base = 1000 * cfg.seed
+        return (
+            AssociativeRecall(n_train, rc, seed=base + 1),
+            AssociativeRecall(n_eval, rc, seed=base + 2),
+            AssociativeRecall(n_eval, rc, seed=base + 3),
+        )
+
+
+class _TokenSequences(Dataset):
+    """``(tokens [L_i], label)`` items from padded ``tokens [N, L_max]`` and ``lengths [N]``."""
+
+    def __init__(self, tokens: Tensor, lengths: Tensor, labels: Tensor) -> None:
+        self.tokens, self.lengths, self.labels = tokens, lengths, labels
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.tokens[i, : int(self.lengths[i])], self.labels[i]
+
+
+class ListOpsTask(SequenceTask):
+    """LRA ListOps, generated (:func:`graphattn.datasets.generate_listops`); options ``min_length``,
+    ``max_length`` (exclusive bounds, default 32 and 512), ``train_size`` (4000), ``eval_size`` (500)."""
+
+    name = "listops"
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        from ..datasets.listops import LISTOPS_VOCAB, generate_listops
+
+        lo, hi = int(_opt(cfg, "min_length", 32)), int(_opt(cfg, "max_length", 512))
+        n_train, n_eval = int(_opt(cfg, "train_size", 4000)), int(_opt(cfg, "eval_size", 500))
+        self.vocab_size, self.num_classes, self.max_len = len(LISTOPS_VOCAB), 10, hi
+        # One draw of distinct trees, split in order: no tree is in two splits.
+        data = generate_listops(n_train + 2 * n_eval, min_length=lo, max_length=hi, seed=cfg.seed)
+        parts = (slice(0, n_train), slice(n_train, n_train + n_eval), slice(n_train + n_eval, None))
+        return tuple(_TokenSequences(data.tokens[p], data.lengths[p], data.labels[p]) for p in parts)
+
+
+_TASKS: dict[str, Callable[[], Task]] = {"recall": RecallTask, "listops": ListOpsTask}
+
+
+def task_names() -> list[str]:
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """A fresh task object by name; ``ValueError`` listing the known ones otherwise."""
+    if name not in _TASKS:
+        raise ValueError(f"task must be one of {task_names()}, got {name!r}")
+    return _TASKS[name]()

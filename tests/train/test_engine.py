@@ -1,0 +1,182 @@
+"""`graphattn train`: config precedence, results, checkpoints, resume, Ctrl-C, and 2-process DDP."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from graphattn.cli import main
+from graphattn.train.engine import TrainConfig, train
+from graphattn.train.tasks import RecallTask, get_task
+
+TINY = {"length": 16, "pairs": 2, "train_size": 256, "eval_size": 64}
+
+
+def _cfg(tmp_path, **kw):
+    base = {"task": "recall", "attention": "full", "dim": 16, "heads": 2, "layers": 1, "epochs": 1, "batch_size": 32}
+    base.update(kw)
+    base.setdefault("options", dict(TINY))
+    return TrainConfig(out=str(tmp_path / "run"), progress=False, **base)
+
+
+def test_result_record_has_metric_speed_memory_and_config(tmp_path):
+    result = train(_cfg(tmp_path))
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["test_accuracy"] == result["test_accuracy"]
+    assert 0.0 <= saved["test_accuracy"] <= 1.0
+    assert saved["samples_per_s"] > 0 and saved["peak_rss_mib"] > 0
+    assert saved["config"]["options"] == TINY
+    assert saved["epochs_done"] == 1 and len(saved["history"]) == 1
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    train(_cfg(tmp_path, epochs=1))
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    result = train(_cfg(tmp_path, epochs=2, resume=True))
+    assert result["epochs_done"] == 2
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert result["history"][0] == first["state"]["history"][0]  # epoch 1 kept, not retrained
+
+
+def test_resume_without_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint at .*last.pt; run without --resume first"):
+        train(_cfg(tmp_path, resume=True))
+
+
+def test_ctrl_c_keeps_the_last_complete_epoch(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = RecallTask.loss
+
+    def interrupt_in_epoch_two(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] > 8:  # 256 / 32 = 8 batches per epoch
+            raise KeyboardInterrupt
+        return original(self, model, batch)
+
+    monkeypatch.setattr(RecallTask, "loss", interrupt_in_epoch_two)
+    result = train(_cfg(tmp_path, epochs=3))
+    assert result["interrupted"] and result["epochs_done"] == 1
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["state"]["epoch"] == 1
+
+
+def test_same_seed_same_result(tmp_path):
+    a = train(_cfg(tmp_path / "a", seed=3))
+    b = train(_cfg(tmp_path / "b", seed=3))
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+
+
+def test_config_precedence_defaults_file_flags(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps(
+            {
+                "task": "recall",
+                "attention": "window",
+                "dim": 16,
+                "heads": 2,
+                "layers": 1,
+                "epochs": 1,
+                "options": dict(TINY, window=4),
+            }
+        )
+    )
+    out = tmp_path / "cli"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--attention",
+                "full",
+                "--no-progress",
+                "--out",
+                str(out),
+                "--option",
+                "eval_size=32",
+            ]
+        )
+        == 0
+    )
+    saved = json.loads((out / "result.json").read_text())["config"]
+    assert saved["attention"] == "full"  # flag beats file
+    assert saved["dim"] == 16  # file beats default
+    assert saved["options"]["window"] == 4 and saved["options"]["eval_size"] == 32
+    assert "recall / full: best valid accuracy" in capsys.readouterr().out
+
+
+def test_unknown_task_and_config_key_are_clear_errors():
+    with pytest.raises(ValueError, match=r"task must be one of \[.*'recall'.*\], got 'nope'"):
+        get_task("nope")
+    with pytest.raises(ValueError, match=r"unknown config keys \['colour'\]"):
+        TrainConfig.from_dict({"colour": 1})
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    common = [
+        "train",
+        "--task",
+        "recall",
+        "--attention",
+        "full",
+        "--dim",
+        "32",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+        "--epochs",
+        "4",
+        "--lr",
+        "3e-3",
+        "--no-progress",
+        "--option",
+        "length=12",
+        "--option",
+        "pairs=1",
+        "--option",
+        "train_size=1024",
+        "--option",
+        "eval_size=256",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # One process with batch 32 == two processes with batch 16 each (same global batch).
+    one = subprocess.run(
+        [sys.executable, "-m", "graphattn", *common, "--batch-size", "32", "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            torchrun,
+            "--nproc_per_node=2",
+            "-m",
+            "graphattn",
+            *common,
+            "--batch-size",
+            "16",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    r1 = json.loads((tmp_path / "one" / "result.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "result.json").read_text())
+    assert r2["world_size"] == 2 and r1["world_size"] == 1
+    assert sum(h["samples"] for h in r2["history"]) == sum(h["samples"] for h in r1["history"])
+    # Both learn the task (chance is 1/16) and agree within noise.
+    assert r1["test_accuracy"] > 0.5 and r2["test_accuracy"] > 0.5
+    assert abs(r1["test_accuracy"] - r2["test_accuracy"]) < 0.15
