@@ -139,3 +139,6 @@ def attention_weights(
     if bias is not None:
         bias = check_edge_tensor("bias", bias, graph, q.shape[1], q)
     return reference.attention_weights(q, k, graph, lse, bias, check_scale(scale, q.shape[2]))
+
+
+from . import native  # noqa: E402,F401  registers the native backend

@@ -1,0 +1,760 @@
+// CPU launcher of edge attention: launch structure only; the math is in edge_attention_math.h.
+//
+// Work is split by edges, not rows: rows are grouped into chunks of about equal edge count, and a
+// row with more than kSegment edges (a hub) is cut into fixed segments whose partial results are
+// merged in order, so a hub never serializes a run and results do not depend on the thread count.
+//
+// Two kernels per pass: a generic one (any dtype, any head dim, one edge at a time) and, for
+// float32 with head dims <= 128 on AVX-512, a blocked one: 16 edges per step with the query row in
+// registers, one horizontal reduction for the 16 dot products, one max / rescale per 16 edges.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+#include "edge_attention_checks.h"
+#include "edge_attention_math.h"
+
+namespace graphattn {
+namespace {
+
+using namespace math;
+
+// ================================================================ load balance
+
+// Rows with more edges than this are cut into segments of this many edges. A constant (not a
+// function of the thread count) so that two runs give bitwise equal results on any machine.
+constexpr int64_t kSegment = 2048;
+
+struct Segment {
+  int64_t row, lo, hi;
+};
+
+struct Plan {
+  std::vector<int64_t> chunk_start;  // chunk c: rows [chunk_start[c], chunk_start[c + 1]), hubs skipped
+  std::vector<Segment> segments;     // the pieces of every hub, hub after hub
+  std::vector<int64_t> hub_start;    // hub h owns segments [hub_start[h], hub_start[h + 1])
+};
+
+inline bool is_hub(const int64_t* ptr, int64_t r) {
+  return ptr[r + 1] - ptr[r] > kSegment;
+}
+
+Plan make_plan(const int64_t* ptr, int64_t n) {
+  Plan p;
+  // Cost of a row: its edges plus one (empty rows still write their output).
+  int64_t total = 0;
+  for (int64_t r = 0; r < n; ++r) total += 1 + (is_hub(ptr, r) ? 0 : ptr[r + 1] - ptr[r]);
+  const int64_t target = std::max<int64_t>(total / (8 * std::max(1, at::get_num_threads())), 256);
+  p.chunk_start.push_back(0);
+  p.hub_start.push_back(0);
+  int64_t cost = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    if (is_hub(ptr, r)) {
+      for (int64_t lo = ptr[r]; lo < ptr[r + 1]; lo += kSegment) {
+        p.segments.push_back({r, lo, std::min(lo + kSegment, ptr[r + 1])});
+      }
+      p.hub_start.push_back(static_cast<int64_t>(p.segments.size()));
+      cost += 1;
+    } else {
+      cost += 1 + ptr[r + 1] - ptr[r];
+    }
+    if (cost >= target) {
+      p.chunk_start.push_back(r + 1);
+      cost = 0;
+    }
+  }
+  if (p.chunk_start.back() != n) p.chunk_start.push_back(n);
+  return p;
+}
+
+// whole(r, h): a non-hub row and head, done in one go. segment(s, seg): one piece of a hub into
+// slot s of a scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
+// Heads are the inner loop: a row's sources are read for all heads while they are in cache.
+// Runs body(i) for i in [0, n) on the intra-op threads, handing out indices dynamically: on a
+// shared machine a thread that is descheduled does not hold up the others (each index is an
+// independent unit of equal cost, and which thread runs it does not change the result).
+template <class Body>
+void parallel_dynamic(int64_t n, const Body& body) {
+  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), n));
+  if (threads <= 1 || at::in_parallel_region()) {
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+// whole(r, h): a non-hub row and head, done in one go. segment(s, seg): one piece of a hub into
+// slot s of a scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
+// Heads are the inner loop: a row's sources are read for all heads while they are in cache.
+template <class Whole, class Seg, class Merge>
+void run_balanced(const Plan& p, const int64_t* ptr, int64_t heads, const Whole& whole, const Seg& segment,
+                  const Merge& merge) {
+  parallel_dynamic(static_cast<int64_t>(p.chunk_start.size()) - 1, [&](int64_t c) {
+    for (int64_t r = p.chunk_start[c]; r < p.chunk_start[c + 1]; ++r) {
+      if (is_hub(ptr, r)) continue;
+      for (int64_t h = 0; h < heads; ++h) whole(r, h);
+    }
+  });
+  parallel_dynamic(static_cast<int64_t>(p.segments.size()), [&](int64_t s) { segment(s, p.segments[s]); });
+  parallel_dynamic(static_cast<int64_t>(p.hub_start.size()) - 1, [&](int64_t h) {
+    merge(p.segments[p.hub_start[h]].row, p.hub_start[h], p.hub_start[h + 1]);
+  });
+}
+
+// ================================================================ kernel arguments
+
+template <typename scalar_t>
+struct FwdArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t *q, *k, *v, *bias, *gate;
+  const int64_t *rowptr, *col;
+  int64_t H, D, Dv;
+  acc_t scale;
+};
+
+template <typename scalar_t>
+struct BwdArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t *q, *k, *v, *dout, *bias, *gate;
+  const int64_t *rowptr, *col, *colptr, *row, *perm;
+  const acc_t *lse, *delta;
+  acc_t *ds, *pg, *dgate;  // [E, H] each; dgate may be null
+  int64_t H, D, Dv;
+  acc_t scale;
+};
+
+// ================================================================ generic kernels (any dtype)
+
+// Streams edges [lo, hi) of row i, head h; leaves the unnormalized accumulator in acc[Dv].
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+SoftmaxState<acc_t> fwd_generic(const FwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t lo, int64_t hi,
+                                acc_t* acc) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  std::fill(acc, acc + Dv, acc_t(0));
+  SoftmaxState<acc_t> st = softmax_init<acc_t>();
+  const scalar_t* qp = a.q + (i * H + h) * D;
+  for (int64_t e = lo; e < hi; ++e) {
+    const int64_t j = a.col[e];
+    const scalar_t* kp = a.k + (j * H + h) * D;
+    acc_t dot = 0;
+    for (int64_t d = 0; d < D; ++d) dot += acc_t(qp[d]) * acc_t(kp[d]);
+    const acc_t s = a.bias ? score(dot, a.scale, acc_t(a.bias[e * H + h])) : score(dot, a.scale);
+    acc_t alpha;
+    if (!softmax_rescale(st, s, alpha)) continue;
+    const acc_t w = edge_weight(s, st.m);
+    st.l += w;
+    const acc_t wv = a.gate ? value_weight(w, acc_t(a.gate[e * H + h])) : w;
+    const scalar_t* vp = a.v + (j * H + h) * Dv;
+    for (int64_t d = 0; d < Dv; ++d) acc[d] = acc[d] * alpha + wv * acc_t(vp[d]);
+  }
+  return st;
+}
+
+// Destination pass of the backward over edges [lo, hi) of row i, head h: writes ds, gate * p and
+// grad_gate of these edges, and leaves sum_e grad_dot(ds_e) k_j in gq[D].
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, acc_t* gq) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  std::fill(gq, gq + D, acc_t(0));
+  const scalar_t* qp = a.q + (i * H + h) * D;
+  const scalar_t* op = a.dout + (i * H + h) * Dv;
+  const acc_t shift = prob_shift(a.lse[i * H + h]);
+  const acc_t delta = a.delta[i * H + h];
+  for (int64_t e = lo; e < hi; ++e) {
+    const int64_t j = a.col[e];
+    const scalar_t* kp = a.k + (j * H + h) * D;
+    const scalar_t* vp = a.v + (j * H + h) * Dv;
+    acc_t dot = 0, dp = 0;
+    for (int64_t d = 0; d < D; ++d) dot += acc_t(qp[d]) * acc_t(kp[d]);
+    for (int64_t d = 0; d < Dv; ++d) dp += acc_t(op[d]) * acc_t(vp[d]);
+    const acc_t s = a.bias ? score(dot, a.scale, acc_t(a.bias[e * H + h])) : score(dot, a.scale);
+    const acc_t p = edge_prob(s, shift);
+    const acc_t g = a.gate ? acc_t(a.gate[e * H + h]) : acc_t(1);
+    const acc_t ds = grad_score(p, a.gate ? gated_dp(dp, g) : dp, delta);
+    a.ds[e * H + h] = ds;
+    a.pg[e * H + h] = a.gate ? value_weight(p, g) : p;
+    if (a.dgate) a.dgate[e * H + h] = grad_gate(p, dp);
+    const acc_t dsk = grad_dot(ds, a.scale);
+    for (int64_t d = 0; d < D; ++d) gq[d] += dsk * acc_t(kp[d]);
+  }
+}
+
+// Source pass over the out-edges t in [lo, hi) of source j (transpose order), head h:
+// gk[D] = sum grad_dot(ds_e) q_i, gv[Dv] = sum gate_e p_e dO_i.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void bwd_src_generic(const BwdArgs<scalar_t>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, acc_t* gk, acc_t* gv) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  (void)j;
+  std::fill(gk, gk + D, acc_t(0));
+  std::fill(gv, gv + Dv, acc_t(0));
+  for (int64_t t = lo; t < hi; ++t) {
+    const int64_t e = a.perm[t], i = a.row[t];
+    const acc_t dsk = grad_dot(a.ds[e * H + h], a.scale);
+    const acc_t pg = a.pg[e * H + h];
+    const scalar_t* qp = a.q + (i * H + h) * D;
+    const scalar_t* op = a.dout + (i * H + h) * Dv;
+    for (int64_t d = 0; d < D; ++d) gk[d] += dsk * acc_t(qp[d]);
+    for (int64_t d = 0; d < Dv; ++d) gv[d] += pg * acc_t(op[d]);
+  }
+}
+
+// ================================================================ AVX-512 kernels (float32)
+#ifdef __AVX512F__
+
+// Block helpers pass arrays of vectors: inlined, they stay in registers; called, they go through memory.
+#define GA_INLINE inline __attribute__((always_inline))
+
+// 16 float lanes with the operators the math header's templates use.
+struct V16 {
+  __m512 x;
+};
+inline V16 operator+(V16 a, V16 b) {
+  return {_mm512_add_ps(a.x, b.x)};
+}
+inline V16 operator-(V16 a, V16 b) {
+  return {_mm512_sub_ps(a.x, b.x)};
+}
+inline V16 operator*(V16 a, V16 b) {
+  return {_mm512_mul_ps(a.x, b.x)};
+}
+inline V16 splat(float f) {
+  return {_mm512_set1_ps(f)};
+}
+
+// exp on 16 lanes: 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by Cephes' expf polynomial
+// (about 1 ulp). Inputs below -103 (2^-149 is the smallest float), -inf from masked edges
+// included, give exactly 0; clamping first keeps -inf out of the range reduction (inf - inf).
+inline V16 ga_exp(V16 a) {
+  const __m512 lo = _mm512_set1_ps(-103.f);
+  const __m512 x = _mm512_max_ps(a.x, lo);
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts: exact n * hi
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  y = _mm512_scalef_ps(y, n);
+  return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.x, lo, _CMP_GT_OQ), y)};
+}
+
+// r[t] = sum of the 16 lanes of a[t]: a transpose-and-add tree, 15 adds for 16 dot products.
+GA_INLINE __m512 hsum16(const __m512* a) {
+  __m512 b[8], c[4], d[2];
+  for (int p = 0; p < 8; ++p) {  // lane-local pairs: x at slots 0, 2 and y at 1, 3 of each 128-bit lane
+    b[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+  }
+  for (int p = 0; p < 4; ++p) {  // each 128-bit lane now holds 4 edges' partial sums
+    const __m512d x = _mm512_castps_pd(b[2 * p]), y = _mm512_castps_pd(b[2 * p + 1]);
+    c[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+  }
+  for (int p = 0; p < 2; ++p) {  // fold 128-bit lanes pairwise
+    d[p] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Mask of the last of nv vectors holding a row of n floats (16 * (nv - 1) < n <= 16 * nv).
+inline __mmask16 tail_mask(int64_t n, int nv) {
+  const int64_t rest = n - 16 * (nv - 1);
+  return rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1);
+}
+
+// Vector u of NV of a row: full loads, the last one masked (lanes past the row read as 0).
+// FULL: the row length is a multiple of 16, no mask needed.
+template <int NV, bool FULL>
+inline __m512 load_row(const float* p, int u, __mmask16 tail) {
+  return !FULL && u == NV - 1 ? _mm512_maskz_loadu_ps(tail, p + 16 * u) : _mm512_loadu_ps(p + 16 * u);
+}
+template <int NV, bool FULL>
+inline void store_row(float* p, int u, __mmask16 tail, __m512 x) {
+  if (!FULL && u == NV - 1) {
+    _mm512_mask_storeu_ps(p + 16 * u, tail, x);
+  } else {
+    _mm512_storeu_ps(p + 16 * u, x);
+  }
+}
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Per-edge [E, H] values of the edges e0 .. e0 + n - 1 of head h, 0 past n.
+inline __m512 load_edges(const float* x, int64_t e0, int n, int64_t H, int64_t h, float* buf) {
+  for (int t = 0; t < n; ++t) buf[t] = x[(e0 + t) * H + h];
+  return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), buf);
+}
+
+// The 16 dot products <x, base[col[e0 + t]] + offset>, t < 16, as one vector (lanes past n are
+// garbage; callers mask them). x stays in registers; the 16 partial vectors are reduced at once.
+template <int NV, bool FULL>
+GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const int64_t* col, int64_t e0, int n,
+                         int64_t stride, int64_t offset) {
+  __m512 dots[16];
+#pragma GCC unroll 16
+  for (int t = 0; t < 16; ++t) {
+    // Lanes past n repeat the last edge (always in bounds; a branch here makes GCC spill dots).
+    const float* p = base + col[e0 + (t < n ? t : n - 1)] * stride + offset;
+    __m512 s = _mm512_mul_ps(x[0], load_row<NV, FULL>(p, 0, tail));
+#pragma GCC unroll 8
+    for (int u = 1; u < NV; ++u) s = _mm512_fmadd_ps(x[u], load_row<NV, FULL>(p, u, tail), s);
+    dots[t] = s;
+  }
+  return hsum16(dots);
+}
+
+// acc += sum_t w[t] * base[col[e0 + t]] + offset, t < n. Even and odd edges go to two
+// accumulator sets (two FMA dependency chains of 8 instead of one of 16), added at the end.
+template <int NV, bool FULL>
+GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const int64_t* col, int64_t e0,
+                       int n, int64_t stride, int64_t offset) {
+  __m512 odd[NV];
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) odd[u] = _mm512_setzero_ps();
+  auto step = [&](int t, __m512* x) {
+    const float* p = base + col[e0 + t] * stride + offset;
+    const __m512 wt = _mm512_set1_ps(w[t]);
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) x[u] = _mm512_fmadd_ps(wt, load_row<NV, FULL>(p, u, tail), x[u]);
+  };
+  if (n == 16) {
+#pragma GCC unroll 8
+    for (int t = 0; t < 16; t += 2) {
+      step(t, acc);
+      step(t + 1, odd);
+    }
+  } else {
+    int t = 0;
+    for (; t + 1 < n; t += 2) {
+      step(t, acc);
+      step(t + 1, odd);
+    }
+    if (t < n) step(t, acc);
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) acc[u] = _mm512_add_ps(acc[u], odd[u]);
+}
+
+// Edges scored before one softmax update: the max / exp / sum of a run of 16 blocks is one
+// dependency chain instead of 16, so the dot products of the blocks pipeline freely.
+constexpr int64_t kRun = 256;
+
+template <int NV, bool FULL>
+SoftmaxState<float> fwd_avx512(const FwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* acc_out) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
+  __m512 qv[NV], acc[NV];
+  const float* qp = a.q + (i * H + h) * D;
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) {
+    qv[u] = load_row<NV, FULL>(qp, u, km);
+    acc[u] = _mm512_setzero_ps();
+  }
+  SoftmaxState<float> st = softmax_init<float>();
+  const V16 scale = splat(a.scale);
+  alignas(64) float sbuf[kRun];
+  alignas(64) float buf[16];
+  for (int64_t r0 = lo; r0 < hi; r0 += kRun) {
+    const int64_t r1 = std::min(hi, r0 + kRun);
+    const int blocks = static_cast<int>((r1 - r0 + 15) / 16);
+    __m512 vmax = _mm512_set1_ps(kNegInf);
+    for (int b = 0; b < blocks; ++b) {
+      const int64_t e0 = r0 + 16 * b;
+      const int n = static_cast<int>(std::min<int64_t>(16, r1 - e0));
+      V16 s{block_dots<NV, FULL>(qv, km, a.k, a.col, e0, n, H * D, h * D)};
+      s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
+      s.x = _mm512_mask_blend_ps(__mmask16((1u << n) - 1), _mm512_set1_ps(kNegInf), s.x);  // past n: weight 0
+      vmax = _mm512_max_ps(vmax, s.x);
+      _mm512_store_ps(sbuf + 16 * b, s.x);
+    }
+    float alpha;
+    if (!softmax_rescale(st, _mm512_reduce_max_ps(vmax), alpha)) continue;
+    const V16 m = splat(st.m);
+    __m512 lsum = _mm512_setzero_ps();
+    for (int b = 0; b < blocks; ++b) {
+      V16 w = edge_weight(V16{_mm512_load_ps(sbuf + 16 * b)}, m);
+      lsum = _mm512_add_ps(lsum, w.x);
+      if (a.gate) {
+        const int64_t e0 = r0 + 16 * b;
+        w = value_weight(w, V16{load_edges(a.gate, e0, static_cast<int>(std::min<int64_t>(16, r1 - e0)), H, h, buf)});
+      }
+      _mm512_store_ps(sbuf + 16 * b, w.x);
+    }
+    st.l += _mm512_reduce_add_ps(lsum);
+    if (alpha != 1.f) {  // the max moved: rescale what was accumulated
+      const __m512 al = _mm512_set1_ps(alpha);
+#pragma GCC unroll 8
+      for (int u = 0; u < NV; ++u) acc[u] = _mm512_mul_ps(acc[u], al);
+    }
+    for (int b = 0; b < blocks; ++b) {
+      const int64_t e0 = r0 + 16 * b;
+      block_axpy<NV, FULL>(acc, vm, sbuf + 16 * b, a.v, a.col, e0, static_cast<int>(std::min<int64_t>(16, r1 - e0)),
+                     H * Dv, h * Dv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) store_row<NV, FULL>(acc_out, u, vm, acc[u]);
+  return st;
+}
+
+template <int NV, bool FULL>
+void bwd_dst_avx512(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
+  __m512 qv[NV], ov[NV], gq[NV];
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) {
+    qv[u] = load_row<NV, FULL>(a.q + (i * H + h) * D, u, km);
+    ov[u] = load_row<NV, FULL>(a.dout + (i * H + h) * Dv, u, vm);
+    gq[u] = _mm512_setzero_ps();
+  }
+  const V16 scale = splat(a.scale);
+  const V16 shift = splat(prob_shift(a.lse[i * H + h]));
+  const V16 delta = splat(a.delta[i * H + h]);
+  alignas(64) float buf[16];
+  for (int64_t e0 = lo; e0 < hi; e0 += 16) {
+    const int n = static_cast<int>(std::min<int64_t>(16, hi - e0));
+    const __mmask16 valid = __mmask16((1u << n) - 1);
+    V16 s{block_dots<NV, FULL>(qv, km, a.k, a.col, e0, n, H * D, h * D)};
+    const V16 dp{block_dots<NV, FULL>(ov, vm, a.v, a.col, e0, n, H * Dv, h * Dv)};
+    s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
+    s.x = _mm512_mask_blend_ps(valid, _mm512_set1_ps(kNegInf), s.x);
+    const V16 p = edge_prob(s, shift);  // 0 on lanes past n
+    V16 ds, pg;
+    if (a.gate) {
+      const V16 g{load_edges(a.gate, e0, n, H, h, buf)};
+      ds = grad_score(p, gated_dp(dp, g), delta);
+      pg = value_weight(p, g);
+    } else {
+      ds = grad_score(p, dp, delta);
+      pg = p;
+    }
+    _mm512_store_ps(buf, pg.x);
+    for (int t = 0; t < n; ++t) a.pg[(e0 + t) * H + h] = buf[t];
+    if (a.dgate) {
+      _mm512_store_ps(buf, grad_gate(p, dp).x);
+      for (int t = 0; t < n; ++t) a.dgate[(e0 + t) * H + h] = buf[t];
+    }
+    _mm512_store_ps(buf, ds.x);
+    for (int t = 0; t < n; ++t) a.ds[(e0 + t) * H + h] = buf[t];
+    _mm512_store_ps(buf, grad_dot(ds, scale).x);
+    block_axpy<NV, FULL>(gq, km, buf, a.k, a.col, e0, n, H * D, h * D);
+  }
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) store_row<NV, FULL>(gq_out, u, km, gq[u]);
+}
+
+template <int NV, bool FULL>
+void bwd_src_avx512(const BwdArgs<float>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, float* gk_out,
+                    float* gv_out) {
+  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  (void)j;
+  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
+  // Two accumulator sets (even / odd edges) halve the FMA dependency chains; summed at the end.
+  __m512 gk0[NV], gk1[NV], gv0[NV], gv1[NV];
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) gk0[u] = gk1[u] = gv0[u] = gv1[u] = _mm512_setzero_ps();
+  const float scale = a.scale;
+  auto step = [&](int64_t t, __m512* gk, __m512* gv) {
+    const int64_t e = a.perm[t], i = a.row[t];
+    const __m512 dsk = _mm512_set1_ps(grad_dot(a.ds[e * H + h], scale));
+    const __m512 pg = _mm512_set1_ps(a.pg[e * H + h]);
+    const float* qp = a.q + (i * H + h) * D;
+    const float* op = a.dout + (i * H + h) * Dv;
+#pragma GCC unroll 8
+    for (int u = 0; u < NV; ++u) {
+      gk[u] = _mm512_fmadd_ps(dsk, load_row<NV, FULL>(qp, u, km), gk[u]);
+      gv[u] = _mm512_fmadd_ps(pg, load_row<NV, FULL>(op, u, vm), gv[u]);
+    }
+  };
+  int64_t t = lo;
+  for (; t + 1 < hi; t += 2) {
+    step(t, gk0, gv0);
+    step(t + 1, gk1, gv1);
+  }
+  if (t < hi) step(t, gk0, gv0);
+#pragma GCC unroll 8
+  for (int u = 0; u < NV; ++u) {
+    store_row<NV, FULL>(gk_out, u, km, _mm512_add_ps(gk0[u], gk1[u]));
+    store_row<NV, FULL>(gv_out, u, vm, _mm512_add_ps(gv0[u], gv1[u]));
+  }
+}
+
+#endif  // __AVX512F__
+
+// ================================================================ kernel choice
+
+template <typename scalar_t>
+struct Kernels {
+  using acc_t = at::opmath_type<scalar_t>;
+  SoftmaxState<acc_t> (*fwd)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*);
+  void (*dst)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*);
+  void (*src)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*, acc_t*);
+};
+
+template <typename scalar_t>
+Kernels<scalar_t> pick_kernels(int64_t D, int64_t Dv) {
+#ifdef __AVX512F__
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    const int64_t nv = (D + 15) / 16;
+    if (D > 0 && Dv > 0 && nv == (Dv + 15) / 16) {  // one register count for q / k and v rows
+      const bool full = D % 16 == 0 && Dv % 16 == 0;
+      switch (nv * 2 + (full ? 1 : 0)) {
+#define GA_CASE(NV)                                                                                    \
+  case 2 * NV:                                                                                         \
+    return {fwd_avx512<NV, false>, bwd_dst_avx512<NV, false>, bwd_src_avx512<NV, false>};              \
+  case 2 * NV + 1:                                                                                     \
+    return {fwd_avx512<NV, true>, bwd_dst_avx512<NV, true>, bwd_src_avx512<NV, true>};
+        GA_CASE(1)
+        GA_CASE(2)
+        GA_CASE(3)
+        GA_CASE(4)
+        GA_CASE(5)
+        GA_CASE(6)
+        GA_CASE(7)
+        GA_CASE(8)
+#undef GA_CASE
+        default: break;
+      }
+    }
+  }
+#endif
+  (void)D;
+  (void)Dv;
+  return {fwd_generic<scalar_t>, bwd_dst_generic<scalar_t>, bwd_src_generic<scalar_t>};
+}
+
+// ================================================================ ops
+
+std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                                          const at::Tensor& v, const at::Tensor& rowptr,
+                                                          const at::Tensor& col, const at::Tensor& colptr,
+                                                          const at::Tensor& row, const at::Tensor& perm,
+                                                          const std::optional<at::Tensor>& bias,
+                                                          const std::optional<at::Tensor>& gate, double scale) {
+  (void)colptr;
+  (void)row;
+  (void)perm;
+  TORCH_CHECK(q.device().is_cpu(), "edge_attention_fwd (CPU kernel) got q on ", q.device());
+  const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate);
+  const auto acc_type = at::toOpMathType(q.scalar_type());
+  at::Tensor out = at::empty({sz.n_dst, sz.heads, sz.dv}, q.options());
+  at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_fwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t H = sz.heads, Dv = sz.dv;
+    FwdArgs<scalar_t> a{q.const_data_ptr<scalar_t>(),
+                        k.const_data_ptr<scalar_t>(),
+                        v.const_data_ptr<scalar_t>(),
+                        bias ? bias->const_data_ptr<scalar_t>() : nullptr,
+                        gate ? gate->const_data_ptr<scalar_t>() : nullptr,
+                        rowptr.const_data_ptr<int64_t>(),
+                        col.const_data_ptr<int64_t>(),
+                        H,
+                        sz.d,
+                        Dv,
+                        static_cast<acc_t>(scale)};
+    const auto kern = pick_kernels<scalar_t>(sz.d, Dv);
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    acc_t* l = lse.mutable_data_ptr<acc_t>();
+    const int64_t slot = Dv + 2;  // per (segment, head): m, l, accumulator
+    const Plan plan = make_plan(a.rowptr, sz.n_dst);
+    std::vector<acc_t> scratch(plan.segments.size() * H * slot);
+
+    auto emit = [&](int64_t r, int64_t h, const SoftmaxState<acc_t>& st, const acc_t* acc) {
+      acc_t inv;
+      softmax_finalize(st, l[r * H + h], inv);
+      scalar_t* orow = o + (r * H + h) * Dv;
+      for (int64_t d = 0; d < Dv; ++d) orow[d] = static_cast<scalar_t>(acc[d] * inv);
+    };
+    auto whole = [&](int64_t r, int64_t h) {
+      thread_local std::vector<acc_t> acc;
+      acc.resize(Dv + 16);
+      emit(r, h, kern.fwd(a, r, h, a.rowptr[r], a.rowptr[r + 1], acc.data()), acc.data());
+    };
+    auto segment = [&](int64_t s, const Segment& g) {
+      for (int64_t h = 0; h < H; ++h) {
+        acc_t* x = scratch.data() + (s * H + h) * slot;
+        const SoftmaxState<acc_t> st = kern.fwd(a, g.row, h, g.lo, g.hi, x + 2);
+        x[0] = st.m;
+        x[1] = st.l;
+      }
+    };
+    auto merge = [&](int64_t r, int64_t s0, int64_t s1) {
+      std::vector<acc_t> acc(Dv);
+      for (int64_t h = 0; h < H; ++h) {
+        SoftmaxState<acc_t> st = softmax_init<acc_t>();
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t s = s0; s < s1; ++s) {
+          const acc_t* x = scratch.data() + (s * H + h) * slot;
+          acc_t alpha_a, alpha_b;
+          softmax_merge(st, SoftmaxState<acc_t>{x[0], x[1]}, alpha_a, alpha_b);
+          for (int64_t d = 0; d < Dv; ++d) acc[d] = acc[d] * alpha_a + x[2 + d] * alpha_b;
+        }
+        emit(r, h, st, acc.data());
+      }
+    };
+    run_balanced(plan, a.rowptr, H, whole, segment, merge);
+  });
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_attention_bwd_cpu(
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q, const at::Tensor& k,
+    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& rowptr, const at::Tensor& col,
+    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& perm, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& gate, double scale, bool need_kv, bool need_bias, bool need_gate) {
+  TORCH_CHECK(q.device().is_cpu(), "edge_attention_bwd (CPU kernel) got q on ", q.device());
+  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate,
+                                  need_kv, need_bias, need_gate);
+  const auto acc_type = at::toOpMathType(q.scalar_type());
+  const int64_t H = sz.heads, D = sz.d, Dv = sz.dv, E = sz.edges;
+  at::Tensor dq = at::empty(q.sizes(), q.options());
+  at::Tensor dk = need_kv ? at::empty(k.sizes(), k.options()) : at::empty({0}, q.options());
+  at::Tensor dv = need_kv ? at::empty(v.sizes(), v.options()) : at::empty({0}, q.options());
+  // ds and gate * p live only between the two passes: a per-thread workspace reused across calls,
+  // because fresh pages cost more than the pass itself here (first-touch faults). ds becomes the
+  // bias gradient when one is asked for, so it is then a tensor of its own.
+  const int64_t acc_size = at::elementSize(acc_type);
+  thread_local std::vector<int64_t> workspace;  // int64_t: aligned for double
+  const int64_t ws_bytes = (need_bias ? 1 : 2) * E * H * acc_size;
+  workspace.resize(std::max<int64_t>(workspace.size(), (ws_bytes + 7) / 8));
+  at::Tensor ds = need_bias ? at::empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  void* ds_ptr = need_bias ? ds.data_ptr() : workspace.data();
+  void* pg_ptr = reinterpret_cast<char*>(workspace.data()) + (need_bias ? 0 : E * H * acc_size);
+  at::Tensor dgate = need_gate ? at::empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor delta = at::empty({sz.n_dst, H}, q.options().dtype(acc_type));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+    const scalar_t* o = out.const_data_ptr<scalar_t>();
+    const acc_t* gl = grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr;
+    acc_t* dl = delta.mutable_data_ptr<acc_t>();
+    at::parallel_for(0, sz.n_dst, 256, [&](int64_t r0, int64_t r1) {
+      for (int64_t x = r0 * H; x < r1 * H; ++x) {
+        acc_t dot = 0;
+        for (int64_t d = 0; d < Dv; ++d) dot += acc_t(go[x * Dv + d]) * acc_t(o[x * Dv + d]);
+        dl[x] = row_delta(dot, gl ? gl[x] : acc_t(0));
+      }
+    });
+    BwdArgs<scalar_t> a{q.const_data_ptr<scalar_t>(),
+                        k.const_data_ptr<scalar_t>(),
+                        v.const_data_ptr<scalar_t>(),
+                        go,
+                        bias ? bias->const_data_ptr<scalar_t>() : nullptr,
+                        gate ? gate->const_data_ptr<scalar_t>() : nullptr,
+                        rowptr.const_data_ptr<int64_t>(),
+                        col.const_data_ptr<int64_t>(),
+                        need_kv ? colptr.const_data_ptr<int64_t>() : nullptr,
+                        need_kv ? row.const_data_ptr<int64_t>() : nullptr,
+                        need_kv ? perm.const_data_ptr<int64_t>() : nullptr,
+                        lse.const_data_ptr<acc_t>(),
+                        dl,
+                        static_cast<acc_t*>(ds_ptr),
+                        static_cast<acc_t*>(pg_ptr),
+                        need_gate ? dgate.mutable_data_ptr<acc_t>() : nullptr,
+                        H,
+                        D,
+                        Dv,
+                        static_cast<acc_t>(scale)};
+    const auto kern = pick_kernels<scalar_t>(D, Dv);
+
+    // Destination pass: grad_q, and ds / gate * p per edge for the source pass.
+    {
+      scalar_t* gq = dq.mutable_data_ptr<scalar_t>();
+      const Plan plan = make_plan(a.rowptr, sz.n_dst);
+      std::vector<acc_t> scratch(plan.segments.size() * H * D);
+      auto emit = [&](int64_t r, int64_t h, const acc_t* x) {
+        for (int64_t d = 0; d < D; ++d) gq[(r * H + h) * D + d] = static_cast<scalar_t>(x[d]);
+      };
+      auto whole = [&](int64_t r, int64_t h) {
+        thread_local std::vector<acc_t> x;
+        x.resize(D + 16);
+        kern.dst(a, r, h, a.rowptr[r], a.rowptr[r + 1], x.data());
+        emit(r, h, x.data());
+      };
+      auto segment = [&](int64_t s, const Segment& g) {
+        for (int64_t h = 0; h < H; ++h) kern.dst(a, g.row, h, g.lo, g.hi, scratch.data() + (s * H + h) * D);
+      };
+      auto merge = [&](int64_t r, int64_t s0, int64_t s1) {
+        std::vector<acc_t> x(D);
+        for (int64_t h = 0; h < H; ++h) {
+          std::fill(x.begin(), x.end(), acc_t(0));
+          for (int64_t s = s0; s < s1; ++s) {
+            for (int64_t d = 0; d < D; ++d) x[d] += scratch[(s * H + h) * D + d];
+          }
+          emit(r, h, x.data());
+        }
+      };
+      run_balanced(plan, a.rowptr, H, whole, segment, merge);
+    }
+
+    // Source pass over the transpose: grad_k, grad_v, each source row written by one thread.
+    if (need_kv) {
+      scalar_t* gk = dk.mutable_data_ptr<scalar_t>();
+      scalar_t* gv = dv.mutable_data_ptr<scalar_t>();
+      const int64_t slot = D + Dv;
+      const Plan plan = make_plan(a.colptr, sz.n_src);
+      std::vector<acc_t> scratch(plan.segments.size() * H * slot);
+      auto emit = [&](int64_t j, int64_t h, const acc_t* x) {
+        for (int64_t d = 0; d < D; ++d) gk[(j * H + h) * D + d] = static_cast<scalar_t>(x[d]);
+        for (int64_t d = 0; d < Dv; ++d) gv[(j * H + h) * Dv + d] = static_cast<scalar_t>(x[D + d]);
+      };
+      auto whole = [&](int64_t j, int64_t h) {
+        thread_local std::vector<acc_t> x;
+        x.resize(slot + 32);
+        kern.src(a, j, h, a.colptr[j], a.colptr[j + 1], x.data(), x.data() + D);
+        emit(j, h, x.data());
+      };
+      auto segment = [&](int64_t s, const Segment& g) {
+        for (int64_t h = 0; h < H; ++h) {
+          acc_t* x = scratch.data() + (s * H + h) * slot;
+          kern.src(a, g.row, h, g.lo, g.hi, x, x + D);
+        }
+      };
+      auto merge = [&](int64_t j, int64_t s0, int64_t s1) {
+        std::vector<acc_t> x(slot);
+        for (int64_t h = 0; h < H; ++h) {
+          std::fill(x.begin(), x.end(), acc_t(0));
+          for (int64_t s = s0; s < s1; ++s) {
+            for (int64_t d = 0; d < slot; ++d) x[d] += scratch[(s * H + h) * slot + d];
+          }
+          emit(j, h, x.data());
+        }
+      };
+      run_balanced(plan, a.colptr, H, whole, segment, merge);
+    }
+  });
+
+  const auto dt = q.scalar_type();
+  at::Tensor dbias = need_bias ? (dt == acc_type ? ds : ds.to(dt)) : at::empty({0}, q.options());
+  at::Tensor dg = need_gate ? (dt == acc_type ? dgate : dgate.to(dt)) : at::empty({0}, q.options());
+  return {dq, dk, dv, dbias, dg};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(graphattn, CPU, m) {
+  m.impl("edge_attention_fwd", &edge_attention_fwd_cpu);
+  m.impl("edge_attention_bwd", &edge_attention_bwd_cpu);
+}
+
+}  // namespace graphattn

@@ -1,0 +1,183 @@
+// The per-edge math of edge attention, written once for the CPU and the CUDA launchers.
+//
+//   s_e   = scale * <q_i, k_j> + bias_e                       (score)
+//   p_e   = exp(s_e - lse_i),  lse_i = log sum_e exp(s_e)      (streaming softmax)
+//   out_i = sum_e gate_e * p_e * v_j
+//
+// Backward (FlashAttention's recipe on graphs), with dO_i the gradient of out_i:
+//   dp_e    = <dO_i, v_j>
+//   delta_i = <dO_i, out_i> = sum_e p_e * gate_e * dp_e         (exact, since out_i = sum gate p v)
+//   ds_e    = p_e * (gate_e * dp_e - delta_i)                  (= grad of bias_e)
+//   grad_q_i = scale * sum_e ds_e k_j,   grad_k_j = scale * sum_e ds_e q_i
+//   grad_v_j = sum_e gate_e p_e dO_i,    grad_gate_e = p_e * dp_e
+// A gradient of lse (when a caller uses it) enters as delta_i - grad_lse_i, since d lse_i / d s_e = p_e.
+//
+// Empty-row rule: a destination with no in-edges (or only -inf scores) gets out = 0 and lse = -inf,
+// never NaN. Every function that meets a -inf says how it avoids -inf - (-inf).
+//
+// Functions that only use +, -, * and ga_exp are templates over the value type V, so the CPU
+// launcher can instantiate them with a SIMD vector type (it supplies ga_exp for that type).
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__)
+#define GA_HD __host__ __device__ __forceinline__
+#else
+#define GA_HD inline
+#endif
+
+namespace graphattn {
+namespace math {
+
+// HUGE_VAL is +inf as a plain constant (std::numeric_limits is host-only constexpr under nvcc).
+template <typename T>
+GA_HD T neg_inf() {
+  return -static_cast<T>(HUGE_VAL);
+}
+
+GA_HD float ga_exp(float x) {
+  return ::expf(x);
+}
+GA_HD double ga_exp(double x) {
+  return ::exp(x);
+}
+GA_HD float ga_log(float x) {
+  return ::logf(x);
+}
+GA_HD double ga_log(double x) {
+  return ::log(x);
+}
+
+// ---------------------------------------------------------------- forward
+
+// s_e = scale * <q_i, k_j> (+ bias_e).
+template <typename V>
+GA_HD V score(V dot, V scale) {
+  return dot * scale;
+}
+template <typename V>
+GA_HD V score(V dot, V scale, V bias) {
+  return dot * scale + bias;
+}
+
+// Running max m and running sum l = sum_e exp(s_e - m) of one (row, head).
+template <typename T>
+struct SoftmaxState {
+  T m;
+  T l;
+};
+
+template <typename T>
+GA_HD SoftmaxState<T> softmax_init() {
+  return {neg_inf<T>(), T(0)};
+}
+
+// Folds a block of scores whose max is m_blk into the state (one edge: m_blk = s_e).
+// Returns false when every score seen so far is -inf: nothing to add (empty-row rule), state kept.
+// Otherwise sets alpha, the factor that rescales everything accumulated so far to the new max,
+// and updates m and l; the caller then adds edge_weight(s, st.m) of the block's edges to l.
+template <typename T>
+GA_HD bool softmax_rescale(SoftmaxState<T>& st, T m_blk, T& alpha) {
+  const T m_new = st.m > m_blk ? st.m : m_blk;
+  if (!(m_new > neg_inf<T>())) {
+    alpha = T(1);
+    return false;
+  }
+  // st.m may be -inf (first finite block): exp(-inf - finite) = 0 wipes the (empty) old state.
+  // An unchanged max skips the exp (exp(0) = 1 exactly, so the result is the same).
+  alpha = st.m == m_new ? T(1) : ga_exp(st.m - m_new);
+  st.l = st.l * alpha;
+  st.m = m_new;
+  return true;
+}
+
+// exp(s_e - m), the unnormalized weight of an edge under the current max m (finite).
+// s_e = -inf (masked edge) gives exactly 0.
+template <typename V>
+GA_HD V edge_weight(V s, V m) {
+  return ga_exp(s - m);
+}
+
+// Merges state b into a (segments of one row computed apart); alpha_a / alpha_b rescale their
+// accumulators. Both empty: the factors are 0 (their accumulators are 0 anyway), no -inf - -inf.
+template <typename T>
+GA_HD void softmax_merge(SoftmaxState<T>& a, const SoftmaxState<T>& b, T& alpha_a, T& alpha_b) {
+  const T m_new = a.m > b.m ? a.m : b.m;
+  if (!(m_new > neg_inf<T>())) {
+    alpha_a = T(0);
+    alpha_b = T(0);
+    return;
+  }
+  alpha_a = ga_exp(a.m - m_new);
+  alpha_b = ga_exp(b.m - m_new);
+  a.l = a.l * alpha_a + b.l * alpha_b;
+  a.m = m_new;
+}
+
+// lse = m + log(l) and 1 / l to normalize the accumulator. Empty rule: l == 0 (no finite score)
+// gives lse = -inf and a factor 0, so out = 0 rather than 0 / 0.
+template <typename T>
+GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& inv_l) {
+  if (st.l > T(0)) {
+    lse = st.m + ga_log(st.l);
+    inv_l = T(1) / st.l;
+  } else {
+    lse = neg_inf<T>();
+    inv_l = T(0);
+  }
+}
+
+// ---------------------------------------------------------------- backward
+
+// The shift that turns a score into its probability. Rows with lse = -inf hold only s = -inf
+// edges: shift by 0 so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN.
+template <typename T>
+GA_HD T prob_shift(T lse) {
+  return lse > neg_inf<T>() ? lse : T(0);
+}
+
+// p_e = exp(s_e - lse_i), recomputed from the saved lse (never stored by the forward).
+template <typename V>
+GA_HD V edge_prob(V s, V shift) {
+  return ga_exp(s - shift);
+}
+
+// delta_i = <dO_i, out_i>, minus the gradient of lse_i when the caller used lse.
+template <typename T>
+GA_HD T row_delta(T dout_dot_out, T grad_lse) {
+  return dout_dot_out - grad_lse;
+}
+
+// ds_e = p_e * (gate_e * dp_e - delta_i): gradient of the score (and of bias_e).
+template <typename V>
+GA_HD V grad_score(V p, V gated_dp, V delta) {
+  return p * (gated_dp - delta);
+}
+
+// gate_e * dp_e, dp_e = <dO_i, v_j>.
+template <typename V>
+GA_HD V gated_dp(V dp, V gate) {
+  return dp * gate;
+}
+
+// Weight of v_j's gradient on dO_i: gate_e * p_e (also the forward's effective weight).
+template <typename V>
+GA_HD V value_weight(V p, V gate) {
+  return p * gate;
+}
+
+// grad_gate_e = p_e * dp_e.
+template <typename V>
+GA_HD V grad_gate(V p, V dp) {
+  return p * dp;
+}
+
+// d s_e / d <q_i, k_j> = scale: the factor ds_e gets in grad_q and grad_k.
+template <typename V>
+GA_HD V grad_dot(V ds, V scale) {
+  return ds * scale;
+}
+
+}  // namespace math
+}  // namespace graphattn

@@ -1,0 +1,18 @@
+// Schemas of the native ops (namespace graphattn). Kernels register per dispatch key in
+// edge_attention_cpu.cpp and edge_attention_cuda.cu; fake kernels and autograd live in
+// graphattn/ops/native.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(graphattn, m) {
+  // (out [N_dst, H, Dv], lse [N_dst, H]); lse is float32 for half inputs. colptr/row/perm (the
+  // graph's transpose) are not read by the forward: they travel to the backward with the saved
+  // inputs; pass empty tensors when no gradient is needed.
+  m.def(
+      "edge_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+      "Tensor perm, Tensor? bias, Tensor? gate, float scale) -> (Tensor, Tensor)");
+  // (grad_q, grad_k, grad_v, grad_bias, grad_gate); a gradient not asked for is an empty tensor.
+  m.def(
+      "edge_attention_bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor perm, Tensor? bias, Tensor? gate, float scale, "
+      "bool need_kv, bool need_bias, bool need_gate) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}

@@ -1,0 +1,339 @@
+"""The native backend (cuda/ kernels, CPU launcher) against the reference oracle.
+
+Reference first (graphattn.ops.reference, itself tested against the per-row loop), then the table
+of graphs and options, then gradients, determinism, layouts, and the custom-op machinery
+(opcheck, torch.compile).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from graphattn import Graph
+from graphattn.ops import backends, edge_attention, get_backend, native
+from graphattn.testing import GraphCase, adversarial_graphs, random_inputs
+
+GRAPHS = adversarial_graphs()
+
+TOL = {
+    # float32 sums of up to 10,000 terms (the hubs) in a different order than the reference.
+    torch.float32: {"atol": 1e-4, "rtol": 5e-4},
+    torch.float64: {"atol": 1e-10, "rtol": 1e-9},
+}
+
+
+def source_hub_graph() -> Graph:
+    """5000 destinations attending to source 0 (plus one other): a source row longer than a segment."""
+    n = 5000
+    src = torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n) % 7 + 1], 1).reshape(-1)
+    dst = torch.arange(n).repeat_interleave(2)
+    return Graph.from_edge_index(torch.stack([src, dst]), num_src=8, num_dst=n)
+
+
+def window_graph(n: int, k: int) -> Graph:
+    start = (torch.arange(n) - k // 2).clamp(0, max(n - k, 0))
+    src = (start[:, None] + torch.arange(k)).reshape(-1)
+    return Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(k)]), n)
+
+
+ALL_GRAPHS = [*GRAPHS, GraphCase("source_hub", source_hub_graph())]
+
+
+def run(backend, graph, inputs, use_bias=True, use_gate=True, seed=1):
+    """out, lse and the gradients of a loss that uses both out and lse, for one backend."""
+    q, k, v = inputs["q"], inputs["k"], inputs["v"]
+    bias = inputs["bias"] if use_bias else None
+    gate = inputs["gate"] if use_gate else None
+    out, lse = edge_attention(q, k, v, graph, bias=bias, gate=gate, return_lse=True, backend=backend)
+    gen = torch.Generator().manual_seed(seed)
+    w_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+    w_lse = torch.randn(lse.shape, generator=gen, dtype=torch.float64).to(lse.dtype)
+    # lse = -inf on empty rows: leave those out of the loss (their gradient is 0 either way).
+    loss = (out * w_out).sum() + (torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)) * w_lse).sum()
+    named = {n: t for n, t in zip(("q", "k", "v", "bias", "gate"), (q, k, v, bias, gate), strict=True) if t is not None}
+    grads = torch.autograd.grad(loss, list(named.values()))
+    return out, lse, dict(zip(named, grads, strict=True))
+
+
+def assert_same(native_res, ref_res, dtype):
+    out, lse, grads = native_res
+    r_out, r_lse, r_grads = ref_res
+    torch.testing.assert_close(out, r_out, **TOL[dtype])
+    torch.testing.assert_close(lse, r_lse, **TOL[dtype])  # -inf on the same rows
+    assert not out.isnan().any() and not lse.isnan().any()
+    assert grads.keys() == r_grads.keys()
+    for name in grads:
+        assert not grads[name].isnan().any(), name
+        torch.testing.assert_close(grads[name], r_grads[name], **TOL[dtype], msg=lambda m, n=name: f"grad {n}: {m}")
+
+
+def test_library_is_loaded_and_native_is_preferred():
+    assert native.available(), native.load_error()
+    assert backends()[0].name == "native"
+    b = get_backend("native")
+    assert b.devices == ("cpu", "cuda")
+    assert torch.float32 in b.dtypes and torch.float64 in b.dtypes
+    assert "cpu" in b.deterministic_devices
+
+
+# (dtype, head dim D, value dim Dv): float32 D=5 and 64 run the AVX-512 kernels (masked and
+# unmasked rows), D=8 / Dv=20 the generic float32 kernel, float64 the generic kernel.
+CONFIGS = [(torch.float32, 5, 5), (torch.float32, 64, 64), (torch.float32, 8, 20), (torch.float64, 5, 7)]
+
+
+@pytest.mark.parametrize("case", ALL_GRAPHS, ids=lambda c: c.name)
+@pytest.mark.parametrize("dtype,d,dv", CONFIGS, ids=lambda x: str(x).removeprefix("torch."))
+@pytest.mark.parametrize("use_bias,use_gate", [(False, False), (True, False), (False, True), (True, True)])
+def test_matches_reference(case, dtype, d, dv, use_bias, use_gate):
+    inputs = random_inputs(case.graph, heads=2, head_dim=d, value_dim=dv, dtype=dtype, requires_grad=True)
+    got = run("native", case.graph, inputs, use_bias, use_gate)
+    want = run("reference", case.graph, inputs, use_bias, use_gate)
+    assert_same(got, want, dtype)
+
+
+def test_empty_rows_give_zero_and_minus_inf():
+    g = next(c.graph for c in GRAPHS if c.name == "empty_rows_in_middle")
+    inputs = random_inputs(g, heads=3, head_dim=16, dtype=torch.float32)
+    out, lse = edge_attention(inputs["q"], inputs["k"], inputs["v"], g, return_lse=True, backend="native")
+    empty = g.in_degree() == 0
+    assert empty.any()
+    assert (out[empty] == 0).all()
+    assert torch.isneginf(lse[empty]).all()
+    assert torch.isfinite(lse[~empty]).all()
+
+
+def test_all_minus_inf_bias_row_is_empty():
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 0], [0, 0, 1, 1]]), 3, 2)
+    inputs = random_inputs(g, heads=1, head_dim=16, dtype=torch.float32, requires_grad=True)
+    bias = torch.tensor([[float("-inf")], [float("-inf")], [0.5], [0.0]], requires_grad=True)
+    out, lse = edge_attention(inputs["q"], inputs["k"], inputs["v"], g, bias=bias, return_lse=True, backend="native")
+    assert (out[0] == 0).all() and torch.isneginf(lse[0]).all()
+    assert torch.isfinite(out[1]).all() and torch.isfinite(lse[1]).all()
+    out.sum().backward()
+    for t in (inputs["q"], inputs["k"], inputs["v"], bias):
+        assert not t.grad.isnan().any()
+    assert (bias.grad[:2] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["empty_rows_in_middle", "duplicate_edges", "bipartite_more_src", "random"])
+@pytest.mark.parametrize("use_bias,use_gate", [(False, False), (True, True)])
+def test_gradcheck_float64(name, use_bias, use_gate):
+    g = next(c.graph for c in GRAPHS if c.name == name)
+    inputs = random_inputs(g, heads=2, head_dim=3, value_dim=4, dtype=torch.float64, requires_grad=True)
+
+    def f(q, k, v, bias, gate):
+        out, lse = edge_attention(
+            q,
+            k,
+            v,
+            g,
+            bias=bias if use_bias else None,
+            gate=gate if use_gate else None,
+            return_lse=True,
+            backend="native",
+        )
+        return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+
+    args = tuple(inputs[n] for n in ("q", "k", "v", "bias", "gate"))
+    assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6)
+
+
+def _fwd_bwd(graph, inputs, bias, gate):
+    out, lse = edge_attention(
+        inputs["q"], inputs["k"], inputs["v"], graph, bias=bias, gate=gate, return_lse=True, backend="native"
+    )
+    grads = torch.autograd.grad(
+        (out * 1.7).sum() + torch.where(torch.isfinite(lse), lse, 0).sum(),
+        [inputs["q"], inputs["k"], inputs["v"], bias, gate],
+    )
+    return [out, lse, *grads]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in ALL_GRAPHS if c.name in ("hub_beside_degree_one", "source_hub")]
+    + [GraphCase("window_2000_k40", window_graph(2000, 40))],
+    ids=lambda c: c.name,
+)
+def test_bitwise_deterministic_across_runs_and_thread_counts(case):
+    inputs = random_inputs(case.graph, heads=3, head_dim=32, dtype=torch.float32, requires_grad=True)
+    first = _fwd_bwd(case.graph, inputs, inputs["bias"], inputs["gate"])
+    second = _fwd_bwd(case.graph, inputs, inputs["bias"], inputs["gate"])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = _fwd_bwd(case.graph, inputs, inputs["bias"], inputs["gate"])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, c in zip(first, second, single, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+
+
+def test_non_contiguous_inputs():
+    g = next(c.graph for c in GRAPHS if c.name == "random")
+    gen = torch.Generator().manual_seed(3)
+    h, d = 2, 16
+    q = torch.randn(h, g.num_dst, d, generator=gen).transpose(0, 1).requires_grad_()  # [N, H, D], strided
+    k_big = torch.randn(g.num_src, h, 2 * d, generator=gen)
+    k = k_big[:, :, ::2].requires_grad_()  # every other element
+    v = torch.randn(g.num_src, d, h, generator=gen).permute(0, 2, 1).requires_grad_()
+    bias = torch.randn(h, g.num_edges, generator=gen).t().requires_grad_()
+    gate = (torch.rand(g.num_edges, 2 * h, generator=gen) + 0.5)[:, ::2].requires_grad_()
+    assert not any(t.is_contiguous() for t in (q, k, v, bias, gate))
+    inputs = {"q": q, "k": k, "v": v, "bias": bias, "gate": gate}
+    assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
+
+
+def test_odd_sizes_d59_n97():
+    gen = torch.Generator().manual_seed(5)
+    n = 97
+    deg = torch.randint(0, 30, (n,), generator=gen)
+    deg[13] = 0
+    src = torch.randint(0, n, (int(deg.sum()),), generator=gen)
+    g = Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(deg)]), n)
+    for d, dv in ((59, 59), (59, 33)):
+        inputs = random_inputs(g, heads=3, head_dim=d, value_dim=dv, dtype=torch.float32, requires_grad=True)
+        assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_error_within_twice_reference(dtype):
+    g = window_graph(300, 24)
+    inputs = random_inputs(g, heads=2, head_dim=32, dtype=torch.float64)
+    truth, truth_lse = edge_attention(**_qkv(inputs), graph=g, return_lse=True, backend="reference")
+    low = {n: t.to(dtype) for n, t in inputs.items()}
+    out, lse = edge_attention(**_qkv(low), graph=g, return_lse=True, backend="native")
+    ref = edge_attention(**_qkv(low), graph=g, backend="reference")
+    assert out.dtype == dtype and lse.dtype == torch.float32
+    err = (out.double() - truth).abs().max()
+    ref_err = (ref.double() - truth).abs().max()
+    # FlashAttention's rule for low precision: the fused path may not be worse than 2x the reference.
+    assert err <= 2 * ref_err + 1e-6, (err, ref_err)
+    torch.testing.assert_close(lse.double(), truth_lse, atol=1e-2, rtol=1e-2)
+
+
+def _qkv(inputs):
+    return {"q": inputs["q"], "k": inputs["k"], "v": inputs["v"], "bias": inputs["bias"], "gate": inputs["gate"]}
+
+
+def _op_args(g, inputs, use_bias, use_gate):
+    colptr, row, perm = g.transpose
+    return (
+        inputs["q"],
+        inputs["k"],
+        inputs["v"],
+        g.rowptr,
+        g.col,
+        colptr,
+        row,
+        perm,
+        inputs["bias"] if use_bias else None,
+        inputs["gate"] if use_gate else None,
+        0.3,
+    )
+
+
+@pytest.mark.parametrize("use_bias,use_gate", [(False, False), (True, True)])
+def test_opcheck_forward_op(use_bias, use_gate):
+    g = next(c.graph for c in GRAPHS if c.name == "empty_rows_in_middle")
+    inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32, requires_grad=True)
+    torch.library.opcheck(torch.ops.graphattn.edge_attention_fwd.default, _op_args(g, inputs, use_bias, use_gate))
+
+
+def test_opcheck_backward_op():
+    g = next(c.graph for c in GRAPHS if c.name == "random")
+    inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
+    fwd_args = _op_args(g, inputs, True, True)
+    out, lse = torch.ops.graphattn.edge_attention_fwd(*fwd_args)
+    q, k, v, rowptr, col, colptr, row, perm, bias, gate, scale = fwd_args
+    args = (
+        torch.randn_like(out),
+        torch.randn_like(lse),
+        q,
+        k,
+        v,
+        out,
+        lse,
+        rowptr,
+        col,
+        colptr,
+        row,
+        perm,
+        bias,
+        gate,
+        scale,
+        True,
+        True,
+        True,
+    )
+    torch.library.opcheck(torch.ops.graphattn.edge_attention_bwd.default, args)
+
+
+def test_torch_compile_fullgraph_forward_and_backward():
+    g = window_graph(64, 8)
+    inputs = random_inputs(g, heads=2, head_dim=16, dtype=torch.float32, requires_grad=True)
+    g.transpose  # noqa: B018  (built eagerly, as a layer would before compiling)
+
+    def f(q, k, v, bias):
+        return edge_attention(q, k, v, g, bias=bias, backend="native").square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="inductor")
+    args = [inputs[n] for n in ("q", "k", "v", "bias")]
+    want = f(*args)
+    want_grads = torch.autograd.grad(want, args)
+    got = compiled(*args)
+    got_grads = torch.autograd.grad(got, args)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_direct_op_call_checks_its_inputs():
+    g = next(c.graph for c in GRAPHS if c.name == "random")
+    inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
+    args = list(_op_args(g, inputs, True, False))
+    op = torch.ops.graphattn.edge_attention_fwd
+    bad = [
+        (0, inputs["q"].transpose(0, 1), "q must be"),  # wrong shape for the graph / non-contiguous
+        (3, g.rowptr.int(), "rowptr must be int64"),
+        (3, g.rowptr[:-1].contiguous(), "rowptr must have"),
+        (1, inputs["k"].double(), "k must have dtype"),
+        (8, inputs["bias"][:-1], "bias must be"),
+    ]
+    for pos, value, msg in bad:
+        a = list(args)
+        a[pos] = value
+        with pytest.raises(RuntimeError, match=msg):
+            op(*a)
+
+
+def test_backward_without_transpose_is_an_error_not_a_crash():
+    g = next(c.graph for c in GRAPHS if c.name == "random")
+    inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
+    empty = g.rowptr.new_empty(0)
+    out, lse = torch.ops.graphattn.edge_attention_fwd(
+        inputs["q"], inputs["k"], inputs["v"], g.rowptr, g.col, empty, empty, empty, None, None, 0.5
+    )
+    with pytest.raises(RuntimeError, match="colptr must have"):
+        torch.ops.graphattn.edge_attention_bwd(
+            torch.ones_like(out),
+            None,
+            inputs["q"],
+            inputs["k"],
+            inputs["v"],
+            out,
+            lse,
+            g.rowptr,
+            g.col,
+            empty,
+            empty,
+            empty,
+            None,
+            None,
+            0.5,
+            True,
+            False,
+            False,
+        )
