@@ -8,7 +8,8 @@ owns everything else, once for every task:
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer and RNG state;
 - distributed data parallel when launched by ``torchrun`` (gloo on CPU, nccl on GPU), the
-  training set sharded by :class:`torch.utils.data.DistributedSampler`;
+  training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
+  ``batch_size`` examples a step; evaluation runs whole on every process);
 - a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config.
 """
 
@@ -152,7 +153,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         state = ckpt["state"]
         torch.set_rng_state(ckpt["rng"])
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(model)
+        # Some structures hold parameters the task loss does not reach (SEA's estimator learns by
+        # distillation only), so DDP must not wait for their gradients.
+        model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
