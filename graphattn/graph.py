@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._validation import check_int
+
 __all__ = ["Graph", "Transpose"]
 
 
@@ -41,16 +43,6 @@ def _check_index_tensor(name: str, t: object, ndim: int) -> Tensor:
     if t.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {list(t.shape)}")
     return t
-
-
-def _check_size(name: str, n: object) -> int:
-    if isinstance(n, Tensor) and n.numel() == 1 and not n.is_floating_point():
-        n = int(n)
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-    if n < 0:
-        raise ValueError(f"{name} must be >= 0, got {n}")
-    return n
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +80,7 @@ class Graph:
     def __post_init__(self) -> None:
         rowptr = _check_index_tensor("rowptr", self.rowptr, 1)
         col = _check_index_tensor("col", self.col, 1)
-        num_src = _check_size("num_src", self.num_src)
+        num_src = check_int("num_src", self.num_src, minimum=0)
         object.__setattr__(self, "num_src", num_src)
         if rowptr.numel() < 1:
             raise ValueError("rowptr must have N_dst + 1 >= 1 entries, got an empty tensor")
@@ -174,8 +166,8 @@ class Graph:
             num_src = num_dst
         elif num_dst is None:
             num_dst = num_src
-        num_src = _check_size("num_src", num_src)
-        num_dst = _check_size("num_dst", num_dst)
+        num_src = check_int("num_src", num_src, minimum=0)
+        num_dst = check_int("num_dst", num_dst, minimum=0)
         if dst.numel() > 0 and int(dst.max()) >= num_dst:
             raise ValueError(
                 f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), got max {int(dst.max())}"

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._validation import check_int
 from ..graph import Graph
 
 __all__ = [
@@ -60,17 +61,6 @@ class Segments(NamedTuple):
     @property
     def device(self) -> torch.device:
         return self.ptr.device
-
-
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    """``value`` as an ``int``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _as_index_vector(name: str, value: object, device: torch.device | None) -> Tensor:
