@@ -1,10 +1,11 @@
-"""Scaling of the input-dependent structures: build time and peak memory for N = 1k ... 64k.
+"""Scaling of the input-dependent structures: build + forward + backward for N = 1k ... 64k.
 
-Each (structure, N) runs in its own process, so peak RSS is that configuration's alone. The
-structure is called as a layer calls it (``structure(q, k)`` on random projected queries and
-keys, H = 4, D = 32), in training mode, and timed with its backward (through ``bias``/``gate``
-and ``aux_loss``) where it has one. Reports the median of ``--repeats`` calls and the peak RSS
-above the process's RSS after set-up.
+Each (structure, N) runs in its own process, so peak RSS is that configuration's alone. One
+step is what a layer does: the structure builds its graph from random projected queries and
+keys (H = 4, D = 32, training mode), ``edge_attention`` runs over it (folded per head, with the
+structure's gate, bias and extra sources), and the backward goes through the output and the
+auxiliary loss. Reports the median of ``--repeats`` steps and the peak RSS (VmHWM) above the
+process's RSS after set-up.
 
     python benchmarks/structures/bench_adaptive.py            # N = 1k .. 64k, all structures
     python benchmarks/structures/bench_adaptive.py --quick    # N = 1k, 4k
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -23,20 +23,24 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-STRUCTURES = ("routing", "sbm", "sac")
+STRUCTURES = ("routing", "sbm", "sac", "combiner", "combiner-logsparse", "sea")
 
 
 def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from graphattn.train.engine import peak_rss_mib
+
+    return peak_rss_mib()
 
 
 def _build(name: str, n: int, h: int, d: int):
     import torch
 
-    from graphattn.structure.routing import Routing
-    from graphattn.structure.sac import SAC
-    from graphattn.structure.sbm import SBM
+    from graphattn.structure import SAC, SBM, SEA, Combiner, Routing
 
+    if name.startswith("combiner"):
+        return Combiner("logsparse" if name.endswith("logsparse") else "fixed")
+    if name == "sea":
+        return SEA(h, d, k=16, width=64)
     if name == "routing":
         return Routing(h, d, num_clusters=max(1, round(math.sqrt(n))), window=16)
     if name == "sbm":
@@ -50,18 +54,20 @@ def run_one(name: str, n: int, repeats: int) -> dict:
 
     torch.manual_seed(0)
     h, d = 4, 32
-    q = torch.randn(n, h, d, requires_grad=True)
-    k = torch.randn(n, h, d, requires_grad=True)
+    from graphattn.ops import edge_attention
+    from graphattn.structure import fold
+
+    q, k, v = (torch.randn(n, h, d, requires_grad=True) for _ in range(3))
     structure = _build(name, n, h, d).train()
     base = _rss_mib()
     times, edges = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = structure(q, k)
-        loss = out.aux_loss if out.aux_loss is not None else q.sum() * 0
-        for extra in (out.bias, out.gate):
-            if extra is not None:
-                loss = loss + extra.sum()
+        kk, vv = out.sources(q, k, v) if out.sources is not None else (k, v)
+        args = (fold(q), fold(kk), fold(vv)) if out.per_head else (q, kk, vv)
+        y = edge_attention(*args, out.graph, bias=out.bias, gate=out.gate)
+        loss = y.sum() + (out.aux_loss if out.aux_loss is not None else 0.0)
         loss.backward()
         times.append(time.perf_counter() - t0)
         edges = out.graph.num_edges
@@ -102,7 +108,7 @@ def main() -> None:
     with open(args.out, "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    print("\n| structure | N | edges / row | build + backward (ms) | x time vs N=1k | peak RSS above set-up (MiB) |")
+    print("\n| structure | N | edges / row | build + fwd + bwd (ms) | x time vs N=1k | peak RSS above set-up (MiB) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         first = next(x for x in rows if x["structure"] == r["structure"])
