@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..graph import Graph
 from ._segments import graph_from_rows
+from .base import resolve_ptr
 
 
 class _StraightThroughOnes(torch.autograd.Function):
@@ -39,23 +40,15 @@ def self_attention_ptr(
     num_heads: int,
     head_dim: int,
 ) -> Tensor:
-    """Check ``q``/``k`` for a self-attention structure and return the example offsets ``ptr``."""
-    n, h, d = q.shape
+    """Check ``q``/``k`` (one shape, the structure's heads and head dim) and return ``ptr`` (:func:`resolve_ptr`)."""
+    _, h, d = q.shape
     if k.shape != q.shape:
         raise ValueError(
             f"{name} is self-attention: q and k must have one shape, got {list(q.shape)} and {list(k.shape)}"
         )
     if (h, d) != (num_heads, head_dim):
         raise ValueError(f"q must be [N, H={num_heads}, D={head_dim}] for this {name}, got {list(q.shape)}")
-    if ptr is None and graph is not None:
-        ptr = graph.ptr
-    if src_ptr is not None and ptr is not None and not torch.equal(src_ptr, ptr):
-        raise ValueError(f"{name} needs src_ptr == ptr (queries and keys are the same tokens)")
-    if ptr is None:
-        return torch.tensor([0, n], device=q.device)
-    if int(ptr[-1]) != n:
-        raise ValueError(f"ptr must end at N = {n} (the number of tokens), got ptr[-1] = {int(ptr[-1])}")
-    return ptr.to(q.device)
+    return resolve_ptr(name, q, k, ptr, src_ptr, graph)
 
 
 def graph_from_edges(

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from ..graph import Graph
 
-__all__ = ["StructureOutput", "Structure", "StaticStructure"]
+__all__ = ["StructureOutput", "Structure", "StaticStructure", "resolve_ptr"]
 
 
 class StructureOutput(NamedTuple):
@@ -78,6 +78,32 @@ class Structure(nn.Module):
         raise NotImplementedError
 
 
+def resolve_ptr(
+    name: str, q: Tensor, k: Tensor, ptr: Tensor | None, src_ptr: Tensor | None, graph: Graph | None
+) -> Tensor:
+    """Example offsets ``ptr [B + 1]`` of a self-attention structure's input, checked.
+
+    ``ptr`` defaults to ``graph.ptr``, then to one example of all ``N`` nodes. Raises when
+    ``q`` and ``k`` have different node counts, ``src_ptr`` differs from ``ptr``, or ``ptr``
+    does not end at ``N``.
+    """
+    n = q.shape[0]
+    if k.shape[0] != n:
+        raise ValueError(
+            f"{name} is a self-attention structure: it needs N_src == N_dst, got "
+            f"q with {n} nodes and k with {k.shape[0]}; pass a bipartite graph to the layer instead"
+        )
+    if ptr is None and graph is not None:
+        ptr = graph.ptr
+    if src_ptr is not None and ptr is not None and not torch.equal(src_ptr, ptr):
+        raise ValueError(f"{name} needs src_ptr == ptr (sources and destinations are the same nodes)")
+    if ptr is None:
+        return torch.tensor([0, n], dtype=torch.long, device=q.device)
+    if int(ptr[-1]) != n:
+        raise ValueError(f"ptr must end at N = {n} (the number of nodes), got ptr[-1] = {int(ptr[-1])}")
+    return ptr.to(q.device)
+
+
 class StaticStructure(Structure):
     """A parameter-free builder as a :class:`Structure`: the graph depends only on example lengths.
 
@@ -105,24 +131,8 @@ class StaticStructure(Structure):
         src_ptr: Tensor | None = None,
         graph: Graph | None = None,
     ) -> StructureOutput:
-        n = q.shape[0]
-        if k.shape[0] != n:
-            raise ValueError(
-                f"{type(self).__name__} is a self-attention structure: it needs N_src == N_dst, got "
-                f"q with {n} nodes and k with {k.shape[0]}; pass a bipartite graph to the layer instead"
-            )
-        if ptr is None and graph is not None:
-            ptr = graph.ptr
-        if src_ptr is not None and ptr is not None and not torch.equal(src_ptr, ptr):
-            raise ValueError(
-                f"{type(self).__name__} needs src_ptr == ptr (sources and destinations are the same nodes)"
-            )
-        if ptr is None:
-            lengths = torch.tensor([n], dtype=torch.long, device=q.device)
-        else:
-            if int(ptr[-1]) != n:
-                raise ValueError(f"ptr must end at N = {n} (the number of nodes), got ptr[-1] = {int(ptr[-1])}")
-            lengths = (ptr[1:] - ptr[:-1]).to(q.device)
+        ptr = resolve_ptr(type(self).__name__, q, k, ptr, src_ptr, graph)
+        lengths = ptr[1:] - ptr[:-1]
         if not self.cacheable:
             with torch.no_grad():
                 return StructureOutput(self.build(lengths))

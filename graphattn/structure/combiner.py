@@ -46,7 +46,7 @@ from torch import Tensor
 from ..graph import Graph
 from ..ops import edge_attention
 from ._segments import check_int, expand_rows
-from .base import Structure, StructureOutput
+from .base import Structure, StructureOutput, resolve_ptr
 
 __all__ = ["Combiner", "combiner_graphs"]
 
@@ -251,12 +251,8 @@ class Combiner(Structure):
         src_ptr: Tensor | None = None,
         graph: Graph | None = None,
     ) -> StructureOutput:
-        n = q.shape[0]
-        if k.shape[0] != n:
-            raise ValueError(f"Combiner is self-attention: q and k need one length, got {n} and {k.shape[0]}")
-        if ptr is None and graph is not None:
-            ptr = graph.ptr
-        lengths = [n] if ptr is None else (ptr[1:] - ptr[:-1]).tolist()
+        ptr = resolve_ptr("Combiner", q, k, ptr, src_ptr, graph)
+        lengths = (ptr[1:] - ptr[:-1]).tolist()
         with torch.no_grad():
             stage1, stage2 = self.graphs(lengths, q.device)
         return StructureOutput(stage2, sources=self._sources(stage1))
