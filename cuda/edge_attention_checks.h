@@ -5,6 +5,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <optional>
+#include <tuple>
 
 #include <cstdint>
 
@@ -99,6 +100,18 @@ inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::
   TORCH_CHECK(!need_gate || gate, "need_gate requires gate");
   if (need_kv) check_transpose(sz, colptr, row, perm, q);
   return sz;
+}
+
+// The backward's results, shared by both launchers: bias and gate gradients were accumulated in
+// the op-math type and come back in q's dtype; a gradient that was not asked for is an empty tensor.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_outputs(
+    const at::Tensor& q, const at::Tensor& dq, const at::Tensor& dk, const at::Tensor& dv, const at::Tensor& ds,
+    const at::Tensor& dgate, bool need_bias, bool need_gate) {
+  const auto dt = q.scalar_type();
+  auto in_dtype = [&](const at::Tensor& t, bool need) {
+    return need ? (t.scalar_type() == dt ? t : t.to(dt)) : at::empty({0}, q.options());
+  };
+  return {dq, dk, dv, in_dtype(ds, need_bias), in_dtype(dgate, need_gate)};
 }
 
 }  // namespace graphattn

@@ -744,10 +744,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
     }
   });
 
-  const auto dt = q.scalar_type();
-  at::Tensor dbias = need_bias ? (dt == acc_type ? ds : ds.to(dt)) : at::empty({0}, q.options());
-  at::Tensor dg = need_gate ? (dt == acc_type ? dgate : dgate.to(dt)) : at::empty({0}, q.options());
-  return {dq, dk, dv, dbias, dg};
+  return backward_outputs(q, dq, dk, dv, ds, dgate, need_bias, need_gate);
 }
 
 }  // namespace
