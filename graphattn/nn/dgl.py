@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from .._compat import import_dgl
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
+from ._edge_sources import edge_source_graph
 
 dgl = import_dgl()
 
@@ -163,7 +164,7 @@ class GraphAttnConv(nn.Module):
             e = self.fc_e(edge_feat.index_select(0, eids)).view(-1, H, C)
             # Each edge as its own source with key k_j + e_ij and value v_j + e_ij: one fused op
             # then gives q_i . (k_j + e_ij) scores and sum_j a_ij (v_j + e_ij).
-            att_graph = Graph(g.rowptr, torch.arange(g.num_edges, device=g.device), g.num_edges)
+            att_graph = edge_source_graph(g)
             att_k = k.index_select(0, g.col) + e
             att_v = v.index_select(0, g.col) + e
         out, lse = edge_attention(q, att_k, att_v, att_graph, scale=scale, return_lse=True, backend=self.backend)

@@ -27,6 +27,7 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
+from ._edge_sources import edge_source_graph
 
 __all__ = ["GraphAttnConv", "ToGraph", "as_graph", "edge_source_graph", "GRAPH_ATTR"]
 
@@ -113,23 +114,6 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
     except TypeError:  # pragma: no cover - tensors support weak references; be safe anyway
         _LAST.clear()
     return graph, perm
-
-
-_EDGE_SOURCES: weakref.WeakKeyDictionary[Graph, Graph] = weakref.WeakKeyDictionary()
-
-
-@torch.compiler.disable
-def edge_source_graph(graph: Graph) -> Graph:
-    """The same destinations with edge ``e`` as its own source ``e``: ``col = arange(E)``, ``num_src = E``.
-
-    Attention over it with per-edge keys / values ``[E, H, C]`` is attention over ``graph`` with
-    edge-dependent keys and values. Cached per ``graph`` (weakly), so the layers of a model share it.
-    """
-    cached = _EDGE_SOURCES.get(graph)
-    if cached is None:
-        cols = torch.arange(graph.num_edges, device=graph.device)
-        cached = _EDGE_SOURCES[graph] = Graph(graph.rowptr, cols, graph.num_edges)
-    return cached
 
 
 def _union(first: Graph, second: Graph) -> tuple[Graph, Tensor]:
