@@ -1,7 +1,8 @@
-"""Draw the adjacency of every structure builder on a small input, and time the builders at scale.
+"""Draw the adjacency of every structure builder on a small input.
 
     python docs/make_structure_pictures.py            # writes docs/img/structure_*.png
-    python docs/make_structure_pictures.py --timings  # prints the build-time table of docs/structures.md
+
+(Build times at scale: ``benchmarks/structures/bench_builders.py``.)
 
 A picture shows ``graph.to_dense()``: row ``i`` (destination) has a dark cell in column ``j`` when
 ``i`` attends to ``j``. Batched examples show as diagonal blocks.
@@ -10,7 +11,6 @@ A picture shows ``graph.to_dense()``: row ``i`` (destination) has a dark cell in
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -71,56 +71,8 @@ def draw(name: str, title: str, graph: Graph) -> Path:
     return path
 
 
-TIMINGS: list[tuple[str, Callable[[], Graph]]] = [
-    ("full(lengths=[256] * 256)", lambda: S.full(lengths=[256] * 256)),
-    ("window(65536, w=64)", lambda: S.window(65536, 64)),
-    ("window(65536, w=128, causal=True)", lambda: S.window(65536, 128, causal=True)),
-    ("dilated(65536, w=32, dilation=4)", lambda: S.dilated(65536, 32, 4)),
-    ("strided(65536, stride=256, causal=True)", lambda: S.strided(65536, 256, causal=True)),
-    ("fixed(65536, stride=256, c=1, causal=True)", lambda: S.fixed(65536, 256, 1, causal=True)),
-    ("fixed(65536, stride=256, c=4)", lambda: S.fixed(65536, 256, 4)),
-    ("strided(65536, stride=256)", lambda: S.strided(65536, 256)),
-    ("block_local(65536, block_size=128)", lambda: S.block_local(65536, 128)),
-    ("global_tokens(65536, g=16)", lambda: S.global_tokens(65536, 16)),
-    ("random(65536, r=8)", lambda: S.random(65536, 8, generator=_gen())),
-    ("bigbird(65536, w=64, g=2, r=3)", lambda: S.bigbird(65536, 64, 2, 3, generator=_gen())),
-    ("longformer(65536, w=64, g=2)", lambda: S.longformer(65536, 64, 2)),
-    ("bigbird(lengths=[1024] * 64, w=64, g=2, r=3)", lambda: S.bigbird(None, 64, 2, 3, lengths=[1024] * 64)),
-    ("knn(x [65536, 2], k=16, lengths=[1024] * 64)", lambda: S.knn(torch.rand(65536, 2), 16, lengths=[1024] * 64)),
-    ("grid(256, 256, radius=1)", lambda: S.grid(256, 256)),
-    (
-        "grid(256, 256, radius=3, connectivity=4, dilation=2)",
-        lambda: S.grid(256, 256, radius=3, connectivity=4, dilation=2),
-    ),
-    ("axial(256, 256)", lambda: S.axial(256, 256)),
-    ("grid(256, 256, patch_size=4, radius=2)", lambda: S.grid(256, 256, patch_size=4, radius=2)),
-]
-
-
-def timings(repeats: int = 5) -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; best of {repeats}")
-    print("| builder | edges | build time |")
-    print("| --- | ---: | ---: |")
-    for name, build in TIMINGS:
-        graph = build()  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            graph = build()
-            best = min(best, time.perf_counter() - t0)
-        print(f"| `{name}` | {graph.num_edges:,} | {best * 1e3:.0f} ms |")
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timings", action="store_true", help="print the build-time table instead of drawing")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for --timings")
-    args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.timings:
-        timings()
-        return
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     IMG.mkdir(parents=True, exist_ok=True)
     for name, (title, build) in PICTURES.items():
         print(draw(name, title, build()))

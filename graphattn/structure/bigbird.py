@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import Part, assemble_rows, check_int, segments
+from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
 from .random import random
 
@@ -73,7 +73,7 @@ def bigbird(
             Part(rand_deg, col=rand.col[keep]),  # random sources elsewhere
         ]
     )
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class BigBird(StaticStructure):

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import check_int, contiguous_rows, segments
+from ._segments import check_int, contiguous_rows, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["block_local", "BlockLocal"]
@@ -43,8 +43,9 @@ def block_local(
     seg = segments(n, lengths, batch)
     first = (seg.pos // s) * s
     last = seg.pos if causal else torch.minimum(first + s, seg.length) - 1
-    rowptr, col = contiguous_rows(last - first + 1, seg.start + first)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    # non-causal: every row of a block has the same sources (written as one 2-D block)
+    rowptr, col = contiguous_rows(last - first + 1, seg.start + first, shift=None if causal else 0)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class BlockLocal(StaticStructure):

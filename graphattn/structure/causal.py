@@ -8,10 +8,11 @@ https://arxiv.org/abs/1706.03762 -- keep the edges ``j -> i`` with ``j <= i`` of
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import filter_edges
+from ._segments import filter_edges, repeat_rows
 
 __all__ = ["causal"]
 
@@ -30,6 +31,7 @@ def causal(graph: Graph, *, return_mask: bool = False) -> Graph | tuple[Graph, T
             f"causal needs a square graph (positions compare across sources and destinations), got "
             f"num_src = {graph.num_src}, num_dst = {graph.num_dst}"
         )
-    keep = graph.col <= graph.dst()
+    dst = repeat_rows(torch.arange(graph.num_dst, device=graph.device), graph.in_degree(), graph.num_edges)
+    keep = graph.col <= dst
     out = filter_edges(graph, keep)
     return (out, keep) if return_mask else out

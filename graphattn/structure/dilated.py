@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import check_int, repeat_rows, row_offsets, segments
+from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["dilated", "Dilated"]
@@ -48,12 +48,9 @@ def dilated(
     seg = segments(n, lengths, batch)
     back = torch.clamp(seg.pos // d, max=w - 1)
     ahead = torch.zeros_like(back) if causal else torch.clamp((seg.length - 1 - seg.pos) // d, max=w - 1)
-    deg = back + ahead + 1
-    rowptr, num_edges = row_offsets(deg)
-    # col = first + rank·d = e·d + (first - rowptr·d)[row]
-    first = seg.start + seg.pos - back * d
-    col = torch.arange(num_edges, device=deg.device) * d + repeat_rows(first - rowptr[:-1] * d, deg, num_edges)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    # row i: first + d·t for t < deg; interior rows are shifted copies of the row before them
+    rowptr, col = assemble_rows([Part(back + ahead + 1, seg.start + seg.pos - back * d, d)], shift=1)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class Dilated(StaticStructure):

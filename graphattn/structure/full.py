@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import contiguous_rows, segments
+from ._segments import contiguous_rows, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["full", "Full"]
@@ -39,8 +39,9 @@ def full(
     """
     seg = segments(n, lengths, batch)
     deg = seg.pos + 1 if causal else seg.length
-    rowptr, col = contiguous_rows(deg, seg.start)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    # non-causal: every row of an example has the same sources (written as one 2-D block)
+    rowptr, col = contiguous_rows(deg, seg.start, shift=None if causal else 0)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class Full(StaticStructure):

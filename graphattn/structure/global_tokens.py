@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import check_int, expand_rows, repeat_rows, segments
+from ._segments import Part, assemble_rows, check_int, expand_rows, repeat_rows, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["global_tokens", "GlobalTokens"]
+
+_MAX_RUNS = 8  # runs of consecutive global positions written arithmetically; more: one explicit part
 
 
 def _positions(g: int | Tensor | Sequence[int], device: torch.device) -> Tensor:
@@ -58,12 +60,28 @@ def global_tokens(
     pos_g = _positions(g, seg.device)
     num_g = torch.searchsorted(pos_g, seg.length)  # globals inside each node's example
     is_g = torch.isin(seg.pos, pos_g)
-    deg = torch.where(is_g, seg.length, num_g)
-    rowptr, row, rank = expand_rows(deg)
-    # A global row takes every token in order; another row takes the globals in order.
-    table = pos_g if pos_g.numel() > 0 else torch.zeros(1, dtype=torch.long, device=seg.device)
-    local = torch.where(is_g[row], rank, table[torch.clamp(rank, max=table.numel() - 1)])
-    return Graph(rowptr, repeat_rows(seg.start, deg, row.numel()) + local, seg.num_nodes, ptr=seg.ptr)
+    deg_g = torch.where(is_g, seg.length, 0)  # a global row takes every token in order
+    deg = torch.where(is_g, 0, num_g)  # another row takes the globals in order
+    # The global positions as maximal runs of consecutive positions (one run for an int g).
+    brk = torch.ones(pos_g.numel(), dtype=torch.bool, device=seg.device)
+    brk[1:] = pos_g[1:] != pos_g[:-1] + 1
+    run_first = pos_g[brk]
+    if run_first.numel() <= _MAX_RUNS:
+        run_end = torch.cat([pos_g[:-1][brk[1:]] + 1, pos_g[-1:] + 1])  # exclusive ends
+        parts = [Part(deg_g, seg.start)]
+        for lo, hi in zip(run_first.tolist(), run_end.tolist(), strict=True):  # a loop over runs of globals
+            parts.append(
+                Part(torch.where(is_g, 0, torch.clamp(torch.clamp(seg.length, max=hi) - lo, min=0)), seg.start + lo)
+            )
+        # Consecutive rows of the same kind are the same row: 2-D blocks.
+        rowptr, col = assemble_rows(parts, shift=0)
+    else:  # scattered globals: the non-global rows' sources as one explicit part
+        _, row, rank = expand_rows(deg)
+        local = pos_g[rank] if rank.numel() > 0 else rank
+        rowptr, col = assemble_rows(
+            [Part(deg_g, seg.start), Part(deg, col=repeat_rows(seg.start, deg, row.numel()) + local)]
+        )
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class GlobalTokens(StaticStructure):

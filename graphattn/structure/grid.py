@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import Part, assemble_rows, check_int, segments
+from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["grid", "axial", "Grid", "Axial"]
@@ -131,9 +131,10 @@ def axial(
             Part(w, seg.start + y * w),  # the pixel's row, left to right
             Part(y, seg.start + x, w),  # its column above it, top to bottom
             Part(h - 1 - y, seg.start + (y + 1) * w + x, w),  # and below it
-        ]
+        ],
+        shift=(0, 1, 1),  # the pixels of an image row: the same row, the next column (2-D blocks)
     )
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class _ImageStructure(StaticStructure):

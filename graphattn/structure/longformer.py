@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import Part, assemble_rows, check_int, segments
+from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
 from .global_tokens import global_tokens
 
@@ -67,7 +67,7 @@ def longformer(
             Part(torch.bincount(glob.dst()[keep], minlength=glob.num_dst), col=glob.col[keep]),
         ]
     )
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class Longformer(StaticStructure):

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import Part, assemble_rows, check_int, segments
+from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["strided", "fixed", "Strided", "Fixed"]
@@ -62,13 +62,14 @@ def strided(
     lo = torch.clamp(p - (lw - 1), min=0)
     hi = p if causal else torch.minimum(p + (lw - 1), length - 1)
     parts = [
-        Part(hi - lo + 1, seg.start + lo),  # the window (the largest part first: written in place)
+        Part(hi - lo + 1, seg.start + lo),  # the window
         Part(n_back, seg.start + p % lw, lw),  # strided sources before it
     ]
     if not causal:
         parts.append(Part((length - 1 - p) // lw, seg.start + p + lw, lw))  # strided sources after it
-    rowptr, col = assemble_rows(parts)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    # Rows between two changes of p // l (or of the window's clipping) are shifted copies: 2-D blocks.
+    rowptr, col = assemble_rows(parts, shift=1)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 def fixed(
@@ -102,15 +103,16 @@ def fixed(
     b = p // lw
     first = b * lw
     own = p - first + 1 if causal else torch.minimum(first + lw, length) - first
-    parts = [Part(own, seg.start + first)]  # own block first: written in place
+    parts = [Part(own, seg.start + first)]  # own block first
     for t in range(c):  # summary offset t of the earlier blocks: one arithmetic part each (a loop over c)
         parts.append(Part(b, seg.start + (lw - c + t), lw))
     if not causal:
         for t in range(c):  # later blocks whose summary t exists: b' <= (L - 1 - (l - c + t)) // l
             last_block = torch.div(length - 1 - (lw - c + t), lw, rounding_mode="floor")
             parts.append(Part(torch.clamp(last_block - b, min=0), seg.start + first + lw + (lw - c + t), lw))
-    rowptr, col = assemble_rows(parts)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    # Bidirectional: every row of a block has the same sources (one 2-D block per block of rows).
+    rowptr, col = assemble_rows(parts, shift=None if causal else 0)
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class Strided(StaticStructure):

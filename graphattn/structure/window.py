@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..graph import Graph
-from ._segments import check_int, contiguous_rows, segments
+from ._segments import check_int, contiguous_rows, segments, trusted_graph
 from .base import StaticStructure
 
 __all__ = ["window", "Window"]
@@ -47,8 +47,8 @@ def window(
     seg = segments(n, lengths, batch)
     lo = torch.clamp(seg.pos - (w - 1), min=0)
     hi = seg.pos if causal else torch.minimum(seg.pos + (w - 1), seg.length - 1)
-    rowptr, col = contiguous_rows(hi - lo + 1, seg.start + lo)
-    return Graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
+    rowptr, col = contiguous_rows(hi - lo + 1, seg.start + lo, shift=1)  # interior rows: shifted copies
+    return trusted_graph(rowptr, col, seg.num_nodes, ptr=seg.ptr)
 
 
 class Window(StaticStructure):

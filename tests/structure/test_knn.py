@@ -50,3 +50,22 @@ def test_knn_errors():
         S.knn(torch.randn(5, 2), -1)
     with pytest.raises(ValueError, match=r"lengths must sum to n = 5"):
         S.knn(torch.randn(5, 2), 2, lengths=[2, 2])
+
+
+def test_knn_is_independent_of_the_chunking_budget_and_batches_equal_lengths():
+    # Whole examples batched by length, one example in row chunks, or one row at a time: the
+    # same distances, so the same graph (same order within rows), and the nearest-first order.
+    lengths = [300, 300, 7, 0, 300, 700, 1]
+    x = torch.rand(sum(lengths), 2, generator=torch.Generator().manual_seed(1))
+    graphs = [S.knn(x, 6, lengths=lengths, max_elements=m) for m in (2**22, 2**17, 5000, 700)]
+    for g in graphs[1:]:
+        assert torch.equal(g.rowptr, graphs[0].rowptr)
+        assert torch.equal(g.col, graphs[0].col)
+    g = graphs[0]
+    dst = torch.repeat_interleave(torch.arange(g.num_dst), g.in_degree())
+    d = (x[g.col] - x[dst]).norm(dim=1)
+    ptr = g.rowptr.tolist()
+    for i in range(g.num_dst):
+        assert torch.all(d[ptr[i] + 1 : ptr[i + 1]] >= d[ptr[i] : ptr[i + 1] - 1] - 1e-6)
+    assert torch.equal(torch.bincount(dst, minlength=g.num_dst), g.in_degree())
+    assert set(graphs[0].col[graphs[0].rowptr[0] : graphs[0].rowptr[1]].tolist()) <= set(range(300))
