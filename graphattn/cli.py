@@ -62,6 +62,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=typ, help=f"default {defaults[name]}")
     p.add_argument("--lr", type=float, help=f"default {defaults['lr']}")
     p.add_argument("--weight-decay", type=float, dest="weight_decay", help=f"default {defaults['weight_decay']}")
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "adam"),
+        help=f"adamw (decoupled weight decay) or adam (weight decay as an L2 term) (default {defaults['optimizer']})",
+    )
     p.add_argument("--dropout", type=float, help=f"default {defaults['dropout']}")
     p.add_argument("--batch-size", type=int, dest="batch_size", help=f"default {defaults['batch_size']}")
     p.add_argument("--device", help="cpu or cuda (default cpu)")

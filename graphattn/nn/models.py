@@ -78,10 +78,10 @@ def _encoder(
 
 
 class SequenceClassifier(nn.Module):
-    """Classify variable-length token sequences, batched by concatenation.
+    """Classify variable-length token (or feature-vector) sequences, batched by concatenation.
 
     Args:
-        vocab_size: number of token ids.
+        vocab_size: number of token ids; ``None`` with ``in_features`` for real-valued inputs.
         num_classes: number of classes.
         d_model: feature size.
         nhead: attention heads.
@@ -93,11 +93,13 @@ class SequenceClassifier(nn.Module):
         max_len: positions of the learned encoding.
         pooling: ``"mean"``, ``"max"`` or ``"first"``.
         backend: ``edge_attention`` backend.
+        in_features: size of real-valued inputs ``[N, in_features]`` (a linear embedding) instead
+            of token ids; give it with ``vocab_size=None``.
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int | None,
         num_classes: int,
         d_model: int = 128,
         nhead: int = 4,
@@ -110,11 +112,20 @@ class SequenceClassifier(nn.Module):
         max_len: int = 4096,
         pooling: str = "mean",
         backend: str | None = None,
+        in_features: int | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "max", "first"):
             raise ValueError(f"pooling must be 'mean', 'max' or 'first', got {pooling!r}")
-        self.embed = nn.Embedding(vocab_size, d_model)
+        if (vocab_size is None) == (in_features is None):
+            raise ValueError(
+                f"give exactly one of vocab_size (token ids) and in_features (real-valued inputs), "
+                f"got vocab_size={vocab_size!r}, in_features={in_features!r}"
+            )
+        self.in_features = in_features
+        self.embed: nn.Module = (
+            nn.Embedding(vocab_size, d_model) if vocab_size is not None else nn.Linear(in_features, d_model)
+        )
         if positional == "sinusoidal":
             self.pos: nn.Module | None = SinusoidalPositionalEncoding(d_model)
         elif positional == "learned":
@@ -135,12 +146,18 @@ class SequenceClassifier(nn.Module):
         ptr: Tensor | None = None,
         graph: Graph | None = None,
     ) -> ClassifierOutput:
-        """``tokens [N]`` (concatenated examples) with ``lengths [B]`` or ``ptr [B + 1]``.
+        """``tokens [N]`` (concatenated examples; ``[N, in_features]`` for real-valued inputs) with
+        ``lengths [B]`` or ``ptr [B + 1]``.
 
         Without either, ``graph.ptr`` is used, else the input is one example.
         """
-        if tokens.dim() != 1:
+        if self.in_features is None and tokens.dim() != 1:
             raise ValueError(f"tokens must be [N] (examples concatenated), got shape {list(tokens.shape)}")
+        if self.in_features is not None and (tokens.dim() != 2 or tokens.shape[1] != self.in_features):
+            raise ValueError(
+                f"tokens must be [N, in_features] = [N, {self.in_features}] (examples concatenated), "
+                f"got shape {list(tokens.shape)}"
+            )
         if ptr is None:
             if lengths is None and graph is not None and graph.ptr is not None:
                 ptr = graph.ptr

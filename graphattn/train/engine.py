@@ -45,7 +45,9 @@ class TrainConfig:
     """Everything that defines a run; written verbatim into ``result.json``.
 
     ``attention`` names a structure (see ``graphattn train --help``); ``options`` holds
-    structure- or task-specific settings (for example ``{"window": 64}``).
+    structure- or task-specific settings (for example ``{"window": 64}``). ``optimizer`` is
+    ``"adamw"`` (decoupled weight decay) or ``"adam"`` (weight decay as an L2 term in the
+    gradient, as GAT and most GNN baselines are trained).
     """
 
     task: str = "recall"
@@ -57,6 +59,7 @@ class TrainConfig:
     epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 0.01
+    optimizer: str = "adamw"
     batch_size: int = 32
     seed: int = 0
     max_grad_norm: float = 1.0
@@ -140,7 +143,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+    if cfg.optimizer not in optimizers:
+        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
+    optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir = Path(cfg.out)
     ckpt_path = out_dir / "last.pt"
     state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}

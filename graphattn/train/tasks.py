@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from .. import structure as S
+from ..datasets.ogb import OGBG_DATASETS
 from ..nn import SequenceClassifier
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
         from ..structure.sea import SEA
 
         return SEA(heads, head_dim, int(_opt(cfg, "k", 32)))
+    if name == "grid":
+        raise ValueError("attention 'grid' is for image tasks (digits, mnist-graph): the patch neighbourhood graph")
+    if name == "graph":
+        raise ValueError("attention 'graph' (the input edges) is for node tasks (cora, citeseer)")
     raise ValueError(f"attention must be one of {attention_names()}, got {name!r}")
 
 
@@ -88,6 +93,8 @@ def attention_names() -> list[str]:
         "combiner-logsparse",
         "combiner-mixture",
         "sea",
+        "grid",
+        "graph",
     ]
 
 
@@ -140,7 +147,8 @@ class Task:
 class SequenceTask(Task):
     """Token sequences -> one class each; batches concatenate examples (no padding)."""
 
-    vocab_size: int = 0
+    vocab_size: int | None = 0
+    in_features: int | None = None  # real-valued inputs [L, in_features] instead of token ids
     num_classes: int = 0
     max_len: int = 0
     pooling: str = "mean"
@@ -149,7 +157,7 @@ class SequenceTask(Task):
         tokens = [t for t, _ in items]
         return {
             "tokens": torch.cat(tokens),
-            "lengths": torch.tensor([t.numel() for t in tokens], dtype=torch.long),
+            "lengths": torch.tensor([t.shape[0] for t in tokens], dtype=torch.long),
             "y": torch.stack([torch.as_tensor(y) for _, y in items]),
         }
 
@@ -163,6 +171,7 @@ class SequenceTask(Task):
             dropout=cfg.dropout,
             structure=make_structure(cfg.attention, cfg, self.max_len),
             pooling=self.pooling,
+            in_features=self.in_features,
         )
 
     def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -223,7 +232,140 @@ class ListOpsTask(SequenceTask):
         return tuple(_TokenSequences(data.tokens[p], data.lengths[p], data.labels[p]) for p in parts)
 
 
-_TASKS: dict[str, Callable[[], Task]] = {"recall": RecallTask, "listops": ListOpsTask}
+class MNIST1DTask(SequenceTask):
+    """MNIST-1D (Greydanus 2020): 40-step real-valued signals, 10 classes; the official 4000 / 1000
+    split, the last 500 training signals held out for validation. Option ``valid_size`` (500)."""
+
+    name = "mnist1d"
+    vocab_size = None
+    in_features = 1
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        from ..datasets.sequences import load_mnist1d
+
+        data = load_mnist1d(cfg.data_root)
+        self.num_classes, self.max_len = data.num_classes, data.x_train.shape[1]
+        n_valid = int(_opt(cfg, "valid_size", 500))
+        cut = data.x_train.shape[0] - n_valid
+        x_train, x_test = data.x_train[..., None], data.x_test[..., None]  # [N, L, 1]
+
+        def part(x: Tensor, y: Tensor) -> Dataset:
+            return _TokenSequences(x, torch.full((x.shape[0],), x.shape[1]), y)
+
+        return (
+            part(x_train[:cut], data.y_train[:cut]),
+            part(x_train[cut:], data.y_train[cut:]),
+            part(x_test, data.y_test),
+        )
+
+
+class SSTTask(SequenceTask):
+    """Stanford Sentiment Treebank, sentence level (root label): 5 classes, or 2 with option
+    ``binary=1`` (SST-2); train / dev / test as released; vocabulary from the training split
+    (lower-cased)."""
+
+    name = "sst"
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        from ..datasets.sst import build_vocab, encode, load_sst
+
+        binary = bool(int(_opt(cfg, "binary", 0)))
+        splits = [load_sst(split, cfg.data_root, binary=binary) for split in ("train", "dev", "test")]
+        vocab = build_vocab(splits[0], lower=True)
+        self.vocab_size, self.num_classes = len(vocab), 2 if binary else 5
+        parts = []
+        for sentences in splits:
+            ids = encode(sentences, vocab, lower=True)
+            self.max_len = max(self.max_len, max(t.numel() for t in ids))
+            parts.append(_Items(list(zip(ids, [torch.tensor(s.label) for s in sentences], strict=True))))
+        return tuple(parts)
+
+
+class _Items(Dataset):
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class ImageTask(Task):
+    """Images as graphs of patches (:class:`graphattn.nn.ImageClassifier`).
+
+    ``digits``: scikit-learn's 1797 8x8 digits, 2x2 patches (16 nodes). ``mnist-graph``: the 10,000
+    MNIST test images (the only MNIST images available offline), 4x4 patches (49 nodes). Both split
+    80 / 10 / 10 with a fixed seed (independent of ``--seed``). ``--attention grid`` is the patch
+    neighbourhood graph (radius 1, 8-connected); any sequence structure runs over the patches in
+    raster order. Option ``patch`` overrides the patch size.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.num_classes = 10
+        self.patch = 2 if name == "digits" else 4
+        self.num_patches = 0
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        from ..datasets.images import load_digits, load_mnist_test
+
+        data = load_digits() if self.name == "digits" else load_mnist_test(cfg.data_root)
+        self.num_classes = data.num_classes
+        self.patch = int(_opt(cfg, "patch", self.patch))
+        self.num_patches = (data.grid[0] // self.patch) * (data.grid[1] // self.patch)
+        n = len(data)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345))
+        a, b = round(0.8 * n), round(0.9 * n)
+        images = data.images[:, None]  # [B, 1, H, W]
+        return tuple(
+            _Items(list(zip(images[idx], data.labels[idx], strict=True))) for idx in (perm[:a], perm[a:b], perm[b:])
+        )
+
+    def collate(self, items: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        return {"images": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items])}
+
+    def build_model(self, cfg: TrainConfig) -> nn.Module:
+        from ..nn import ImageClassifier
+
+        structure = None if cfg.attention == "grid" else make_structure(cfg.attention, cfg, self.num_patches)
+        return ImageClassifier(
+            1,
+            self.num_classes,
+            patch_size=self.patch,
+            d_model=cfg.dim,
+            nhead=cfg.heads,
+            num_layers=cfg.layers,
+            dropout=cfg.dropout,
+            structure=structure,
+        )
+
+    def forward(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        out = model(batch["images"])
+        return out.logits, out.aux_loss
+
+
+def _graph_task(kind: str, name: str) -> Callable[[], Task]:
+    def make() -> Task:
+        from . import graph_tasks  # PyG / ogb are imported only for these tasks
+
+        return getattr(graph_tasks, kind)(name)
+
+    return make
+
+
+_TASKS: dict[str, Callable[[], Task]] = {
+    "recall": RecallTask,
+    "listops": ListOpsTask,
+    **{name: _graph_task("MoleculeTask", name) for name in OGBG_DATASETS},
+    "mnist1d": MNIST1DTask,
+    "sst": SSTTask,
+    "digits": lambda: ImageTask("digits"),
+    "mnist-graph": lambda: ImageTask("mnist-graph"),
+    "cora": _graph_task("NodeTask", "cora"),
+    "citeseer": _graph_task("NodeTask", "citeseer"),
+}
 
 
 def task_names() -> list[str]:

@@ -58,3 +58,15 @@ def test_classifier_argument_errors():
         ImageClassifier(3, 2, positional="rope")
     with pytest.raises(ValueError, match=r"tokens must be \[N\]"):
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_sequence_classifier_real_valued_inputs():
+    model = SequenceClassifier(None, 3, d_model=16, nhead=2, num_layers=1, structure=S.Full(), in_features=2)
+    out = model(torch.randn(7, 2), lengths=[3, 4])
+    assert out.logits.shape == (2, 3)
+    with pytest.raises(ValueError, match=r"tokens must be \[N, in_features\] = \[N, 2\]"):
+        model(torch.randn(7, 3), lengths=[3, 4])
+    with pytest.raises(ValueError, match="give exactly one of vocab_size"):
+        SequenceClassifier(10, 3, in_features=2)
+    with pytest.raises(ValueError, match="give exactly one of vocab_size"):
+        SequenceClassifier(None, 3)

@@ -180,3 +180,10 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # Both learn the task (chance is 1/16) and agree within noise.
     assert r1["test_accuracy"] > 0.5 and r2["test_accuracy"] > 0.5
     assert abs(r1["test_accuracy"] - r2["test_accuracy"]) < 0.15
+
+
+def test_optimizer_choice(tmp_path):
+    result = train(_cfg(tmp_path, optimizer="adam", weight_decay=5e-4))
+    assert result["config"]["optimizer"] == "adam"
+    with pytest.raises(ValueError, match=r"optimizer must be one of \['adam', 'adamw'\], got 'sgd'"):
+        train(_cfg(tmp_path, optimizer="sgd"))

@@ -1,4 +1,4 @@
-"""Shared fixtures of the dataset tests: where the offline data is, and a writable cache."""
+"""Shared fixtures: where the offline data is, and a writable cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GRAPHATTN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 

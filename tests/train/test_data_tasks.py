@@ -1,0 +1,177 @@
+"""The real-data tasks of `graphattn train`: molecules, citation graphs, images, MNIST-1D, SST."""
+
+import math
+
+import pytest
+import torch
+
+from graphattn.train.engine import TrainConfig, train
+from graphattn.train.tasks import attention_names, get_task, task_names
+
+pytest.importorskip("torch_geometric")
+
+
+@pytest.fixture(autouse=True)
+def _offline_data(shared_data, cache, monkeypatch):
+    monkeypatch.setenv("GRAPHATTN_DATA", str(shared_data))
+    monkeypatch.setenv("GRAPHATTN_CACHE", str(cache))
+
+
+def _cfg(tmp_path, **kw):
+    base = {"dim": 16, "heads": 2, "layers": 1, "epochs": 1, "batch_size": 64, "progress": False}
+    base.update(kw)
+    return TrainConfig(out=str(tmp_path / "run"), **base)
+
+
+def test_every_task_of_the_issue_is_registered():
+    names = set(task_names())
+    wanted = {"listops", "recall", "cora", "citeseer", "digits", "mnist-graph", "mnist1d", "sst"}
+    wanted |= {"ogbg-molhiv", "ogbg-molesol", "ogbg-molfreesolv", "ogbg-molbace", "ogbg-molbbbp"}
+    assert wanted <= names
+    assert {"graph", "grid"} <= set(attention_names())
+    with pytest.raises(ValueError, match="task must be one of"):
+        get_task("ogbg-nothing")
+
+
+# ---------------------------------------------------------------------- molecules
+def _dense_return_probabilities(adj: torch.Tensor, steps: int) -> torch.Tensor:
+    walk = adj / adj.sum(1, keepdim=True).clamp(min=1)
+    out, power = [], torch.eye(adj.shape[0])
+    for _ in range(steps):
+        power = power @ walk
+        out.append(power.diagonal())
+    return torch.stack(out, -1)
+
+
+def test_random_walk_encoding_equals_dense_powers_per_graph():
+    from graphattn.train.graph_tasks import random_walk_encoding
+
+    # graph 0: an edge (period 2); graph 1: a triangle plus a pendant; graph 2: one isolated node
+    edges0 = [(0, 1), (1, 0)]
+    edges1 = [(0, 1), (1, 0), (1, 2), (2, 1), (0, 2), (2, 0), (2, 3), (3, 2)]
+    sizes, ptr = [2, 4, 1], torch.tensor([0, 2, 6, 7])
+    edge_index = torch.tensor(edges0 + [(a + 2, b + 2) for a, b in edges1]).T
+    got = random_walk_encoding(edge_index, ptr, steps=5)
+    assert got.shape == (7, 5)
+    start = 0
+    for n, edges in zip(sizes, (edges0, edges1, []), strict=True):
+        adj = torch.zeros(n, n)
+        for a, b in edges:
+            adj[a, b] = 1.0
+        torch.testing.assert_close(got[start : start + n], _dense_return_probabilities(adj, 5))
+        start += n
+    assert got[:2, 1].tolist() == [1.0, 1.0] and got[:2, 0].tolist() == [0.0, 0.0]  # period 2
+    assert got[6].abs().sum() == 0  # isolated
+
+
+@pytest.fixture(scope="module")
+def bace(shared_data, cache, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GRAPHATTN_DATA", str(shared_data))
+    mp.setenv("GRAPHATTN_CACHE", str(cache))
+    task = get_task("ogbg-molbace")
+    cfg = TrainConfig(task="ogbg-molbace", attention="full", dim=16, heads=2, layers=2)
+    splits = task.datasets(cfg)
+    yield task, cfg, splits
+    mp.undo()
+
+
+def test_molecule_task_splits_and_rwse(bace):
+    task, _, splits = bace
+    assert [len(s) for s in splits] == [1210, 151, 152]  # the data README's scaffold split
+    item = splits[0][0]
+    assert item.rwse.shape == (item.num_nodes, 16)
+    assert torch.all((item.rwse >= 0) & (item.rwse <= 1))
+    assert task.metric_name == "rocauc" and task.higher_is_better
+
+
+@pytest.mark.parametrize("model", ["gps", "transformerconv", "graphattnconv"])
+def test_molecule_models_learn_one_step(bace, model):
+    task, cfg, splits = bace
+    cfg = TrainConfig(**{**cfg.__dict__, "options": {"model": model}})
+    torch.manual_seed(0)
+    net = task.build_model(cfg)
+    labels = torch.cat([splits[0][i].y for i in range(len(splits[0]))])[:, 0]
+    pick = torch.cat([(labels == 0).nonzero()[:16, 0], (labels == 1).nonzero()[:16, 0]])  # ROC-AUC needs both
+    batch = task.collate([splits[0][int(i)] for i in pick])
+    pred, aux = task.forward(net, batch)
+    assert pred.shape == (32, 1) and aux.dim() == 0
+    loss = task.task_loss(pred, batch)
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    metric = task.metric(pred.detach(), task.target(batch))
+    assert 0.0 <= metric <= 1.0
+
+
+def test_graphattnconv_baseline_equals_the_transformerconv_one(bace):
+    task, cfg, splits = bace
+    pyg = task.build_model(TrainConfig(**{**cfg.__dict__, "options": {"model": "transformerconv"}})).eval()
+    ours = task.build_model(TrainConfig(**{**cfg.__dict__, "options": {"model": "graphattnconv"}})).eval()
+    ours.load_state_dict(pyg.state_dict(), strict=True)  # the migration is the class swap
+    batch = task.collate([splits[1][i] for i in range(40)])
+    torch.testing.assert_close(ours(batch)[0], pyg(batch)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_regression_task_trains_and_reports_rmse(tmp_path):
+    result = train(_cfg(tmp_path, task="ogbg-molfreesolv", attention="full", epochs=2, batch_size=64))
+    assert result["metric"] == "rmse"
+    assert math.isfinite(result["test_rmse"]) and result["test_rmse"] > 0
+    losses = [h["train_loss"] for h in result["history"]]
+    assert losses[1] < losses[0]
+
+
+# ---------------------------------------------------------------------- citation graphs
+def test_cora_learns_with_the_gat_recipe(tmp_path):
+    result = train(
+        _cfg(
+            tmp_path, task="cora", attention="graph", dim=8, heads=8, dropout=0.6, lr=0.01, weight_decay=5e-4, epochs=30
+        )
+    )
+    assert result["parameters"] > 1433 * 64
+    assert result["best_valid_accuracy"] > 0.6  # 7 classes: chance ~0.14-0.3
+
+
+def test_node_task_rejects_a_sequence_structure(tmp_path):
+    with pytest.raises(ValueError, match="use --attention graph"):
+        train(_cfg(tmp_path, task="cora", attention="window"))
+
+
+# ---------------------------------------------------------------------- images and sequences
+def test_digits_as_patch_graphs_learn(tmp_path):
+    result = train(_cfg(tmp_path, task="digits", attention="grid", dim=32, heads=4, epochs=4, batch_size=32))
+    assert result["best_valid_accuracy"] > 0.3  # 10 classes
+    with pytest.raises(ValueError, match="attention 'grid' is for image tasks"):
+        train(_cfg(tmp_path, task="mnist1d", attention="grid"))
+
+
+def test_mnist_graph_splits_the_offline_test_images():
+    task = get_task("mnist-graph")
+    train_set, valid_set, test_set = task.datasets(TrainConfig(task="mnist-graph"))
+    assert (len(train_set), len(valid_set), len(test_set)) == (8000, 1000, 1000)
+    assert task.num_patches == 49
+    batch = task.collate([train_set[i] for i in range(4)])
+    assert batch["images"].shape == (4, 1, 28, 28) and batch["y"].shape == (4,)
+
+
+def test_mnist1d_is_a_real_valued_sequence_task():
+    task = get_task("mnist1d")
+    cfg = TrainConfig(task="mnist1d", attention="window", dim=16, heads=2, layers=1)
+    splits = task.datasets(cfg)
+    assert [len(s) for s in splits] == [3500, 500, 1000]
+    batch = task.collate([splits[0][i] for i in range(3)])
+    assert batch["tokens"].shape == (120, 1) and batch["lengths"].tolist() == [40, 40, 40]
+    logits, _ = task.forward(task.build_model(cfg), batch)
+    assert logits.shape == (3, 10)
+
+
+def test_sst_sentences_as_token_sequences():
+    task = get_task("sst")
+    cfg = TrainConfig(task="sst", attention="full", dim=16, heads=2, layers=1)
+    splits = task.datasets(cfg)
+    assert [len(s) for s in splits] == [8544, 1101, 2210]
+    tokens, label = splits[0][0]
+    assert tokens.dtype == torch.long and 0 <= int(label) < 5
+    batch = task.collate([splits[2][i] for i in range(5)])
+    logits, _ = task.forward(task.build_model(cfg), batch)
+    assert logits.shape == (5, 5)
