@@ -40,10 +40,23 @@ inline void check_edge(const std::optional<at::Tensor>& t, const char* name, con
   TORCH_CHECK(t->device() == like.device(), name, " must be on ", like.device(), ", got ", t->device());
 }
 
+// A per-edge feature tensor [E, H, dim] (edge_key: dim = D, edge_value: dim = Dv).
+inline void check_edge_features(const std::optional<at::Tensor>& t, const char* name, const at::Tensor& like,
+                                int64_t edges, int64_t heads, int64_t dim) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type(), ", got ",
+              t->scalar_type());
+  TORCH_CHECK(t->dim() == 3 && t->size(0) == edges && t->size(1) == heads && t->size(2) == dim, name,
+              " must be [E, H, ", dim, "] = [", edges, ", ", heads, ", ", dim, "], got ", t->sizes());
+  TORCH_CHECK(t->is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(t->device() == like.device(), name, " must be on ", like.device(), ", got ", t->device());
+}
+
 // Checks q, k, v, the CSR and the optional per-edge tensors; returns the sizes.
 inline Sizes check_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& rowptr,
                            const at::Tensor& col, const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& gate) {
+                           const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& edge_key,
+                           const std::optional<at::Tensor>& edge_value) {
   const auto dt = q.scalar_type();
   TORCH_CHECK(dt == at::kFloat || dt == at::kDouble || dt == at::kHalf || dt == at::kBFloat16,
               "q must be float16/bfloat16/float32/float64, got ", dt);
@@ -61,6 +74,8 @@ inline Sizes check_forward(const at::Tensor& q, const at::Tensor& k, const at::T
   TORCH_CHECK(v.size(0) == s.n_src, "v must have N_src = ", s.n_src, " rows like k, got ", v.sizes());
   check_edge(bias, "bias", q, s.edges, s.heads);
   check_edge(gate, "gate", q, s.edges, s.heads);
+  check_edge_features(edge_key, "edge_key", q, s.edges, s.heads, s.d);
+  check_edge_features(edge_value, "edge_value", q, s.edges, s.heads, s.dv);
   return s;
 }
 
@@ -80,8 +95,10 @@ inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::
                             const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                             const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
                             const at::Tensor& row, const at::Tensor& perm, const std::optional<at::Tensor>& bias,
-                            const std::optional<at::Tensor>& gate, bool need_kv, bool need_bias, bool need_gate) {
-  const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate);
+                            const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& edge_key,
+                            const std::optional<at::Tensor>& edge_value, bool need_kv, bool need_bias, bool need_gate,
+                            bool need_edge_key, bool need_edge_value) {
+  const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate, edge_key, edge_value);
   check_node(grad_out, "grad_out", q);
   check_node(out, "out", q);
   TORCH_CHECK(grad_out.sizes() == out.sizes() && out.size(0) == sz.n_dst && out.size(1) == sz.heads &&
@@ -98,20 +115,31 @@ inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::
   }
   TORCH_CHECK(!need_bias || bias, "need_bias requires bias");
   TORCH_CHECK(!need_gate || gate, "need_gate requires gate");
+  TORCH_CHECK(!need_edge_key || edge_key, "need_edge_key requires edge_key");
+  TORCH_CHECK(!need_edge_value || edge_value, "need_edge_value requires edge_value");
   if (need_kv) check_transpose(sz, colptr, row, perm, q);
   return sz;
 }
 
+using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// A gradient that was not asked for: an empty tensor.
+inline at::Tensor no_grad_tensor(const at::Tensor& q) {
+  return at::empty({0}, q.options());
+}
+
 // The backward's results, shared by both launchers: bias and gate gradients were accumulated in
-// the op-math type and come back in q's dtype; a gradient that was not asked for is an empty tensor.
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_outputs(
-    const at::Tensor& q, const at::Tensor& dq, const at::Tensor& dk, const at::Tensor& dv, const at::Tensor& ds,
-    const at::Tensor& dgate, bool need_bias, bool need_gate) {
+// the op-math type and come back in q's dtype; the edge_key / edge_value gradients (written once
+// per element, in q's dtype) and the rest pass through; a gradient not asked for is empty.
+inline BackwardResult backward_outputs(const at::Tensor& q, const at::Tensor& dq, const at::Tensor& dk,
+                                       const at::Tensor& dv, const at::Tensor& ds, const at::Tensor& dgate,
+                                       const at::Tensor& dedge_key, const at::Tensor& dedge_value, bool need_bias,
+                                       bool need_gate) {
   const auto dt = q.scalar_type();
   auto in_dtype = [&](const at::Tensor& t, bool need) {
-    return need ? (t.scalar_type() == dt ? t : t.to(dt)) : at::empty({0}, q.options());
+    return need ? (t.scalar_type() == dt ? t : t.to(dt)) : no_grad_tensor(q);
   };
-  return {dq, dk, dv, in_dtype(ds, need_bias), in_dtype(dgate, need_gate)};
+  return {dq, dk, dv, in_dtype(ds, need_bias), in_dtype(dgate, need_gate), dedge_key, dedge_value};
 }
 
 }  // namespace graphattn

@@ -4,9 +4,15 @@
 // row with more than kSegment edges (a hub) is cut into fixed segments whose partial results are
 // merged in order, so a hub never serializes a run and results do not depend on the thread count.
 //
-// Two kernels per pass: a generic one (any dtype, any head dim, one edge at a time) and, for
-// float32 with head dims <= 128 on AVX-512, a blocked one: 16 edges per step with the query row in
-// registers, one horizontal reduction for the 16 dot products, one max / rescale per 16 edges.
+// Two kernels per pass: a generic one (any dtype, any head dim, one edge at a time, compiler-
+// vectorized; also instantiated for D = Dv in {16, 32, 64} so that short rows pay no loop overhead)
+// and, for float32 with head dims <= 128 on AVX-512, a blocked one: 16 edges per step with the query
+// row in registers, one horizontal reduction for the 16 dot products, one max / rescale per 16 edges.
+// Machines without AVX-512 (AVX2 only) run the generic kernels for every dtype.
+//
+// Optional per-edge key / value terms (edge_key, edge_value: [E, H, D] / [E, H, Dv], edge-id order)
+// are read next to k_j / v_j at the edge's own row; their gradients are written by the destination
+// pass, one row per edge, so no pass gathers or scatters per-edge copies of k or v.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -120,6 +126,7 @@ template <typename scalar_t>
 struct FwdArgs {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t *q, *k, *v, *bias, *gate;
+  const scalar_t *ek, *ev;  // edge_key [E, H, D], edge_value [E, H, Dv]; null when absent
   const int64_t *rowptr, *col;
   int64_t H, D, Dv;
   acc_t scale;
@@ -129,6 +136,8 @@ template <typename scalar_t>
 struct BwdArgs {
   using acc_t = at::opmath_type<scalar_t>;
   const scalar_t *q, *k, *v, *dout, *bias, *gate;
+  const scalar_t *ek, *ev;  // edge_key [E, H, D], edge_value [E, H, Dv]; null when absent
+  scalar_t *gek, *gev;      // their gradients (same shapes); null when not asked for
   const int64_t *rowptr, *col, *colptr, *row, *perm;
   const acc_t *lse, *delta;
   acc_t *ds, *pg, *dgate;  // [E, H] each; dgate may be null
@@ -138,36 +147,76 @@ struct BwdArgs {
 
 // ================================================================ generic kernels (any dtype)
 
+// Small helpers of the kernels: inlined, so that a compile-time row length reaches their loops.
+#define GA_INLINE inline __attribute__((always_inline))
+
+// <x, node + edge> over n elements (edge may be null: <x, node>). `omp simd reduction` lets the
+// compiler split the sum into vector lanes (AVX2 machines run these kernels for every dtype): a
+// fixed order for a given n, so results stay deterministic.
+template <typename acc_t, typename scalar_t>
+GA_INLINE acc_t dot_edge(const scalar_t* x, const scalar_t* node, const scalar_t* edge, int64_t n) {
+  acc_t dot = 0;
+  if (edge) {
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < n; ++d) dot += acc_t(x[d]) * edge_term(acc_t(node[d]), acc_t(edge[d]));
+  } else {
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < n; ++d) dot += acc_t(x[d]) * acc_t(node[d]);
+  }
+  return dot;
+}
+
+// acc = acc * alpha + w * (node + edge) over n elements (edge may be null). The accumulator never
+// aliases the inputs: `omp simd` says so, and the loop is vectorized without run-time checks.
+template <typename acc_t, typename scalar_t>
+GA_INLINE void axpby_edge(acc_t* acc, acc_t alpha, acc_t w, const scalar_t* node, const scalar_t* edge, int64_t n) {
+  if (edge) {
+#pragma omp simd
+    for (int64_t d = 0; d < n; ++d) acc[d] = acc[d] * alpha + w * edge_term(acc_t(node[d]), acc_t(edge[d]));
+  } else {
+#pragma omp simd
+    for (int64_t d = 0; d < n; ++d) acc[d] = acc[d] * alpha + w * acc_t(node[d]);
+  }
+}
+
+// Row e, head h of an [E, H, n] per-edge tensor (null stays null).
+template <typename T>
+inline T* edge_row(T* base, int64_t e, int64_t H, int64_t h, int64_t n) {
+  return base ? base + (e * H + h) * n : nullptr;
+}
+
+// The generic kernels take the head dims at run time (DIM = 0) or, for common D == Dv, as the
+// compile-time DIM: fixed-length loops are unrolled and vectorized without run-time checks, which
+// matters for short rows (molecules: ~2 in-edges per node), where per-edge overhead dominates.
+
 // Streams edges [lo, hi) of row i, head h; leaves the unnormalized accumulator in acc[Dv].
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int64_t DIM = 0, typename acc_t = at::opmath_type<scalar_t>>
 SoftmaxState<acc_t> fwd_generic(const FwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t lo, int64_t hi,
                                 acc_t* acc) {
-  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const int64_t H = a.H, D = DIM > 0 ? DIM : a.D, Dv = DIM > 0 ? DIM : a.Dv;
   std::fill(acc, acc + Dv, acc_t(0));
   SoftmaxState<acc_t> st = softmax_init<acc_t>();
   const scalar_t* qp = a.q + (i * H + h) * D;
   for (int64_t e = lo; e < hi; ++e) {
     const int64_t j = a.col[e];
-    const scalar_t* kp = a.k + (j * H + h) * D;
-    acc_t dot = 0;
-    for (int64_t d = 0; d < D; ++d) dot += acc_t(qp[d]) * acc_t(kp[d]);
+    const acc_t dot = dot_edge<acc_t>(qp, a.k + (j * H + h) * D, edge_row(a.ek, e, H, h, D), D);
     const acc_t s = a.bias ? score(dot, a.scale, acc_t(a.bias[e * H + h])) : score(dot, a.scale);
     acc_t alpha;
     if (!softmax_rescale(st, s, alpha)) continue;
     const acc_t w = edge_weight(s, st.m);
     st.l += w;
     const acc_t wv = a.gate ? value_weight(w, acc_t(a.gate[e * H + h])) : w;
-    const scalar_t* vp = a.v + (j * H + h) * Dv;
-    for (int64_t d = 0; d < Dv; ++d) acc[d] = acc[d] * alpha + wv * acc_t(vp[d]);
+    axpby_edge(acc, alpha, wv, a.v + (j * H + h) * Dv, edge_row(a.ev, e, H, h, Dv), Dv);
   }
   return st;
 }
 
-// Destination pass of the backward over edges [lo, hi) of row i, head h: writes ds, gate * p and
-// grad_gate of these edges, and leaves sum_e grad_dot(ds_e) k_j in gq[D].
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+// Destination pass of the backward over edges [lo, hi) of row i, head h: writes ds, gate * p,
+// grad_gate and the edge_key / edge_value gradients of these edges, and leaves
+// sum_e grad_dot(ds_e) (k_j + kappa_e) in gq[D].
+template <typename scalar_t, int64_t DIM = 0, typename acc_t = at::opmath_type<scalar_t>>
 void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, acc_t* gq) {
-  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const int64_t H = a.H, D = DIM > 0 ? DIM : a.D, Dv = DIM > 0 ? DIM : a.Dv;
   std::fill(gq, gq + D, acc_t(0));
   const scalar_t* qp = a.q + (i * H + h) * D;
   const scalar_t* op = a.dout + (i * H + h) * Dv;
@@ -176,27 +225,35 @@ void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t l
   for (int64_t e = lo; e < hi; ++e) {
     const int64_t j = a.col[e];
     const scalar_t* kp = a.k + (j * H + h) * D;
-    const scalar_t* vp = a.v + (j * H + h) * Dv;
-    acc_t dot = 0, dp = 0;
-    for (int64_t d = 0; d < D; ++d) dot += acc_t(qp[d]) * acc_t(kp[d]);
-    for (int64_t d = 0; d < Dv; ++d) dp += acc_t(op[d]) * acc_t(vp[d]);
+    const scalar_t* ekp = edge_row(a.ek, e, H, h, D);
+    const acc_t dot = dot_edge<acc_t>(qp, kp, ekp, D);
+    const acc_t dp = dot_edge<acc_t>(op, a.v + (j * H + h) * Dv, edge_row(a.ev, e, H, h, Dv), Dv);
     const acc_t s = a.bias ? score(dot, a.scale, acc_t(a.bias[e * H + h])) : score(dot, a.scale);
     const acc_t p = edge_prob(s, shift);
     const acc_t g = a.gate ? acc_t(a.gate[e * H + h]) : acc_t(1);
     const acc_t ds = grad_score(p, a.gate ? gated_dp(dp, g) : dp, delta);
+    const acc_t pg = a.gate ? value_weight(p, g) : p;
     a.ds[e * H + h] = ds;
-    a.pg[e * H + h] = a.gate ? value_weight(p, g) : p;
+    a.pg[e * H + h] = pg;
     if (a.dgate) a.dgate[e * H + h] = grad_gate(p, dp);
     const acc_t dsk = grad_dot(ds, a.scale);
-    for (int64_t d = 0; d < D; ++d) gq[d] += dsk * acc_t(kp[d]);
+    axpby_edge(gq, acc_t(1), dsk, kp, ekp, D);
+    if (scalar_t* gek = edge_row(a.gek, e, H, h, D)) {
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) gek[d] = static_cast<scalar_t>(grad_edge_key(dsk, acc_t(qp[d])));
+    }
+    if (scalar_t* gev = edge_row(a.gev, e, H, h, Dv)) {
+#pragma omp simd
+      for (int64_t d = 0; d < Dv; ++d) gev[d] = static_cast<scalar_t>(grad_edge_value(pg, acc_t(op[d])));
+    }
   }
 }
 
 // Source pass over the out-edges t in [lo, hi) of source j (transpose order), head h:
 // gk[D] = sum grad_dot(ds_e) q_i, gv[Dv] = sum gate_e p_e dO_i.
-template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+template <typename scalar_t, int64_t DIM = 0, typename acc_t = at::opmath_type<scalar_t>>
 void bwd_src_generic(const BwdArgs<scalar_t>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, acc_t* gk, acc_t* gv) {
-  const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const int64_t H = a.H, D = DIM > 0 ? DIM : a.D, Dv = DIM > 0 ? DIM : a.Dv;
   (void)j;
   std::fill(gk, gk + D, acc_t(0));
   std::fill(gv, gv + Dv, acc_t(0));
@@ -206,16 +263,17 @@ void bwd_src_generic(const BwdArgs<scalar_t>& a, int64_t j, int64_t h, int64_t l
     const acc_t pg = a.pg[e * H + h];
     const scalar_t* qp = a.q + (i * H + h) * D;
     const scalar_t* op = a.dout + (i * H + h) * Dv;
-    for (int64_t d = 0; d < D; ++d) gk[d] += dsk * acc_t(qp[d]);
-    for (int64_t d = 0; d < Dv; ++d) gv[d] += pg * acc_t(op[d]);
+    const scalar_t* no_edge = nullptr;
+    axpby_edge(gk, acc_t(1), dsk, qp, no_edge, D);
+    axpby_edge(gv, acc_t(1), pg, op, no_edge, Dv);
   }
 }
 
 // ================================================================ AVX-512 kernels (float32)
 #ifdef __AVX512F__
 
-// Block helpers pass arrays of vectors: inlined, they stay in registers; called, they go through memory.
-#define GA_INLINE inline __attribute__((always_inline))
+// Block helpers pass arrays of vectors: inlined (GA_INLINE), they stay in registers; called, they go
+// through memory.
 
 // 16 float lanes with the operators the math header's templates use.
 struct V16 {
@@ -302,37 +360,62 @@ inline __m512 load_edges(const float* x, int64_t e0, int n, int64_t H, int64_t h
   return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), buf);
 }
 
-// The 16 dot products <x, base[col[e0 + t]] + offset>, t < 16, as one vector (lanes past n are
-// garbage; callers mask them). x stays in registers; the 16 partial vectors are reduced at once.
-template <int NV, bool FULL>
-GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const int64_t* col, int64_t e0, int n,
-                         int64_t stride, int64_t offset) {
+// Vector u of the key (value) row of edge e: the source's row p, plus the edge's own row pe
+// (edge_term of the math header) when the op has per-edge terms (EDGE).
+template <int NV, bool FULL, bool EDGE>
+GA_INLINE __m512 load_key(const float* p, const float* pe, int u, __mmask16 tail) {
+  if constexpr (EDGE) {
+    return edge_term(V16{load_row<NV, FULL>(p, u, tail)}, V16{load_row<NV, FULL>(pe, u, tail)}).x;
+  } else {
+    (void)pe;
+    return load_row<NV, FULL>(p, u, tail);
+  }
+}
+
+// The 16 dot products <x, base[col[e0 + t]] (+ ebase[e0 + t])>, t < 16, as one vector (lanes past
+// n are garbage; callers mask them). Rows are at row * stride + offset in base and in ebase (the
+// per-edge terms, read only when EDGE). x stays in registers; the 16 partial vectors are reduced at once.
+template <int NV, bool FULL, bool EDGE>
+GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const float* ebase, const int64_t* col,
+                            int64_t e0, int n, int64_t stride, int64_t offset) {
   __m512 dots[16];
 #pragma GCC unroll 16
   for (int t = 0; t < 16; ++t) {
     // Lanes past n repeat the last edge (always in bounds; a branch here makes GCC spill dots).
-    const float* p = base + col[e0 + (t < n ? t : n - 1)] * stride + offset;
-    __m512 s = _mm512_mul_ps(x[0], load_row<NV, FULL>(p, 0, tail));
+    const int64_t e = e0 + (t < n ? t : n - 1);
+    const float* p = base + col[e] * stride + offset;
+    const float* pe = EDGE ? ebase + e * stride + offset : nullptr;
+    __m512 s = _mm512_mul_ps(x[0], load_key<NV, FULL, EDGE>(p, pe, 0, tail));
 #pragma GCC unroll 8
-    for (int u = 1; u < NV; ++u) s = _mm512_fmadd_ps(x[u], load_row<NV, FULL>(p, u, tail), s);
+    for (int u = 1; u < NV; ++u) s = _mm512_fmadd_ps(x[u], load_key<NV, FULL, EDGE>(p, pe, u, tail), s);
     dots[t] = s;
   }
   return hsum16(dots);
 }
 
-// acc += sum_t w[t] * base[col[e0 + t]] + offset, t < n. Even and odd edges go to two
-// accumulator sets (two FMA dependency chains of 8 instead of one of 16), added at the end.
+// block_dots with the per-edge terms when ebase is not null.
 template <int NV, bool FULL>
-GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const int64_t* col, int64_t e0,
-                       int n, int64_t stride, int64_t offset) {
+GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const float* ebase, const int64_t* col,
+                            int64_t e0, int n, int64_t stride, int64_t offset) {
+  return ebase ? block_dots<NV, FULL, true>(x, tail, base, ebase, col, e0, n, stride, offset)
+               : block_dots<NV, FULL, false>(x, tail, base, ebase, col, e0, n, stride, offset);
+}
+
+// acc += sum_t w[t] * (base[col[e0 + t]] (+ ebase[e0 + t])), t < n (rows as in block_dots). Even
+// and odd edges go to two accumulator sets (two FMA dependency chains of 8 instead of one of 16),
+// added at the end.
+template <int NV, bool FULL, bool EDGE>
+GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const float* ebase,
+                          const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
   __m512 odd[NV];
 #pragma GCC unroll 8
   for (int u = 0; u < NV; ++u) odd[u] = _mm512_setzero_ps();
   auto step = [&](int t, __m512* x) {
     const float* p = base + col[e0 + t] * stride + offset;
+    const float* pe = EDGE ? ebase + (e0 + t) * stride + offset : nullptr;
     const __m512 wt = _mm512_set1_ps(w[t]);
 #pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) x[u] = _mm512_fmadd_ps(wt, load_row<NV, FULL>(p, u, tail), x[u]);
+    for (int u = 0; u < NV; ++u) x[u] = _mm512_fmadd_ps(wt, load_key<NV, FULL, EDGE>(p, pe, u, tail), x[u]);
   };
   if (n == 16) {
 #pragma GCC unroll 8
@@ -350,6 +433,17 @@ GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const flo
   }
 #pragma GCC unroll 8
   for (int u = 0; u < NV; ++u) acc[u] = _mm512_add_ps(acc[u], odd[u]);
+}
+
+// block_axpy with the per-edge terms when ebase is not null.
+template <int NV, bool FULL>
+GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const float* ebase,
+                          const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
+  if (ebase) {
+    block_axpy<NV, FULL, true>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
+  } else {
+    block_axpy<NV, FULL, false>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
+  }
 }
 
 // Edges scored before one softmax update: the max / exp / sum of a run of 16 blocks is one
@@ -378,7 +472,7 @@ SoftmaxState<float> fwd_avx512(const FwdArgs<float>& a, int64_t i, int64_t h, in
     for (int b = 0; b < blocks; ++b) {
       const int64_t e0 = r0 + 16 * b;
       const int n = static_cast<int>(std::min<int64_t>(16, r1 - e0));
-      V16 s{block_dots<NV, FULL>(qv, km, a.k, a.col, e0, n, H * D, h * D)};
+      V16 s{block_dots<NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
       s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
       s.x = _mm512_mask_blend_ps(__mmask16((1u << n) - 1), _mm512_set1_ps(kNegInf), s.x);  // past n: weight 0
       vmax = _mm512_max_ps(vmax, s.x);
@@ -405,8 +499,8 @@ SoftmaxState<float> fwd_avx512(const FwdArgs<float>& a, int64_t i, int64_t h, in
     }
     for (int b = 0; b < blocks; ++b) {
       const int64_t e0 = r0 + 16 * b;
-      block_axpy<NV, FULL>(acc, vm, sbuf + 16 * b, a.v, a.col, e0, static_cast<int>(std::min<int64_t>(16, r1 - e0)),
-                     H * Dv, h * Dv);
+      block_axpy<NV, FULL>(acc, vm, sbuf + 16 * b, a.v, a.ev, a.col, e0,
+                           static_cast<int>(std::min<int64_t>(16, r1 - e0)), H * Dv, h * Dv);
     }
   }
 #pragma GCC unroll 8
@@ -432,8 +526,8 @@ void bwd_dst_avx512(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, i
   for (int64_t e0 = lo; e0 < hi; e0 += 16) {
     const int n = static_cast<int>(std::min<int64_t>(16, hi - e0));
     const __mmask16 valid = __mmask16((1u << n) - 1);
-    V16 s{block_dots<NV, FULL>(qv, km, a.k, a.col, e0, n, H * D, h * D)};
-    const V16 dp{block_dots<NV, FULL>(ov, vm, a.v, a.col, e0, n, H * Dv, h * Dv)};
+    V16 s{block_dots<NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
+    const V16 dp{block_dots<NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
     s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
     s.x = _mm512_mask_blend_ps(valid, _mm512_set1_ps(kNegInf), s.x);
     const V16 p = edge_prob(s, shift);  // 0 on lanes past n
@@ -448,6 +542,14 @@ void bwd_dst_avx512(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, i
     }
     _mm512_store_ps(buf, pg.x);
     for (int t = 0; t < n; ++t) a.pg[(e0 + t) * H + h] = buf[t];
+    if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
+      for (int t = 0; t < n; ++t) {
+        const V16 w = splat(buf[t]);
+        float* row = a.gev + ((e0 + t) * H + h) * Dv;
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; ++u) store_row<NV, FULL>(row, u, vm, grad_edge_value(w, V16{ov[u]}).x);
+      }
+    }
     if (a.dgate) {
       _mm512_store_ps(buf, grad_gate(p, dp).x);
       for (int t = 0; t < n; ++t) a.dgate[(e0 + t) * H + h] = buf[t];
@@ -455,7 +557,15 @@ void bwd_dst_avx512(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, i
     _mm512_store_ps(buf, ds.x);
     for (int t = 0; t < n; ++t) a.ds[(e0 + t) * H + h] = buf[t];
     _mm512_store_ps(buf, grad_dot(ds, scale).x);
-    block_axpy<NV, FULL>(gq, km, buf, a.k, a.col, e0, n, H * D, h * D);
+    block_axpy<NV, FULL>(gq, km, buf, a.k, a.ek, a.col, e0, n, H * D, h * D);
+    if (a.gek) {  // grad_kappa_e = scale ds_e q_i, one row per edge
+      for (int t = 0; t < n; ++t) {
+        const V16 w = splat(buf[t]);
+        float* row = a.gek + ((e0 + t) * H + h) * D;
+#pragma GCC unroll 8
+        for (int u = 0; u < NV; ++u) store_row<NV, FULL>(row, u, km, grad_edge_key(w, V16{qv[u]}).x);
+      }
+    }
   }
 #pragma GCC unroll 8
   for (int u = 0; u < NV; ++u) store_row<NV, FULL>(gq_out, u, km, gq[u]);
@@ -536,8 +646,18 @@ Kernels<scalar_t> pick_kernels(int64_t D, int64_t Dv) {
     }
   }
 #endif
-  (void)D;
-  (void)Dv;
+  if (D == Dv) {
+    switch (D) {
+#define GA_CASE(DIM) \
+  case DIM:          \
+    return {fwd_generic<scalar_t, DIM>, bwd_dst_generic<scalar_t, DIM>, bwd_src_generic<scalar_t, DIM>};
+      GA_CASE(16)
+      GA_CASE(32)
+      GA_CASE(64)
+#undef GA_CASE
+      default: break;
+    }
+  }
   return {fwd_generic<scalar_t>, bwd_dst_generic<scalar_t>, bwd_src_generic<scalar_t>};
 }
 
@@ -548,12 +668,14 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
                                                           const at::Tensor& col, const at::Tensor& colptr,
                                                           const at::Tensor& row, const at::Tensor& perm,
                                                           const std::optional<at::Tensor>& bias,
-                                                          const std::optional<at::Tensor>& gate, double scale) {
+                                                          const std::optional<at::Tensor>& gate,
+                                                          const std::optional<at::Tensor>& edge_key,
+                                                          const std::optional<at::Tensor>& edge_value, double scale) {
   (void)colptr;
   (void)row;
   (void)perm;
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_fwd (CPU kernel) got q on ", q.device());
-  const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate);
+  const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate, edge_key, edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
   at::Tensor out = at::empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
@@ -565,6 +687,8 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
                         v.const_data_ptr<scalar_t>(),
                         bias ? bias->const_data_ptr<scalar_t>() : nullptr,
                         gate ? gate->const_data_ptr<scalar_t>() : nullptr,
+                        edge_key ? edge_key->const_data_ptr<scalar_t>() : nullptr,
+                        edge_value ? edge_value->const_data_ptr<scalar_t>() : nullptr,
                         rowptr.const_data_ptr<int64_t>(),
                         col.const_data_ptr<int64_t>(),
                         H,
@@ -616,14 +740,19 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_attention_bwd_cpu(
-    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, const at::Tensor& rowptr, const at::Tensor& col,
-    const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& perm, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& gate, double scale, bool need_kv, bool need_bias, bool need_gate) {
+BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse,
+                                      const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& rowptr,
+                                      const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                      const at::Tensor& perm, const std::optional<at::Tensor>& bias,
+                                      const std::optional<at::Tensor>& gate,
+                                      const std::optional<at::Tensor>& edge_key,
+                                      const std::optional<at::Tensor>& edge_value, double scale, bool need_kv,
+                                      bool need_bias, bool need_gate, bool need_edge_key, bool need_edge_value) {
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_bwd (CPU kernel) got q on ", q.device());
   const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate,
-                                  need_kv, need_bias, need_gate);
+                                  edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
+                                  need_edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
   const int64_t H = sz.heads, D = sz.d, Dv = sz.dv, E = sz.edges;
   at::Tensor dq = at::empty(q.sizes(), q.options());
@@ -640,6 +769,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
   void* ds_ptr = need_bias ? ds.data_ptr() : workspace.data();
   void* pg_ptr = reinterpret_cast<char*>(workspace.data()) + (need_bias ? 0 : E * H * acc_size);
   at::Tensor dgate = need_gate ? at::empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor dek = need_edge_key ? at::empty({E, H, D}, q.options()) : no_grad_tensor(q);
+  at::Tensor dev = need_edge_value ? at::empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
   at::Tensor delta = at::empty({sz.n_dst, H}, q.options().dtype(acc_type));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_bwd_cpu", [&] {
@@ -650,9 +781,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
     acc_t* dl = delta.mutable_data_ptr<acc_t>();
     at::parallel_for(0, sz.n_dst, 256, [&](int64_t r0, int64_t r1) {
       for (int64_t x = r0 * H; x < r1 * H; ++x) {
-        acc_t dot = 0;
-        for (int64_t d = 0; d < Dv; ++d) dot += acc_t(go[x * Dv + d]) * acc_t(o[x * Dv + d]);
-        dl[x] = row_delta(dot, gl ? gl[x] : acc_t(0));
+        const scalar_t* no_edge = nullptr;
+        dl[x] = row_delta(dot_edge<acc_t>(go + x * Dv, o + x * Dv, no_edge, Dv), gl ? gl[x] : acc_t(0));
       }
     });
     BwdArgs<scalar_t> a{q.const_data_ptr<scalar_t>(),
@@ -661,6 +791,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
                         go,
                         bias ? bias->const_data_ptr<scalar_t>() : nullptr,
                         gate ? gate->const_data_ptr<scalar_t>() : nullptr,
+                        edge_key ? edge_key->const_data_ptr<scalar_t>() : nullptr,
+                        edge_value ? edge_value->const_data_ptr<scalar_t>() : nullptr,
+                        need_edge_key ? dek.mutable_data_ptr<scalar_t>() : nullptr,
+                        need_edge_value ? dev.mutable_data_ptr<scalar_t>() : nullptr,
                         rowptr.const_data_ptr<int64_t>(),
                         col.const_data_ptr<int64_t>(),
                         need_kv ? colptr.const_data_ptr<int64_t>() : nullptr,
@@ -677,7 +811,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
                         static_cast<acc_t>(scale)};
     const auto kern = pick_kernels<scalar_t>(D, Dv);
 
-    // Destination pass: grad_q, and ds / gate * p per edge for the source pass.
+    // Destination pass: grad_q, the per-edge gradients (gate, edge_key, edge_value), and ds /
+    // gate * p per edge for the source pass.
     {
       scalar_t* gq = dq.mutable_data_ptr<scalar_t>();
       const Plan plan = make_plan(a.rowptr, sz.n_dst);
@@ -744,7 +879,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> edge_atte
     }
   });
 
-  return backward_outputs(q, dq, dk, dv, ds, dgate, need_bias, need_gate);
+  return backward_outputs(q, dq, dk, dv, ds, dgate, dek, dev, need_bias, need_gate);
 }
 
 }  // namespace

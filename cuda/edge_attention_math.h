@@ -12,6 +12,17 @@
 //   grad_v_j = sum_e gate_e p_e dO_i,    grad_gate_e = p_e * dp_e
 // A gradient of lse (when a caller uses it) enters as delta_i - grad_lse_i, since d lse_i / d s_e = p_e.
 //
+// Per-edge key / value terms (optional; kappa = edge_key [E, H, D], nu = edge_value [E, H, Dv]):
+// edge e = (j -> i) has key k_j + kappa_e and value v_j + nu_e, read in place (k[col] and v[col] are
+// never gathered). Everything above holds with k_j and v_j replaced by these sums:
+//   s_e  = scale * <q_i, k_j + kappa_e> + bias_e,   out_i = sum_e gate_e p_e (v_j + nu_e)
+//   dp_e = <dO_i, v_j + nu_e>,                      grad_q_i = scale * sum_e ds_e (k_j + kappa_e)
+// and, since s_e depends on kappa_e only through <q_i, kappa_e> and out_i on nu_e only through
+// gate_e p_e nu_e, each edge's own gradients come from its destination row (no atomics):
+//   grad_kappa_e = scale * ds_e * q_i      (the term of grad_k_j that comes from edge e)
+//   grad_nu_e    = gate_e * p_e * dO_i     (the term of grad_v_j that comes from edge e)
+// When one tensor is passed as both kappa and nu, its gradient is the sum of the two.
+//
 // Empty-row rule: a destination with no in-edges (or only -inf scores) gets out = 0 and lse = -inf,
 // never NaN. Every function that meets a -inf says how it avoids -inf - (-inf).
 //
@@ -84,9 +95,9 @@ GA_HD bool softmax_rescale(SoftmaxState<T>& st, T m_blk, T& alpha) {
     alpha = T(1);
     return false;
   }
-  // st.m may be -inf (first finite block): exp(-inf - finite) = 0 wipes the (empty) old state.
-  // An unchanged max skips the exp (exp(0) = 1 exactly, so the result is the same).
-  alpha = st.m == m_new ? T(1) : ga_exp(st.m - m_new);
+  // st.m may be -inf (first finite block): the factor is exp(-inf - finite) = 0, which wipes the
+  // (empty) old state; it is set without calling exp, as is 1 for an unchanged max (exp(0) = 1).
+  alpha = st.m == m_new ? T(1) : (st.m > neg_inf<T>() ? ga_exp(st.m - m_new) : T(0));
   st.l = st.l * alpha;
   st.m = m_new;
   return true;
@@ -177,6 +188,26 @@ GA_HD V grad_gate(V p, V dp) {
 template <typename V>
 GA_HD V grad_dot(V ds, V scale) {
   return ds * scale;
+}
+
+// ---------------------------------------------------------------- per-edge key / value terms
+
+// The key (value) of edge e: the source's k_j (v_j) plus the edge's kappa_e (nu_e), one element.
+template <typename V>
+GA_HD V edge_term(V node, V edge) {
+  return node + edge;
+}
+
+// grad_kappa_e = scale * ds_e * q_i, one element; dsk = grad_dot(ds_e, scale).
+template <typename V>
+GA_HD V grad_edge_key(V dsk, V q) {
+  return dsk * q;
+}
+
+// grad_nu_e = gate_e * p_e * dO_i, one element; pg = value_weight(p_e, gate_e).
+template <typename V>
+GA_HD V grad_edge_value(V pg, V dout) {
+  return pg * dout;
 }
 
 }  // namespace math

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from .._compat import import_dgl
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
-from ._edge_sources import edge_source_graph
 
 dgl = import_dgl()
 
@@ -50,9 +49,10 @@ class GraphAttnConv(nn.Module):
         a_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)} s_{ij}, \qquad
         h^{\prime}_i = \sum_{j \in \mathcal{N}(i)} a_{ij} \left(W_v h_j + W_e f_{ij}\right),
 
-    with the :math:`W_e f_{ij}` terms only when ``edge_feats`` is set. Without them the layer is one
-    call of :func:`graphattn.ops.edge_attention` over the graph's CSR; with them each edge becomes its
-    own source (key :math:`W_k h_j + W_e f_{ij}`, value :math:`W_v h_j + W_e f_{ij}`) of the same op.
+    with the :math:`W_e f_{ij}` terms only when ``edge_feats`` is set. The layer is one call of
+    :func:`graphattn.ops.edge_attention` over the graph's CSR; :math:`W_e f_{ij}` (``[E, H, d]``) is
+    that call's ``edge_key`` and ``edge_value``, added to the keys and values in place (no per-edge
+    copies of :math:`W_k h_j` or :math:`W_v h_j` are made).
     Attention weights are recomputed from the op's log-sum-exp only when ``get_attention=True``.
 
     Args:
@@ -156,21 +156,19 @@ class GraphAttnConv(nn.Module):
         k = self.fc_k(h_src).view(-1, H, C)
         v = self.fc_v(h_src).view(-1, H, C)
         scale = 1.0 / math.sqrt(C)
-        att_graph, att_k, att_v = g, k, v
+        e = None
         if self.fc_e is not None:
             if edge_feat.size(0) != g.num_edges:
                 raise ValueError(f"edge_feat must be [E={g.num_edges}, F_e], got shape {list(edge_feat.shape)}")
-            # Edge features in graphattn's (destination-grouped) edge order.
+            # Edge features in graphattn's (destination-grouped) edge order: the op's per-edge key
+            # and value terms, giving q_i . (k_j + e_ij) scores and sum_j a_ij (v_j + e_ij).
             e = self.fc_e(edge_feat.index_select(0, eids)).view(-1, H, C)
-            # Each edge as its own source with key k_j + e_ij and value v_j + e_ij: one fused op
-            # then gives q_i . (k_j + e_ij) scores and sum_j a_ij (v_j + e_ij).
-            att_graph = edge_source_graph(g)
-            att_k = k.index_select(0, g.col) + e
-            att_v = v.index_select(0, g.col) + e
-        out, lse = edge_attention(q, att_k, att_v, att_graph, scale=scale, return_lse=True, backend=self.backend)
+        out, lse = edge_attention(
+            q, k, v, g, edge_key=e, edge_value=e, scale=scale, return_lse=True, backend=self.backend
+        )
         if not get_attention:
             return out
-        attn = attention_weights(q, att_k, att_graph, lse, scale=scale)  # recomputed from lse, on demand
+        attn = attention_weights(q, k, g, lse, edge_key=e, scale=scale)  # recomputed from lse, on demand
         # Back to DGL's edge ids: position e holds DGL edge eids[e].
         attn_dgl = torch.empty_like(attn).index_copy_(0, eids, attn)
         return out, attn_dgl.unsqueeze(-1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +27,25 @@ from torch_geometric.utils import softmax as pyg_softmax
 
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
-from ._edge_sources import edge_source_graph
+from ..structure.base import Structure, StructureOutput
 
-__all__ = ["GraphAttnConv", "ToGraph", "as_graph", "edge_source_graph", "GRAPH_ATTR"]
+__all__ = ["GraphAttnConv", "ToGraph", "as_graph", "GRAPH_ATTR"]
 
 GRAPH_ATTR = "attn_graph"
 """Default name of the attribute :class:`ToGraph` stores the :class:`graphattn.Graph` under."""
 
 StructureFn = Callable[[Tensor, Graph], Graph]
+
+
+class _Edges(NamedTuple):
+    """The edges a layer call attends over, resolved from its inputs and its structure."""
+
+    graph: Graph
+    edge_attr: Tensor | None  # in edge-id order
+    perm: Tensor | None  # edge e of graph is column perm[e] of the input edge_index (None: identity)
+    input_order: bool  # graph's edges are the input edges (possibly reordered by perm)
+    bias: Tensor | None  # [E, H] from a Structure module (0 on input edges), else None
+    gate: Tensor | None  # [E, H] from a Structure module (1 on input edges), else None
 
 
 # ---------------------------------------------------------------------------- edge_index -> Graph
@@ -145,11 +156,12 @@ class GraphAttnConv(MessagePassing):
     :math:`\beta_i = \operatorname{sigmoid}(\mathbf{w}_5^{\top}[\mathbf{m}_i, \mathbf{W}_1 \mathbf{x}_i,
     \mathbf{m}_i - \mathbf{W}_1 \mathbf{x}_i])`.
 
-    How it runs: without edge features, scores, softmax and aggregation are one call of
-    :func:`graphattn.ops.edge_attention` (no per-edge tensors are stored). With edge features, whose
-    :math:`|\mathcal{E}| \times H \times d` projections exist anyway, each edge becomes its own source
-    with key :math:`k_j + e_{ij}` and value :math:`v_j + e_{ij}` (:func:`edge_source_graph`), so the
-    same single op computes :math:`q_i^\top(k_j + e_{ij})` and :math:`\sum_j \alpha_{ij}(v_j + e_{ij})`.
+    How it runs: scores, softmax and aggregation are one call of :func:`graphattn.ops.edge_attention`
+    (no per-edge attention tensors are stored). Edge features enter that call as its per-edge key and
+    value terms: the projected :math:`e_{ij} = \mathbf{W}_6 \mathbf{e}_{ij}` (``[E, H, d]``, which
+    exists anyway) is passed as both ``edge_key`` and ``edge_value``, so the op computes
+    :math:`q_i^\top(k_j + e_{ij})` and :math:`\sum_j \alpha_{ij}(v_j + e_{ij})` reading :math:`k_j`,
+    :math:`v_j` and :math:`e_{ij}` in place; no per-edge copies of keys or values are gathered.
     Attention weights are recomputed from the op's log-sum-exp only when asked for. Attention
     dropout is the op's ``gate`` (a scaled Bernoulli mask).
     The per-edge :meth:`message` path is kept and used whenever PyG tooling needs it: explainers
@@ -168,12 +180,20 @@ class GraphAttnConv(MessagePassing):
         bias (bool, optional): learn additive biases in the linear maps. (default: ``True``)
         root_weight (bool, optional): add the transformed root features (``lin_skip``); ``False``
             also turns ``beta`` off. (default: ``True``)
-        structure (callable, optional): ``structure(x_dst, graph) -> graphattn.Graph`` called with the
-            destination features ``[N_dst, F]`` and the input :class:`graphattn.Graph` (whose ``ptr``
-            says where each example of a batch starts when the caller set it); its edges are added to
-            the input edges (``structure_mode="add"``; they carry zero edge features) or replace them
-            (``"replace"``; then ``edge_attr`` must be ``None``). Any graphattn structure builder fits
-            behind a ``lambda``. (default: ``None``)
+        structure (Structure or callable, optional): where extra edges come from, either a
+            :class:`graphattn.structure.Structure` module (``Window(8)``, ``Routing(...)``, ...),
+            called as ``structure(query, key, ptr=graph.ptr, src_ptr=graph.src_ptr, graph=graph)``
+            with the projected queries / keys ``[N, H, d]``, or a callable
+            ``structure(x_dst, graph) -> graphattn.Graph`` called with the destination features
+            ``[N_dst, F]``; ``graph`` is the input :class:`graphattn.Graph` (its ``ptr`` says where
+            each example of a batch starts when the caller set it). The new edges are added to the
+            input edges (``structure_mode="add"``; they carry zero edge features, and input edges
+            get bias 0 and gate 1 next to a structure's ``bias`` / ``gate``) or replace them
+            (``"replace"``; then ``edge_attr`` must be ``None``). A module's ``bias`` / ``gate`` enter
+            the fused op, its ``aux_loss`` is kept in :attr:`aux_loss` until the next call; per-head
+            structures and structures with extra source nodes (``Combiner``) need
+            :class:`graphattn.nn.GraphAttention` instead. A structure with parameters adds them to
+            the state dict. (default: ``None``)
         structure_mode (str, optional): ``"add"`` or ``"replace"``. (default: ``"add"``)
         backend (str, optional): backend of :func:`graphattn.ops.edge_attention`; ``None`` picks the
             fastest that can run. (default: ``None``)
@@ -205,7 +225,7 @@ class GraphAttnConv(MessagePassing):
         bias: bool = True,
         root_weight: bool = True,
         *,
-        structure: StructureFn | None = None,
+        structure: Structure | StructureFn | None = None,
         structure_mode: Literal["add", "replace"] = "add",
         backend: str | None = None,
         **kwargs: Any,
@@ -220,7 +240,8 @@ class GraphAttnConv(MessagePassing):
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if structure is not None and not callable(structure):
             raise TypeError(
-                f"structure must be callable (x_dst, graph) -> Graph or None, got {type(structure).__name__}"
+                "structure must be a graphattn Structure module, a callable (x_dst, graph) -> Graph, or None, "
+                f"got {type(structure).__name__}"
             )
         if structure_mode not in ("add", "replace"):
             raise ValueError(f"structure_mode must be 'add' or 'replace', got {structure_mode!r}")
@@ -237,6 +258,7 @@ class GraphAttnConv(MessagePassing):
         self.structure_mode = structure_mode
         self.backend = backend
         self._alpha = None
+        self.aux_loss: Tensor | None = None  # the Structure module's aux_loss of the last call
 
         src_channels, dst_channels = (in_channels, in_channels) if isinstance(in_channels, int) else in_channels
         width = heads * out_channels
@@ -281,10 +303,39 @@ class GraphAttnConv(MessagePassing):
             isinstance(edge_index, Tensor) and edge_index.layout != torch.strided
         )
 
+    def _structure_edges(
+        self, x_dst: Tensor, query: Tensor, key: Tensor, graph: Graph
+    ) -> tuple[Graph, Tensor | None, Tensor | None]:
+        """The structure's ``(graph, bias, gate)``; a callable gives no bias or gate."""
+        if not isinstance(self.structure, Structure):
+            extra = self.structure(x_dst, graph)
+            if not isinstance(extra, Graph):
+                raise TypeError(f"structure must return a graphattn.Graph, got {type(extra).__name__}")
+            return extra, None, None
+        out = self.structure(query, key, ptr=graph.ptr, src_ptr=graph.src_ptr, graph=graph)
+        if isinstance(out, Graph):
+            out = StructureOutput(out)
+        if not isinstance(out, StructureOutput):
+            raise TypeError(f"structure must return a StructureOutput or a Graph, got {type(out).__name__}")
+        name = type(self.structure).__name__
+        if out.per_head or out.sources is not None:
+            raise ValueError(
+                f"structure {name} returns a per-head graph or extra source nodes, which GraphAttnConv does not "
+                "support; use graphattn.nn.GraphAttention for it"
+            )
+        for term, t in (("bias", out.bias), ("gate", out.gate)):
+            if t is not None and tuple(t.shape) != (out.graph.num_edges, self.heads):
+                raise ValueError(
+                    f"structure {name} returned {term} of shape {list(t.shape)}, expected "
+                    f"[E, H] = [{out.graph.num_edges}, {self.heads}]"
+                )
+        self.aux_loss = out.aux_loss
+        return out.graph, out.bias, out.gate
+
     def _resolve_edges(
-        self, x_dst: Tensor, edge_index: Any, edge_attr: Tensor | None, num_src: int
-    ) -> tuple[Graph, Tensor | None, Tensor | None, bool]:
-        """``(graph, edge_attr in edge-id order, perm or None, input order kept)``."""
+        self, x_dst: Tensor, query: Tensor, key: Tensor, edge_index: Any, edge_attr: Tensor | None, num_src: int
+    ) -> _Edges:
+        """The graph to attend over, with its edge features, bias and gate in edge-id order."""
         graph, perm = as_graph(edge_index, num_src, x_dst.size(0))
         if edge_attr is not None:
             if edge_attr.size(0) != graph.num_edges:
@@ -294,10 +345,9 @@ class GraphAttnConv(MessagePassing):
             if perm is not None:
                 edge_attr = edge_attr.index_select(0, perm)
         if self.structure is None:
-            return graph, edge_attr, perm, True
-        extra = self.structure(x_dst, graph)
-        if not isinstance(extra, Graph):
-            raise TypeError(f"structure must return a graphattn.Graph, got {type(extra).__name__}")
+            return _Edges(graph, edge_attr, perm, True, None, None)
+        self.aux_loss = None
+        extra, bias, gate = self._structure_edges(x_dst, query, key, graph)
         if extra.num_src != graph.num_src or extra.num_dst != graph.num_dst:
             raise ValueError(
                 f"structure returned a graph with (num_src, num_dst) = ({extra.num_src}, {extra.num_dst}), "
@@ -306,13 +356,18 @@ class GraphAttnConv(MessagePassing):
         if self.structure_mode == "replace":
             if edge_attr is not None:
                 raise ValueError("edge_attr must be None with structure_mode='replace' (the input edges are dropped)")
-            return extra, None, None, False
+            return _Edges(extra, None, None, False, bias, gate)
         merged, order = _union(graph, extra)
         if edge_attr is not None:
             # Structural edges have no features: zeros, which lin_edge (no bias) maps to zero.
             pad = edge_attr.new_zeros((extra.num_edges, *edge_attr.shape[1:]))
             edge_attr = torch.cat([edge_attr, pad], dim=0).index_select(0, order)
-        return merged, edge_attr, None, False
+        # Input edges keep plain attention next to the structure's terms: bias 0, gate 1.
+        if bias is not None:
+            bias = torch.cat([bias.new_zeros((graph.num_edges, self.heads)), bias]).index_select(0, order)
+        if gate is not None:
+            gate = torch.cat([gate.new_ones((graph.num_edges, self.heads)), gate]).index_select(0, order)
+        return _Edges(merged, edge_attr, None, False, bias, gate)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -375,29 +430,34 @@ class GraphAttnConv(MessagePassing):
         return_attention_weights: bool | None,
     ) -> tuple[Tensor, Any, Tensor | None]:
         H, C = self.heads, self.out_channels
-        graph, edge_attr, perm, input_order = self._resolve_edges(x_dst, edge_index, edge_attr, num_src)
+        graph, edge_attr, perm, input_order, bias, gate = self._resolve_edges(
+            x_dst, query, key, edge_index, edge_attr, num_src
+        )
         scale = 1.0 / math.sqrt(C)
-        gate = None
         if self.training and self.dropout > 0:
             # Dropout of the normalized weights == a gate of Bernoulli(1 - p) / (1 - p) per edge.
             keep = torch.empty(graph.num_edges, H, dtype=query.dtype, device=query.device)
-            gate = keep.bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+            mask = keep.bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
+            gate = mask if gate is None else gate * mask
         want_alpha = isinstance(return_attention_weights, bool)
-        if edge_attr is None or self.lin_edge is None:
-            att_graph, att_key, att_value = graph, key, value
-        else:
-            # q_i . (k_j + e_ij) and sum_e p_e (v_j + e_ij): each edge becomes its own source with
-            # key k_j + e_ij and value v_j + e_ij, so one fused op covers scores, softmax and both
-            # value terms (the E x H x C edge features exist anyway; only two more are made).
-            e = self.lin_edge(edge_attr).view(-1, H, C)
-            att_graph = edge_source_graph(graph)
-            att_key = key.index_select(0, graph.col) + e
-            att_value = value.index_select(0, graph.col) + e
+        # q_i . (k_j + e_ij) and sum_e p_e (v_j + e_ij): the projected edge features are the op's
+        # per-edge key and value terms (one tensor for both; its gradient is the sum of the two).
+        e = None if edge_attr is None or self.lin_edge is None else self.lin_edge(edge_attr).view(-1, H, C)
         out, lse = edge_attention(
-            query, att_key, att_value, att_graph, gate=gate, scale=scale, return_lse=True, backend=self.backend
+            query,
+            key,
+            value,
+            graph,
+            bias=bias,
+            gate=gate,
+            edge_key=e,
+            edge_value=e,
+            scale=scale,
+            return_lse=True,
+            backend=self.backend,
         )
         # Weights on demand only, recomputed from the saved log-sum-exp (never kept by the op).
-        alpha = attention_weights(query, att_key, att_graph, lse, scale=scale) if want_alpha else None
+        alpha = attention_weights(query, key, graph, lse, bias=bias, edge_key=e, scale=scale) if want_alpha else None
         if not want_alpha:
             return out, None, None
         if input_order and not isinstance(edge_index, Graph):
@@ -419,7 +479,14 @@ class GraphAttnConv(MessagePassing):
         size = (num_src, x_dst.size(0))
         returned = edge_index
         if isinstance(edge_index, Graph) or self.structure is not None:
-            graph, edge_attr, _, input_order = self._resolve_edges(x_dst, edge_index, edge_attr, num_src)
+            graph, edge_attr, _, input_order, bias, gate = self._resolve_edges(
+                x_dst, query, key, edge_index, edge_attr, num_src
+            )
+            if bias is not None or gate is not None:
+                raise ValueError(
+                    f"structure {type(self.structure).__name__} returns a per-edge bias / gate, which the per-edge "
+                    "message() path (explainers, message hooks, SparseTensor inputs) does not apply"
+                )
             if not input_order or isinstance(edge_index, Graph):
                 edge_index = returned = graph.to_edge_index()
             if isinstance(returned, Graph):  # pragma: no cover - converted above

@@ -3,11 +3,13 @@ r"""Attention as one op over a destination-sorted edge list.
 For destination :math:`i` with in-edges :math:`e = (j \to i)`:
 
 .. math::
-    s_e = \text{scale} \cdot \langle q_i, k_j \rangle + \text{bias}_e, \qquad
+    s_e = \text{scale} \cdot \langle q_i, k_j + \kappa_e \rangle + \text{bias}_e, \qquad
     p_e = \frac{\exp(s_e)}{\sum_{e' \to i} \exp(s_{e'})}, \qquad
-    \text{out}_i = \sum_{e \to i} \text{gate}_e \, p_e \, v_j,
+    \text{out}_i = \sum_{e \to i} \text{gate}_e \, p_e \, (v_j + \nu_e),
 
-per head, with :math:`\text{lse}_i = \log \sum_{e \to i} \exp(s_e)`. A destination
+per head, with :math:`\text{lse}_i = \log \sum_{e \to i} \exp(s_e)` and the optional per-edge
+key and value terms :math:`\kappa_e` (``edge_key``) and :math:`\nu_e` (``edge_value``), zero when
+absent. A destination
 with no in-edges gets ``out = 0`` and ``lse = -inf`` (never NaN); duplicate edges
 count separately; sources and destinations may differ (bipartite).
 
@@ -22,7 +24,15 @@ from torch import Tensor
 
 from ..graph import Graph
 from . import reference
-from ._checks import check_attention_inputs, check_edge_tensor, check_graph, check_node_tensor, check_qk, check_scale
+from ._checks import (
+    check_attention_inputs,
+    check_edge_features,
+    check_edge_tensor,
+    check_graph,
+    check_node_tensor,
+    check_qk,
+    check_scale,
+)
 from .dispatch import Backend, backends, get_backend, register_backend, select_backend
 
 __all__ = [
@@ -46,6 +56,8 @@ def edge_attention(
     *,
     bias: Tensor | None = None,
     gate: Tensor | None = None,
+    edge_key: Tensor | None = None,
+    edge_value: Tensor | None = None,
     scale: float | None = None,
     return_lse: bool = False,
     backend: str | None = None,
@@ -54,7 +66,15 @@ def edge_attention(
 
     .. math::
         \text{out}_i = \sum_{e = (j \to i)} \text{gate}_e \,
-        \operatorname{softmax}_{e \to i}\!\big(\text{scale}\,\langle q_i, k_j\rangle + \text{bias}_e\big)\, v_j
+        \operatorname{softmax}_{e \to i}\!\big(\text{scale}\,\langle q_i, k_j + \kappa_e\rangle
+        + \text{bias}_e\big)\, (v_j + \nu_e)
+
+    with :math:`\kappa_e` = ``edge_key[e]`` and :math:`\nu_e` = ``edge_value[e]`` (zero when not given).
+    Edge features of a graph transformer (``TransformerConv``: key :math:`k_j + e_{ij}`, value
+    :math:`v_j + e_{ij}`) enter this way without gathering ``k[col]`` / ``v[col]``: the backward
+    gives :math:`\partial/\partial\kappa_e = \text{scale}\, ds_e\, q_i` and
+    :math:`\partial/\partial\nu_e = \text{gate}_e\, p_e\, dO_i`, with :math:`ds_e` the gradient of
+    the score :math:`s_e`.
 
     Args:
         q: queries ``[N_dst, H, D]``.
@@ -63,6 +83,9 @@ def edge_attention(
         graph: the edges (:class:`graphattn.Graph`), on the device of ``q``.
         bias: optional ``[E, H]`` added to the logits (edge-id order, as in ``graph.col``).
         gate: optional ``[E, H]`` multiplying the normalized weights (not renormalized).
+        edge_key: optional ``[E, H, D]`` added to the key of each edge (edge-id order).
+        edge_value: optional ``[E, H, Dv]`` added to the value of each edge (edge-id order); may be
+            the same tensor as ``edge_key`` (then ``D == Dv``), its gradient is the sum of both.
         scale: logit scale; default ``D ** -0.5``.
         return_lse: also return ``lse [N_dst, H]`` (float32 for half inputs).
         backend: ``None`` picks the first backend that supports the inputs; a name
@@ -71,9 +94,11 @@ def edge_attention(
     Returns:
         ``out [N_dst, H, Dv]`` in the dtype of ``q``, or ``(out, lse)``.
     """
-    q, k, v, graph, bias, gate, scale = check_attention_inputs(q, k, v, graph, bias, gate, scale)
+    q, k, v, graph, bias, gate, scale, edge_key, edge_value = check_attention_inputs(
+        q, k, v, graph, bias, gate, scale, edge_key, edge_value
+    )
     impl = select_backend(backend, q, v)
-    out, lse = impl.forward(q, k, v, graph, bias, gate, scale)
+    out, lse = impl.forward(q, k, v, graph, bias, gate, scale, edge_key, edge_value)
     return (out, lse) if return_lse else out
 
 
@@ -124,13 +149,15 @@ def attention_weights(
     lse: Tensor,
     *,
     bias: Tensor | None = None,
+    edge_key: Tensor | None = None,
     scale: float | None = None,
 ) -> Tensor:
     """Per-edge softmax weights ``[E, H]`` recomputed from the ``lse`` of a forward pass.
 
     ``p_e = exp(s_e - lse_i)``: the attention weights are never stored, only recomputed
-    on demand (pass ``return_lse=True`` to :func:`edge_attention` to get ``lse``). The gate
-    is not applied: multiply by it to get the effective weights.
+    on demand (pass ``return_lse=True`` to :func:`edge_attention` to get ``lse``). Pass the
+    ``bias`` and ``edge_key`` of that forward. The gate is not applied: multiply by it to get
+    the effective weights.
     """
     q, k = check_qk(q, k, graph)
     if not isinstance(lse, Tensor) or lse.shape != (graph.num_dst, q.shape[1]):
@@ -138,7 +165,9 @@ def attention_weights(
         raise ValueError(f"lse must be [N_dst, H] = [{graph.num_dst}, {q.shape[1]}], got {got}")
     if bias is not None:
         bias = check_edge_tensor("bias", bias, graph, q.shape[1], q)
-    return reference.attention_weights(q, k, graph, lse, bias, check_scale(scale, q.shape[2]))
+    if edge_key is not None:
+        edge_key = check_edge_features("edge_key", edge_key, graph, q.shape[1], q.shape[2], "D", q)
+    return reference.attention_weights(q, k, graph, lse, bias, check_scale(scale, q.shape[2]), edge_key)
 
 
 from . import native  # noqa: E402,F401  registers the native backend

@@ -53,6 +53,24 @@ def check_edge_tensor(name: str, t: object, graph: Graph, heads: int, like: Tens
     return t
 
 
+def check_edge_features(
+    name: str, t: object, graph: Graph, heads: int, dim: int, dim_name: str, like: Tensor
+) -> Tensor:
+    """A per-edge feature tensor ``[E, H, dim]`` in edge-id order, with the dtype and device of ``like``."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.dtype != like.dtype:
+        raise TypeError(f"{name} must have the dtype of q ({like.dtype}), got {t.dtype}")
+    if t.device != like.device:
+        raise ValueError(f"{name} must be on the device of q ({like.device}), got {t.device}")
+    if t.shape != (graph.num_edges, heads, dim):
+        raise ValueError(
+            f"{name} must be [E, H, {dim_name}] = [{graph.num_edges}, {heads}, {dim}] (one row per edge, in the "
+            f"order of graph.col), got shape {_shape(t)}"
+        )
+    return t
+
+
 def check_scale(scale: object, head_dim: int) -> float:
     if scale is None:
         return 1.0 / math.sqrt(head_dim) if head_dim > 0 else 1.0
@@ -89,8 +107,16 @@ def check_qk(q: object, k: object, graph: Graph) -> tuple[Tensor, Tensor]:
 
 
 def check_attention_inputs(
-    q: object, k: object, v: object, graph: object, bias: object, gate: object, scale: object
-) -> tuple[Tensor, Tensor, Tensor, Graph, Tensor | None, Tensor | None, float]:
+    q: object,
+    k: object,
+    v: object,
+    graph: object,
+    bias: object,
+    gate: object,
+    scale: object,
+    edge_key: object = None,
+    edge_value: object = None,
+) -> tuple[Tensor, Tensor, Tensor, Graph, Tensor | None, Tensor | None, float, Tensor | None, Tensor | None]:
     """Validate the arguments of :func:`graphattn.ops.edge_attention`; returns them typed."""
     q, k = check_qk(q, k, graph)
     assert isinstance(graph, Graph)  # checked by check_qk
@@ -105,4 +131,8 @@ def check_attention_inputs(
         bias = check_edge_tensor("bias", bias, graph, heads, q)
     if gate is not None:
         gate = check_edge_tensor("gate", gate, graph, heads, q)
-    return q, k, v, graph, bias, gate, check_scale(scale, q.shape[2])
+    if edge_key is not None:
+        edge_key = check_edge_features("edge_key", edge_key, graph, heads, q.shape[2], "D", q)
+    if edge_value is not None:
+        edge_value = check_edge_features("edge_value", edge_value, graph, heads, v.shape[2], "Dv", q)
+    return q, k, v, graph, bias, gate, check_scale(scale, q.shape[2]), edge_key, edge_value

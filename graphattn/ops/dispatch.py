@@ -21,7 +21,10 @@ from . import reference
 
 __all__ = ["Backend", "register_backend", "backends", "get_backend", "select_backend"]
 
-ForwardFn = Callable[[Tensor, Tensor, Tensor, Graph, "Tensor | None", "Tensor | None", float], tuple[Tensor, Tensor]]
+ForwardFn = Callable[
+    [Tensor, Tensor, Tensor, Graph, "Tensor | None", "Tensor | None", float, "Tensor | None", "Tensor | None"],
+    tuple[Tensor, Tensor],
+]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class Backend:
         dtypes: input dtypes it accepts.
         max_head_dim: largest ``D`` and ``Dv`` it handles (``None``: no limit).
         deterministic_devices: device types on which two runs give bitwise equal results.
-        forward: ``(q, k, v, graph, bias, gate, scale) -> (out, lse)``.
+        forward: ``(q, k, v, graph, bias, gate, scale, edge_key, edge_value) -> (out, lse)``, every
+            optional tensor ``None`` when absent.
         unavailable: returns why the backend cannot be used at all (for example, its
             compiled library failed to load), or ``None`` when it can.
     """

@@ -5,7 +5,10 @@ The library holds two ``TORCH_LIBRARY`` ops, ``graphattn::edge_attention_fwd`` a
 wires the backward op as the forward's autograd formula, so ``torch.compile`` and
 ``torch.library.opcheck`` see ordinary PyTorch ops. The forward saves only ``out`` and ``lse``;
 the backward recomputes the attention weights from ``lse`` (never storing ``E x H x D`` tensors)
-and needs the graph's cached transpose, which travels through the forward op's inputs.
+and needs the graph's cached transpose, which travels through the forward op's inputs. Optional
+per-edge key / value terms (``edge_key`` / ``edge_value``, ``[E, H, D]`` / ``[E, H, Dv]``) are read
+in place by both passes; their gradients (``scale * ds_e * q_i`` and ``gate_e * p_e * dO_i``) are
+written per edge by the backward's destination pass.
 
 If the library is missing (not built, or ``GRAPHATTN_NO_EXTENSION=1``), one warning is issued
 and the backend reports itself unavailable, so dispatch falls back to the reference backend.
@@ -70,7 +73,7 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 if _LOAD_ERROR is None:
 
     @torch.library.register_fake("graphattn::edge_attention_fwd")
-    def _fwd_fake(q, k, v, rowptr, col, colptr, row, perm, bias, gate, scale):
+    def _fwd_fake(q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale):
         out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
         lse = q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q.dtype))
         return out, lse
@@ -91,10 +94,14 @@ if _LOAD_ERROR is None:
         perm,
         bias,
         gate,
+        edge_key,
+        edge_value,
         scale,
         need_kv,
         need_bias,
         need_gate,
+        need_edge_key,
+        need_edge_value,
     ):
         def empty():  # a gradient that was not asked for
             return q.new_empty((0,))
@@ -105,16 +112,18 @@ if _LOAD_ERROR is None:
             torch.empty_like(v) if need_kv else empty(),
             torch.empty_like(bias) if need_bias else empty(),
             torch.empty_like(gate) if need_gate else empty(),
+            torch.empty_like(edge_key) if need_edge_key else empty(),
+            torch.empty_like(edge_value) if need_edge_value else empty(),
         )
 
     def _setup_context(ctx, inputs, output):
-        q, k, v, rowptr, col, colptr, row, perm, bias, gate, scale = inputs
+        q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = inputs
         out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate)
+        ctx.save_for_backward(q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value)
         ctx.scale = scale
 
     def _backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate = ctx.saved_tensors
+        q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value = ctx.saved_tensors
         needs = ctx.needs_input_grad
         need_kv = needs[1] or needs[2]
         if need_kv and colptr.numel() == 0:
@@ -126,7 +135,8 @@ if _LOAD_ERROR is None:
             grad_out = torch.zeros_like(out)
         if grad_lse is not None:
             grad_lse = grad_lse.to(lse.dtype).contiguous()
-        dq, dk, dv, dbias, dgate = torch.ops.graphattn.edge_attention_bwd(
+        # One tensor passed as both edge_key and edge_value gets both gradients; autograd adds them.
+        dq, dk, dv, dbias, dgate, dedge_key, dedge_value = torch.ops.graphattn.edge_attention_bwd(
             grad_out.contiguous(),
             grad_lse,
             q,
@@ -141,10 +151,14 @@ if _LOAD_ERROR is None:
             perm,
             bias,
             gate,
+            edge_key,
+            edge_value,
             ctx.scale,
             need_kv,
             bool(needs[8]),
             bool(needs[9]),
+            bool(needs[10]),
+            bool(needs[11]),
         )
         return (
             dq if needs[0] else None,
@@ -157,21 +171,37 @@ if _LOAD_ERROR is None:
             None,
             dbias if needs[8] else None,
             dgate if needs[9] else None,
+            dedge_key if needs[10] else None,
+            dedge_value if needs[11] else None,
             None,
         )
 
     torch.library.register_autograd("graphattn::edge_attention_fwd", _backward, setup_context=_setup_context)
 
 
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
 def _forward(
-    q: Tensor, k: Tensor, v: Tensor, graph: Graph, bias: Tensor | None, gate: Tensor | None, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    graph: Graph,
+    bias: Tensor | None,
+    gate: Tensor | None,
+    scale: float,
+    edge_key: Tensor | None = None,
+    edge_value: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Backend entry point: ``(out, lse)`` from the fused kernels."""
-    tensors = (q, k, v, bias, gate)
+    tensors = (q, k, v, bias, gate, edge_key, edge_value)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         colptr, row, perm = graph.transpose  # built once per graph, cached on it
     else:
         colptr = row = perm = graph.rowptr.new_empty((0,))
+    if edge_value is edge_key and edge_key is not None:
+        edge_key = edge_value = edge_key.contiguous()  # one copy (if any) for both arguments
     return torch.ops.graphattn.edge_attention_fwd(
         q.contiguous(),
         k.contiguous(),
@@ -181,8 +211,10 @@ def _forward(
         colptr,
         row,
         perm,
-        None if bias is None else bias.contiguous(),
-        None if gate is None else gate.contiguous(),
+        _contiguous(bias),
+        _contiguous(gate),
+        _contiguous(edge_key),
+        _contiguous(edge_value),
         scale,
     )
 

@@ -58,9 +58,23 @@ def spmm(weights: Tensor, v: Tensor, graph: Graph) -> Tensor:
     return out.index_add(0, graph.dst(), msg)
 
 
-def _scores(q: Tensor, k: Tensor, graph: Graph, bias: Tensor | None, scale: float) -> Tensor:
-    s = sddmm(q, k, graph) * scale
+def _scores(
+    q: Tensor, k: Tensor, graph: Graph, bias: Tensor | None, scale: float, edge_key: Tensor | None = None
+) -> Tensor:
+    """``s_e = scale * <q_i, k_j + edge_key_e> + bias_e`` (the edge terms only when given)."""
+    dot = sddmm(q, k, graph)
+    if edge_key is not None:
+        dot = dot + (q.index_select(0, graph.dst()) * edge_key).sum(-1)
+    s = dot * scale
     return s if bias is None else s + bias
+
+
+def _messages(weights: Tensor, v: Tensor, graph: Graph, edge_value: Tensor | None) -> Tensor:
+    """``out_i = sum_e weights_e * (v_j + edge_value_e)`` (``edge_value`` only when given)."""
+    out = spmm(weights, v, graph)
+    if edge_value is not None:
+        out = out.index_add(0, graph.dst(), weights.unsqueeze(-1) * edge_value)
+    return out
 
 
 def edge_attention(
@@ -71,22 +85,38 @@ def edge_attention(
     bias: Tensor | None,
     gate: Tensor | None,
     scale: float,
+    edge_key: Tensor | None = None,
+    edge_value: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(out [N_dst, H, Dv], lse [N_dst, H])``; see :func:`graphattn.ops.edge_attention`."""
+    """``(out [N_dst, H, Dv], lse [N_dst, H])``; see :func:`graphattn.ops.edge_attention`.
+
+    With per-edge terms the key of edge ``e = (j -> i)`` is ``k_j + edge_key_e`` and its value
+    ``v_j + edge_value_e``, computed as separate terms: ``scale * (<q_i, k_j> + <q_i, edge_key_e>)``
+    and ``sum_e w_e v_j + sum_e w_e edge_value_e``.
+    """
     out_dtype = q.dtype
     ct = _compute_dtype(out_dtype)
     q, k, v = q.to(ct), k.to(ct), v.to(ct)
-    bias = None if bias is None else bias.to(ct)
-    p, lse = edge_softmax(_scores(q, k, graph, bias, scale), graph)
+    bias, edge_key, edge_value = (None if t is None else t.to(ct) for t in (bias, edge_key, edge_value))
+    p, lse = edge_softmax(_scores(q, k, graph, bias, scale, edge_key), graph)
     if gate is not None:
         p = p * gate.to(ct)
-    return spmm(p, v, graph).to(out_dtype), lse
+    return _messages(p, v, graph, edge_value).to(out_dtype), lse
 
 
-def attention_weights(q: Tensor, k: Tensor, graph: Graph, lse: Tensor, bias: Tensor | None, scale: float) -> Tensor:
+def attention_weights(
+    q: Tensor,
+    k: Tensor,
+    graph: Graph,
+    lse: Tensor,
+    bias: Tensor | None,
+    scale: float,
+    edge_key: Tensor | None = None,
+) -> Tensor:
     """``p [E, H] = exp(s_e - lse[dst_e])``: the softmax recomputed from a saved ``lse``."""
     ct = _compute_dtype(q.dtype)
-    s = _scores(q.to(ct), k.to(ct), graph, None if bias is None else bias.to(ct), scale)
+    bias, edge_key = (None if t is None else t.to(ct) for t in (bias, edge_key))
+    s = _scores(q.to(ct), k.to(ct), graph, bias, scale, edge_key)
     lse_e = lse.to(ct).index_select(0, graph.dst())
     finite = torch.isfinite(lse_e)
     # Rows with lse = -inf have only s = -inf edges: weight 0. Subtract 0 there rather

@@ -21,7 +21,8 @@ from torch_geometric.nn import TransformerConv, global_mean_pool
 
 from graphattn import Graph
 from graphattn.nn.pyg import GraphAttnConv, ToGraph, as_graph
-from graphattn.ops import backends
+from graphattn.ops import attention_weights, backends, edge_attention
+from graphattn.structure import Structure, StructureOutput, Window, window
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("GRAPHATTN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -258,6 +259,104 @@ def test_structure_adds_or_replaces_edges(mode):
     handle = ours.register_message_forward_hook(lambda *a: None)
     torch.testing.assert_close(ours(x, edge_index, ea), expected)
     handle.remove()
+
+
+class LoopsWithTerms(Structure):
+    """Self loops with a learned per-edge bias and gate and an auxiliary loss (a test structure)."""
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.gate_logit = torch.nn.Parameter(torch.linspace(-1.0, 1.0, heads, dtype=torch.float64))
+        self.bias_value = torch.nn.Parameter(torch.tensor(0.7, dtype=torch.float64))
+
+    def forward(self, q, k, *, ptr=None, src_ptr=None, graph=None):
+        n = q.shape[0]
+        loops = Graph(torch.arange(n + 1), torch.arange(n), k.shape[0])
+        gate = torch.sigmoid(self.gate_logit).expand(n, self.heads)
+        bias = self.bias_value.expand(n, self.heads)
+        return StructureOutput(loops, bias=bias, gate=gate, aux_loss=self.gate_logit.square().sum())
+
+
+def test_structure_module_equals_the_same_graph_as_a_callable():
+    n, w = 10, 3
+    edge_index = random_edges(n, n, 25, seed=4)
+    x = torch.randn(n, 5, dtype=torch.float64)
+    as_module = GraphAttnConv(5, 3, heads=2, structure=Window(w)).double()
+    as_callable = GraphAttnConv(5, 3, heads=2, structure=lambda x_dst, g: window(g.num_dst, w)).double()
+    as_callable.load_state_dict(as_module.state_dict(), strict=True)  # a Window has no parameters
+    out, (ei, alpha) = as_module(x, edge_index, return_attention_weights=True)
+    want, (want_ei, want_alpha) = as_callable(x, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(out, want)
+    assert torch.equal(ei, want_ei) and ei.shape[1] == 25 + window(n, w).num_edges
+    torch.testing.assert_close(alpha, want_alpha)
+    assert as_module.aux_loss is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_structure_module_bias_gate_and_aux_loss(backend):
+    heads, n = 2, 6
+    x = torch.randn(n, 5, dtype=torch.float64, requires_grad=True)
+    edge_index = random_edges(n, n, 14, seed=5)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]  # no input self loops (see below)
+    # Replace: one edge (the loop) per row, so p = 1 and out_i = gate_i * v_i + skip_i.
+    conv = GraphAttnConv(5, 3, heads=heads, structure=LoopsWithTerms(heads), structure_mode="replace")
+    conv = conv.double()
+    conv.backend = backend
+    out = conv(x, edge_index)
+    gate = torch.sigmoid(conv.structure.gate_logit)
+    want = (gate[:, None] * conv.lin_value(x).view(n, heads, 3)).reshape(n, -1) + conv.lin_skip(x)
+    torch.testing.assert_close(out, want)
+    torch.testing.assert_close(conv.aux_loss, conv.structure.gate_logit.square().sum())
+    (out.sum() + conv.aux_loss).backward()
+    assert conv.structure.gate_logit.grad.abs().min() > 0  # the gate reaches the structure's parameters
+    assert conv.structure.bias_value.grad.abs() < 1e-12  # a softmax over one edge ignores its bias
+    # Add: input edges get bias 0 and gate 1; the union equals the op called on it directly.
+    conv.structure_mode = "add"
+    out, (ei, alpha) = conv(x, edge_index, return_attention_weights=True)
+    g = Graph.from_edge_index(ei, n)
+    assert torch.equal(g.to_edge_index(), ei)  # returned in edge-id order
+    # The input edges hold no self loop here, so the loops are exactly the structure's edges.
+    assert not (edge_index[0] == edge_index[1]).any()
+    structural = ei[0] == ei[1]
+    assert structural.sum() == n
+    bias = torch.zeros(ei.shape[1], heads, dtype=torch.float64)
+    gate_e = torch.ones(ei.shape[1], heads, dtype=torch.float64)
+    bias[structural] = 0.7
+    gate_e[structural] = gate.detach()
+    q = conv.lin_query(x).view(n, heads, 3)
+    k = conv.lin_key(x).view(n, heads, 3)
+    v = conv.lin_value(x).view(n, heads, 3)
+    o = edge_attention(q, k, v, g, bias=bias, gate=gate_e, scale=3**-0.5, backend=backend)
+    torch.testing.assert_close(out, o.reshape(n, -1) + conv.lin_skip(x))
+    want_alpha = attention_weights(q, k, g, edge_attention(q, k, v, g, bias=bias, return_lse=True)[1], bias=bias)
+    torch.testing.assert_close(alpha, want_alpha)
+
+
+def test_structure_module_errors():
+    x = torch.randn(6, 5)
+    edge_index = random_edges(6, 6, 10, seed=6)
+
+    class PerHead(Structure):
+        def forward(self, q, k, *, ptr=None, src_ptr=None, graph=None):
+            return StructureOutput(window(q.shape[0] * q.shape[1], 2), per_head=True)
+
+    with pytest.raises(ValueError, match=r"structure PerHead returns a per-head graph.*GraphAttention"):
+        GraphAttnConv(5, 3, heads=2, structure=PerHead())(x, edge_index)
+    conv = GraphAttnConv(5, 3, heads=2, structure=LoopsWithTerms(2)).float()
+    handle = conv.register_message_forward_hook(lambda *a: None)
+    with pytest.raises(ValueError, match=r"LoopsWithTerms returns a per-edge bias / gate.*message\(\) path"):
+        conv(x, edge_index)
+    handle.remove()
+
+    class WrongBias(Structure):
+        def forward(self, q, k, *, ptr=None, src_ptr=None, graph=None):
+            return StructureOutput(window(q.shape[0], 2), bias=torch.zeros(3, 2))
+
+    with pytest.raises(ValueError, match=r"structure WrongBias returned bias of shape \[3, 2\], expected \[E, H\]"):
+        GraphAttnConv(5, 3, heads=2, structure=WrongBias())(x, edge_index)
+    with pytest.raises(TypeError, match="structure must be a graphattn Structure module, a callable"):
+        GraphAttnConv(5, 3, structure=3)
 
 
 def test_errors_name_the_argument():

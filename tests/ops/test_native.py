@@ -231,6 +231,8 @@ def _op_args(g, inputs, use_bias, use_gate):
         perm,
         inputs["bias"] if use_bias else None,
         inputs["gate"] if use_gate else None,
+        inputs.get("edge_key"),
+        inputs.get("edge_value"),
         0.3,
     )
 
@@ -247,7 +249,7 @@ def test_opcheck_backward_op():
     inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
     fwd_args = _op_args(g, inputs, True, True)
     out, lse = torch.ops.graphattn.edge_attention_fwd(*fwd_args)
-    q, k, v, rowptr, col, colptr, row, perm, bias, gate, scale = fwd_args
+    q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = fwd_args
     args = (
         torch.randn_like(out),
         torch.randn_like(lse),
@@ -263,10 +265,14 @@ def test_opcheck_backward_op():
         perm,
         bias,
         gate,
+        edge_key,
+        edge_value,
         scale,
         True,
         True,
         True,
+        False,
+        False,
     )
     torch.library.opcheck(torch.ops.graphattn.edge_attention_bwd.default, args)
 
@@ -314,7 +320,7 @@ def test_backward_without_transpose_is_an_error_not_a_crash():
     inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
     empty = g.rowptr.new_empty(0)
     out, lse = torch.ops.graphattn.edge_attention_fwd(
-        inputs["q"], inputs["k"], inputs["v"], g.rowptr, g.col, empty, empty, empty, None, None, 0.5
+        inputs["q"], inputs["k"], inputs["v"], g.rowptr, g.col, empty, empty, empty, None, None, None, None, 0.5
     )
     with pytest.raises(RuntimeError, match="colptr must have"):
         torch.ops.graphattn.edge_attention_bwd(
@@ -332,8 +338,12 @@ def test_backward_without_transpose_is_an_error_not_a_crash():
             empty,
             None,
             None,
+            None,
+            None,
             0.5,
             True,
+            False,
+            False,
             False,
             False,
         )
