@@ -41,13 +41,19 @@ def check_node_tensor(name: str, t: object, n: int, n_name: str) -> Tensor:
     return t
 
 
-def check_edge_tensor(name: str, t: object, graph: Graph, heads: int, like: Tensor) -> Tensor:
+def _check_like_q(name: str, t: object, like: Tensor) -> Tensor:
+    """``t`` is a tensor with the dtype and device of ``like`` (q)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if t.dtype != like.dtype:
         raise TypeError(f"{name} must have the dtype of q ({like.dtype}), got {t.dtype}")
     if t.device != like.device:
         raise ValueError(f"{name} must be on the device of q ({like.device}), got {t.device}")
+    return t
+
+
+def check_edge_tensor(name: str, t: object, graph: Graph, heads: int, like: Tensor) -> Tensor:
+    t = _check_like_q(name, t, like)
     if t.shape != (graph.num_edges, heads):
         raise ValueError(f"{name} must be [E, H] = [{graph.num_edges}, {heads}], got shape {_shape(t)}")
     return t
@@ -57,12 +63,7 @@ def check_edge_features(
     name: str, t: object, graph: Graph, heads: int, dim: int, dim_name: str, like: Tensor
 ) -> Tensor:
     """A per-edge feature tensor ``[E, H, dim]`` in edge-id order, with the dtype and device of ``like``."""
-    if not isinstance(t, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
-    if t.dtype != like.dtype:
-        raise TypeError(f"{name} must have the dtype of q ({like.dtype}), got {t.dtype}")
-    if t.device != like.device:
-        raise ValueError(f"{name} must be on the device of q ({like.device}), got {t.device}")
+    t = _check_like_q(name, t, like)
     if t.shape != (graph.num_edges, heads, dim):
         raise ValueError(
             f"{name} must be [E, H, {dim_name}] = [{graph.num_edges}, {heads}, {dim}] (one row per edge, in the "
