@@ -6,9 +6,11 @@
 //
 // Two kernels per pass: a generic one (any dtype, any head dim, one edge at a time, compiler-
 // vectorized; also instantiated for D = Dv in {16, 32, 64} so that short rows pay no loop overhead)
-// and, for float32 with head dims <= 128 on AVX-512, a blocked one: 16 edges per step with the query
-// row in registers, one horizontal reduction for the 16 dot products, one max / rescale per 16 edges.
-// Machines without AVX-512 (AVX2 only) run the generic kernels for every dtype.
+// and, for float32 with head dims <= 128, a blocked one written once over a vector-traits type and
+// compiled for the widest vectors the build targets (-march): AVX-512 (16 edges per block) or AVX2
+// with FMA (8 edges per block), with the query row in registers, one horizontal reduction for the
+// block's dot products and one max / rescale per run of blocks. Builds for neither (plain x86-64,
+// other CPUs) run the generic kernels for every dtype.
 //
 // Optional per-edge key / value terms (edge_key, edge_value: [E, H, D] / [E, H, Dv], edge-id order)
 // are read next to k_j / v_j at the edge's own row; their gradients are written by the destination
@@ -22,10 +24,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX512F__
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -151,7 +155,7 @@ struct BwdArgs {
 #define GA_INLINE inline __attribute__((always_inline))
 
 // <x, node + edge> over n elements (edge may be null: <x, node>). `omp simd reduction` lets the
-// compiler split the sum into vector lanes (AVX2 machines run these kernels for every dtype): a
+// compiler split the sum into vector lanes (what has no blocked kernel runs these): a
 // fixed order for a given n, so results stay deterministic.
 template <typename acc_t, typename scalar_t>
 GA_INLINE acc_t dot_edge(const scalar_t* x, const scalar_t* node, const scalar_t* edge, int64_t n) {
@@ -269,345 +273,490 @@ void bwd_src_generic(const BwdArgs<scalar_t>& a, int64_t j, int64_t h, int64_t l
   }
 }
 
-// ================================================================ AVX-512 kernels (float32)
+// ================================================================ blocked kernels (float32, SIMD)
+//
+// One block is W edges, W the vector width (16 floats on AVX-512, 8 on AVX2): the query row stays
+// in registers, one horizontal reduction gives the block's W dot products, one max / rescale per run
+// of blocks. The kernels below are written once, as templates over a vector-traits type VT (Avx512
+// or Avx2) that holds the instruction set's primitives; Vec<VT> gives the math header's templates
+// the +, -, * and ga_exp they use, so the per-edge formulas are still only in edge_attention_math.h.
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define GA_BLOCKED 1
+#endif
+
+#ifdef GA_BLOCKED
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
 #ifdef __AVX512F__
+struct Avx512 {
+  static constexpr int W = 16;
+  // Vector registers the accumulators of one kernel may use (the rest: the query row, loads).
+  static constexpr int kAccRegs = 32;
+  using reg = __m512;
+  using mask = __mmask16;
+  static reg zero() { return _mm512_setzero_ps(); }
+  static reg set1(float f) { return _mm512_set1_ps(f); }
+  static reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, reg x) { _mm512_storeu_ps(p, x); }
+  static reg loadm(const float* p, mask m) { return _mm512_maskz_loadu_ps(m, p); }  // 0 past the mask
+  static void storem(float* p, mask m, reg x) { _mm512_mask_storeu_ps(p, m, x); }
+  static reg add(reg a, reg b) { return _mm512_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
+  static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }   // a * b + c
+  static reg fnmadd(reg a, reg b, reg c) { return _mm512_fnmadd_ps(a, b, c); }  // c - a * b
+  static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT); }
+  static reg ldexp(reg y, reg n) { return _mm512_scalef_ps(y, n); }  // y * 2^n, n integral
+  // y where a > lo, else 0 (a NaN included).
+  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, lo, _CMP_GT_OQ), y); }
+  // Lanes [0, n) of x, the rest from fill (0 <= n <= 16).
+  static reg first(int n, reg x, reg fill) { return _mm512_mask_blend_ps(mask((1u << n) - 1), fill, x); }
+  // The mask of the last of nv vectors holding a row of n floats (16 * (nv - 1) < n <= 16 * nv).
+  static mask tail(int64_t n, int nv) {
+    const int64_t rest = n - 16 * (nv - 1);
+    return rest >= 16 ? mask(0xFFFF) : mask((1u << rest) - 1);
+  }
+  static float reduce_max(reg x) { return _mm512_reduce_max_ps(x); }
+  static float reduce_add(reg x) { return _mm512_reduce_add_ps(x); }
+  // r[t] = sum of the 16 lanes of a[t]: a transpose-and-add tree, 15 adds for 16 dot products.
+  static GA_INLINE reg hsum(const reg* a) {
+    __m512 b[8], c[4], d[2];
+    for (int p = 0; p < 8; ++p) {  // lane-local pairs: x at slots 0, 2 and y at 1, 3 of each 128-bit lane
+      b[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+    }
+    for (int p = 0; p < 4; ++p) {  // each 128-bit lane now holds 4 edges' partial sums
+      const __m512d x = _mm512_castps_pd(b[2 * p]), y = _mm512_castps_pd(b[2 * p + 1]);
+      c[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
+    }
+    for (int p = 0; p < 2; ++p) {  // fold 128-bit lanes pairwise
+      d[p] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                           _mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    }
+    return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+};
+#endif  // __AVX512F__
+
+#if defined(__AVX2__) && defined(__FMA__)
+struct Avx2 {
+  static constexpr int W = 8;
+  static constexpr int kAccRegs = 14;  // 16 ymm registers, 2 left for broadcasts and loads
+  using reg = __m256;
+  using mask = __m256i;  // all-ones lanes are in
+  static reg zero() { return _mm256_setzero_ps(); }
+  static reg set1(float f) { return _mm256_set1_ps(f); }
+  static reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, reg x) { _mm256_storeu_ps(p, x); }
+  // Masked-out lanes are neither read (no fault past the row's end) nor written; they load as 0.
+  static reg loadm(const float* p, mask m) { return _mm256_maskload_ps(p, m); }
+  static void storem(float* p, mask m, reg x) { _mm256_maskstore_ps(p, m, x); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
+  static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
+  static reg max(reg a, reg b) { return _mm256_max_ps(a, b); }
+  static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
+  static reg fnmadd(reg a, reg b, reg c) { return _mm256_fnmadd_ps(a, b, c); }
+  static reg round(reg x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // y * 2^n without scalef: n (integral, clamped to +-150, past which the result is 0 or inf anyway)
+  // is split into two halves whose powers of two are normal floats, so results down to 2^-149
+  // (denormals) and up to overflow come out as scalef gives them (up to one rounding of denormals).
+  static reg ldexp(reg y, reg n) {
+    const __m256i ni = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(n, set1(-150.f)), set1(150.f)));
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const reg p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const reg p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+  }
+  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GT_OQ), y); }
+  static mask lanes_below(int64_t n) {  // lanes t < n
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static reg first(int n, reg x, reg fill) { return _mm256_blendv_ps(fill, x, _mm256_castsi256_ps(lanes_below(n))); }
+  static mask tail(int64_t n, int nv) { return lanes_below(std::min<int64_t>(n - 8 * (nv - 1), 8)); }
+  static float reduce_max(reg x) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+  }
+  static float reduce_add(reg x) {
+    __m128 m = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
+  }
+  // r[t] = sum of the 8 lanes of a[t]: the same transpose-and-add tree as Avx512::hsum, 7 adds.
+  static GA_INLINE reg hsum(const reg* a) {
+    __m256 b[4], c[2];
+    for (int p = 0; p < 4; ++p) {
+      b[p] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm256_unpackhi_ps(a[2 * p], a[2 * p + 1]));
+    }
+    for (int p = 0; p < 2; ++p) {
+      const __m256d x = _mm256_castps_pd(b[2 * p]), y = _mm256_castps_pd(b[2 * p + 1]);
+      c[p] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)), _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
+    }
+    return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
+  }
+};
+#endif  // __AVX2__ && __FMA__
+
+// W float lanes with the operators the math header's templates use (V16 / V8).
+template <class VT>
+struct Vec {
+  typename VT::reg x;
+};
+template <class VT>
+inline Vec<VT> operator+(Vec<VT> a, Vec<VT> b) {
+  return {VT::add(a.x, b.x)};
+}
+template <class VT>
+inline Vec<VT> operator-(Vec<VT> a, Vec<VT> b) {
+  return {VT::sub(a.x, b.x)};
+}
+template <class VT>
+inline Vec<VT> operator*(Vec<VT> a, Vec<VT> b) {
+  return {VT::mul(a.x, b.x)};
+}
+template <class VT>
+inline Vec<VT> splat(float f) {
+  return {VT::set1(f)};
+}
+
+// exp on W lanes: 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by Cephes' expf polynomial
+// (about 1 ulp). Inputs below -103 (2^-149 is the smallest float), -inf from masked edges
+// included, give exactly 0; clamping first keeps -inf out of the range reduction (inf - inf).
+template <class VT>
+inline Vec<VT> ga_exp(Vec<VT> a) {
+  using R = typename VT::reg;
+  const R lo = VT::set1(-103.f);
+  const R x = VT::max(a.x, lo);
+  const R n = VT::round(VT::mul(x, VT::set1(1.44269504088896341f)));
+  R r = VT::fnmadd(n, VT::set1(0.693359375f), x);  // ln 2 in two parts: exact n * hi
+  r = VT::fnmadd(n, VT::set1(-2.12194440e-4f), r);
+  R y = VT::set1(1.9875691500e-4f);
+  y = VT::fmadd(y, r, VT::set1(1.3981999507e-3f));
+  y = VT::fmadd(y, r, VT::set1(8.3334519073e-3f));
+  y = VT::fmadd(y, r, VT::set1(4.1665795894e-2f));
+  y = VT::fmadd(y, r, VT::set1(1.6666665459e-1f));
+  y = VT::fmadd(y, r, VT::set1(5.0000001201e-1f));
+  y = VT::fmadd(y, VT::mul(r, r), VT::add(r, VT::set1(1.f)));
+  return {VT::zero_unless_gt(a.x, lo, VT::ldexp(y, n))};
+}
 
 // Block helpers pass arrays of vectors: inlined (GA_INLINE), they stay in registers; called, they go
 // through memory.
 
-// 16 float lanes with the operators the math header's templates use.
-struct V16 {
-  __m512 x;
-};
-inline V16 operator+(V16 a, V16 b) {
-  return {_mm512_add_ps(a.x, b.x)};
-}
-inline V16 operator-(V16 a, V16 b) {
-  return {_mm512_sub_ps(a.x, b.x)};
-}
-inline V16 operator*(V16 a, V16 b) {
-  return {_mm512_mul_ps(a.x, b.x)};
-}
-inline V16 splat(float f) {
-  return {_mm512_set1_ps(f)};
-}
-
-// exp on 16 lanes: 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by Cephes' expf polynomial
-// (about 1 ulp). Inputs below -103 (2^-149 is the smallest float), -inf from masked edges
-// included, give exactly 0; clamping first keeps -inf out of the range reduction (inf - inf).
-inline V16 ga_exp(V16 a) {
-  const __m512 lo = _mm512_set1_ps(-103.f);
-  const __m512 x = _mm512_max_ps(a.x, lo);
-  const __m512 n =
-      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln 2 in two parts: exact n * hi
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  y = _mm512_scalef_ps(y, n);
-  return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.x, lo, _CMP_GT_OQ), y)};
-}
-
-// r[t] = sum of the 16 lanes of a[t]: a transpose-and-add tree, 15 adds for 16 dot products.
-GA_INLINE __m512 hsum16(const __m512* a) {
-  __m512 b[8], c[4], d[2];
-  for (int p = 0; p < 8; ++p) {  // lane-local pairs: x at slots 0, 2 and y at 1, 3 of each 128-bit lane
-    b[p] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * p], a[2 * p + 1]), _mm512_unpackhi_ps(a[2 * p], a[2 * p + 1]));
-  }
-  for (int p = 0; p < 4; ++p) {  // each 128-bit lane now holds 4 edges' partial sums
-    const __m512d x = _mm512_castps_pd(b[2 * p]), y = _mm512_castps_pd(b[2 * p + 1]);
-    c[p] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-  }
-  for (int p = 0; p < 2; ++p) {  // fold 128-bit lanes pairwise
-    d[p] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-  }
-  return _mm512_add_ps(_mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm512_shuffle_f32x4(d[0], d[1], _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-// Mask of the last of nv vectors holding a row of n floats (16 * (nv - 1) < n <= 16 * nv).
-inline __mmask16 tail_mask(int64_t n, int nv) {
-  const int64_t rest = n - 16 * (nv - 1);
-  return rest >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << rest) - 1);
-}
-
 // Vector u of NV of a row: full loads, the last one masked (lanes past the row read as 0).
-// FULL: the row length is a multiple of 16, no mask needed.
-template <int NV, bool FULL>
-inline __m512 load_row(const float* p, int u, __mmask16 tail) {
-  return !FULL && u == NV - 1 ? _mm512_maskz_loadu_ps(tail, p + 16 * u) : _mm512_loadu_ps(p + 16 * u);
+// FULL: the row length is a multiple of W, no mask needed.
+template <class VT, int NV, bool FULL>
+GA_INLINE typename VT::reg load_row(const float* p, int u, typename VT::mask tail) {
+  return !FULL && u == NV - 1 ? VT::loadm(p + VT::W * u, tail) : VT::load(p + VT::W * u);
 }
-template <int NV, bool FULL>
-inline void store_row(float* p, int u, __mmask16 tail, __m512 x) {
+template <class VT, int NV, bool FULL>
+GA_INLINE void store_row(float* p, int u, typename VT::mask tail, typename VT::reg x) {
   if (!FULL && u == NV - 1) {
-    _mm512_mask_storeu_ps(p + 16 * u, tail, x);
+    VT::storem(p + VT::W * u, tail, x);
   } else {
-    _mm512_storeu_ps(p + 16 * u, x);
+    VT::store(p + VT::W * u, x);
   }
 }
-
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Per-edge [E, H] values of the edges e0 .. e0 + n - 1 of head h, 0 past n.
-inline __m512 load_edges(const float* x, int64_t e0, int n, int64_t H, int64_t h, float* buf) {
-  for (int t = 0; t < n; ++t) buf[t] = x[(e0 + t) * H + h];
-  return _mm512_maskz_loadu_ps(__mmask16((1u << n) - 1), buf);
+template <class VT>
+GA_INLINE typename VT::reg load_edges(const float* x, int64_t e0, int n, int64_t H, int64_t h, float* buf) {
+  for (int t = 0; t < VT::W; ++t) buf[t] = t < n ? x[(e0 + t) * H + h] : 0.f;
+  return VT::load(buf);
+}
+
+// Writes lanes [0, n) of x to dst[(e0 + t) * H + h].
+template <class VT>
+GA_INLINE void store_edges(float* dst, typename VT::reg x, int64_t e0, int n, int64_t H, int64_t h, float* buf) {
+  VT::store(buf, x);
+  for (int t = 0; t < n; ++t) dst[(e0 + t) * H + h] = buf[t];
 }
 
 // Vector u of the key (value) row of edge e: the source's row p, plus the edge's own row pe
 // (edge_term of the math header) when the op has per-edge terms (EDGE).
-template <int NV, bool FULL, bool EDGE>
-GA_INLINE __m512 load_key(const float* p, const float* pe, int u, __mmask16 tail) {
+template <class VT, int NV, bool FULL, bool EDGE>
+GA_INLINE typename VT::reg load_key(const float* p, const float* pe, int u, typename VT::mask tail) {
   if constexpr (EDGE) {
-    return edge_term(V16{load_row<NV, FULL>(p, u, tail)}, V16{load_row<NV, FULL>(pe, u, tail)}).x;
+    return edge_term(Vec<VT>{load_row<VT, NV, FULL>(p, u, tail)}, Vec<VT>{load_row<VT, NV, FULL>(pe, u, tail)}).x;
   } else {
     (void)pe;
-    return load_row<NV, FULL>(p, u, tail);
+    return load_row<VT, NV, FULL>(p, u, tail);
   }
 }
 
-// The 16 dot products <x, base[col[e0 + t]] (+ ebase[e0 + t])>, t < 16, as one vector (lanes past
+// The W dot products <x, base[col[e0 + t]] (+ ebase[e0 + t])>, t < W, as one vector (lanes past
 // n are garbage; callers mask them). Rows are at row * stride + offset in base and in ebase (the
-// per-edge terms, read only when EDGE). x stays in registers; the 16 partial vectors are reduced at once.
-template <int NV, bool FULL, bool EDGE>
-GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const float* ebase, const int64_t* col,
-                            int64_t e0, int n, int64_t stride, int64_t offset) {
-  __m512 dots[16];
+// per-edge terms, read only when EDGE). x stays in registers; the W partial vectors are reduced at once.
+template <class VT, int NV, bool FULL, bool EDGE>
+GA_INLINE typename VT::reg block_dots(const typename VT::reg* x, typename VT::mask tail, const float* base,
+                                      const float* ebase, const int64_t* col, int64_t e0, int n, int64_t stride,
+                                      int64_t offset) {
+  typename VT::reg dots[VT::W];
 #pragma GCC unroll 16
-  for (int t = 0; t < 16; ++t) {
+  for (int t = 0; t < VT::W; ++t) {
     // Lanes past n repeat the last edge (always in bounds; a branch here makes GCC spill dots).
     const int64_t e = e0 + (t < n ? t : n - 1);
     const float* p = base + col[e] * stride + offset;
     const float* pe = EDGE ? ebase + e * stride + offset : nullptr;
-    __m512 s = _mm512_mul_ps(x[0], load_key<NV, FULL, EDGE>(p, pe, 0, tail));
-#pragma GCC unroll 8
-    for (int u = 1; u < NV; ++u) s = _mm512_fmadd_ps(x[u], load_key<NV, FULL, EDGE>(p, pe, u, tail), s);
+    typename VT::reg s = VT::mul(x[0], load_key<VT, NV, FULL, EDGE>(p, pe, 0, tail));
+#pragma GCC unroll 16
+    for (int u = 1; u < NV; ++u) s = VT::fmadd(x[u], load_key<VT, NV, FULL, EDGE>(p, pe, u, tail), s);
     dots[t] = s;
   }
-  return hsum16(dots);
+  return VT::hsum(dots);
 }
 
 // block_dots with the per-edge terms when ebase is not null.
-template <int NV, bool FULL>
-GA_INLINE __m512 block_dots(const __m512* x, __mmask16 tail, const float* base, const float* ebase, const int64_t* col,
-                            int64_t e0, int n, int64_t stride, int64_t offset) {
-  return ebase ? block_dots<NV, FULL, true>(x, tail, base, ebase, col, e0, n, stride, offset)
-               : block_dots<NV, FULL, false>(x, tail, base, ebase, col, e0, n, stride, offset);
+template <class VT, int NV, bool FULL>
+GA_INLINE typename VT::reg block_dots(const typename VT::reg* x, typename VT::mask tail, const float* base,
+                                      const float* ebase, const int64_t* col, int64_t e0, int n, int64_t stride,
+                                      int64_t offset) {
+  return ebase ? block_dots<VT, NV, FULL, true>(x, tail, base, ebase, col, e0, n, stride, offset)
+               : block_dots<VT, NV, FULL, false>(x, tail, base, ebase, col, e0, n, stride, offset);
 }
 
-// acc += sum_t w[t] * (base[col[e0 + t]] (+ ebase[e0 + t])), t < n (rows as in block_dots). Even
-// and odd edges go to two accumulator sets (two FMA dependency chains of 8 instead of one of 16),
-// added at the end.
-template <int NV, bool FULL, bool EDGE>
-GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const float* ebase,
-                          const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
-  __m512 odd[NV];
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) odd[u] = _mm512_setzero_ps();
-  auto step = [&](int t, __m512* x) {
+// acc += sum_t w[t] * (base[col[e0 + t]] (+ ebase[e0 + t])), t < n (rows as in block_dots). When the
+// registers allow, even and odd edges go to two accumulator sets (two FMA dependency chains of W / 2
+// instead of one of W), added at the end.
+template <class VT, int NV, bool FULL, bool EDGE>
+GA_INLINE void block_axpy(typename VT::reg* acc, typename VT::mask tail, const float* w, const float* base,
+                          const float* ebase, const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
+  using R = typename VT::reg;
+  auto step = [&](int t, R* x) {
     const float* p = base + col[e0 + t] * stride + offset;
     const float* pe = EDGE ? ebase + (e0 + t) * stride + offset : nullptr;
-    const __m512 wt = _mm512_set1_ps(w[t]);
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) x[u] = _mm512_fmadd_ps(wt, load_key<NV, FULL, EDGE>(p, pe, u, tail), x[u]);
+    const R wt = VT::set1(w[t]);
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) x[u] = VT::fmadd(wt, load_key<VT, NV, FULL, EDGE>(p, pe, u, tail), x[u]);
   };
-  if (n == 16) {
-#pragma GCC unroll 8
-    for (int t = 0; t < 16; t += 2) {
-      step(t, acc);
-      step(t + 1, odd);
+  if constexpr (3 * NV <= VT::kAccRegs) {  // the query row, acc and odd fit
+    R odd[NV];
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) odd[u] = VT::zero();
+    if (n == VT::W) {
+#pragma GCC unroll 16
+      for (int t = 0; t < VT::W; t += 2) {
+        step(t, acc);
+        step(t + 1, odd);
+      }
+    } else {
+      int t = 0;
+      for (; t + 1 < n; t += 2) {
+        step(t, acc);
+        step(t + 1, odd);
+      }
+      if (t < n) step(t, acc);
     }
-  } else {
-    int t = 0;
-    for (; t + 1 < n; t += 2) {
-      step(t, acc);
-      step(t + 1, odd);
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) acc[u] = VT::add(acc[u], odd[u]);
+  } else {  // NV >= 5 independent chains already
+    if (n == VT::W) {
+#pragma GCC unroll 16
+      for (int t = 0; t < VT::W; ++t) step(t, acc);
+    } else {
+      for (int t = 0; t < n; ++t) step(t, acc);
     }
-    if (t < n) step(t, acc);
   }
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) acc[u] = _mm512_add_ps(acc[u], odd[u]);
 }
 
 // block_axpy with the per-edge terms when ebase is not null.
-template <int NV, bool FULL>
-GA_INLINE void block_axpy(__m512* acc, __mmask16 tail, const float* w, const float* base, const float* ebase,
-                          const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
+template <class VT, int NV, bool FULL>
+GA_INLINE void block_axpy(typename VT::reg* acc, typename VT::mask tail, const float* w, const float* base,
+                          const float* ebase, const int64_t* col, int64_t e0, int n, int64_t stride, int64_t offset) {
   if (ebase) {
-    block_axpy<NV, FULL, true>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
+    block_axpy<VT, NV, FULL, true>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
   } else {
-    block_axpy<NV, FULL, false>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
+    block_axpy<VT, NV, FULL, false>(acc, tail, w, base, ebase, col, e0, n, stride, offset);
   }
 }
 
-// Edges scored before one softmax update: the max / exp / sum of a run of 16 blocks is one
-// dependency chain instead of 16, so the dot products of the blocks pipeline freely.
+// Edges scored before one softmax update: the max / exp / sum of a run of blocks is one
+// dependency chain instead of one per block, so the dot products of the blocks pipeline freely.
 constexpr int64_t kRun = 256;
 
-template <int NV, bool FULL>
-SoftmaxState<float> fwd_avx512(const FwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* acc_out) {
+template <class VT, int NV, bool FULL>
+SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi,
+                                float* acc_out) {
+  using R = typename VT::reg;
+  using V = Vec<VT>;
+  constexpr int W = VT::W;
   const int64_t H = a.H, D = a.D, Dv = a.Dv;
-  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
-  __m512 qv[NV], acc[NV];
+  const auto km = VT::tail(D, NV), vm = VT::tail(Dv, NV);
+  R qv[NV], acc[NV];
   const float* qp = a.q + (i * H + h) * D;
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int u = 0; u < NV; ++u) {
-    qv[u] = load_row<NV, FULL>(qp, u, km);
-    acc[u] = _mm512_setzero_ps();
+    qv[u] = load_row<VT, NV, FULL>(qp, u, km);
+    acc[u] = VT::zero();
   }
   SoftmaxState<float> st = softmax_init<float>();
-  const V16 scale = splat(a.scale);
+  const V scale = splat<VT>(a.scale);
   alignas(64) float sbuf[kRun];
-  alignas(64) float buf[16];
+  alignas(64) float buf[W];
   for (int64_t r0 = lo; r0 < hi; r0 += kRun) {
     const int64_t r1 = std::min(hi, r0 + kRun);
-    const int blocks = static_cast<int>((r1 - r0 + 15) / 16);
-    __m512 vmax = _mm512_set1_ps(kNegInf);
+    const int blocks = static_cast<int>((r1 - r0 + W - 1) / W);
+    R vmax = VT::set1(kNegInf);
     for (int b = 0; b < blocks; ++b) {
-      const int64_t e0 = r0 + 16 * b;
-      const int n = static_cast<int>(std::min<int64_t>(16, r1 - e0));
-      V16 s{block_dots<NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
-      s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
-      s.x = _mm512_mask_blend_ps(__mmask16((1u << n) - 1), _mm512_set1_ps(kNegInf), s.x);  // past n: weight 0
-      vmax = _mm512_max_ps(vmax, s.x);
-      _mm512_store_ps(sbuf + 16 * b, s.x);
+      const int64_t e0 = r0 + W * b;
+      const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
+      V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
+      s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
+      s.x = VT::first(n, s.x, VT::set1(kNegInf));  // past n: weight 0
+      vmax = VT::max(vmax, s.x);
+      VT::store(sbuf + W * b, s.x);
     }
     float alpha;
-    if (!softmax_rescale(st, _mm512_reduce_max_ps(vmax), alpha)) continue;
-    const V16 m = splat(st.m);
-    __m512 lsum = _mm512_setzero_ps();
+    if (!softmax_rescale(st, VT::reduce_max(vmax), alpha)) continue;
+    const V m = splat<VT>(st.m);
+    R lsum = VT::zero();
     for (int b = 0; b < blocks; ++b) {
-      V16 w = edge_weight(V16{_mm512_load_ps(sbuf + 16 * b)}, m);
-      lsum = _mm512_add_ps(lsum, w.x);
+      V w = edge_weight(V{VT::load(sbuf + W * b)}, m);
+      lsum = VT::add(lsum, w.x);
       if (a.gate) {
-        const int64_t e0 = r0 + 16 * b;
-        w = value_weight(w, V16{load_edges(a.gate, e0, static_cast<int>(std::min<int64_t>(16, r1 - e0)), H, h, buf)});
+        const int64_t e0 = r0 + W * b;
+        w = value_weight(w, V{load_edges<VT>(a.gate, e0, static_cast<int>(std::min<int64_t>(W, r1 - e0)), H, h, buf)});
       }
-      _mm512_store_ps(sbuf + 16 * b, w.x);
+      VT::store(sbuf + W * b, w.x);
     }
-    st.l += _mm512_reduce_add_ps(lsum);
+    st.l += VT::reduce_add(lsum);
     if (alpha != 1.f) {  // the max moved: rescale what was accumulated
-      const __m512 al = _mm512_set1_ps(alpha);
-#pragma GCC unroll 8
-      for (int u = 0; u < NV; ++u) acc[u] = _mm512_mul_ps(acc[u], al);
+      const R al = VT::set1(alpha);
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) acc[u] = VT::mul(acc[u], al);
     }
     for (int b = 0; b < blocks; ++b) {
-      const int64_t e0 = r0 + 16 * b;
-      block_axpy<NV, FULL>(acc, vm, sbuf + 16 * b, a.v, a.ev, a.col, e0,
-                           static_cast<int>(std::min<int64_t>(16, r1 - e0)), H * Dv, h * Dv);
+      const int64_t e0 = r0 + W * b;
+      block_axpy<VT, NV, FULL>(acc, vm, sbuf + W * b, a.v, a.ev, a.col, e0,
+                               static_cast<int>(std::min<int64_t>(W, r1 - e0)), H * Dv, h * Dv);
     }
   }
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) store_row<NV, FULL>(acc_out, u, vm, acc[u]);
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(acc_out, u, vm, acc[u]);
   return st;
 }
 
-template <int NV, bool FULL>
-void bwd_dst_avx512(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
+template <class VT, int NV, bool FULL>
+void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
+  using R = typename VT::reg;
+  using V = Vec<VT>;
+  constexpr int W = VT::W;
   const int64_t H = a.H, D = a.D, Dv = a.Dv;
-  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
-  __m512 qv[NV], ov[NV], gq[NV];
-#pragma GCC unroll 8
+  const auto km = VT::tail(D, NV), vm = VT::tail(Dv, NV);
+  R qv[NV], ov[NV], gq[NV];
+#pragma GCC unroll 16
   for (int u = 0; u < NV; ++u) {
-    qv[u] = load_row<NV, FULL>(a.q + (i * H + h) * D, u, km);
-    ov[u] = load_row<NV, FULL>(a.dout + (i * H + h) * Dv, u, vm);
-    gq[u] = _mm512_setzero_ps();
+    qv[u] = load_row<VT, NV, FULL>(a.q + (i * H + h) * D, u, km);
+    ov[u] = load_row<VT, NV, FULL>(a.dout + (i * H + h) * Dv, u, vm);
+    gq[u] = VT::zero();
   }
-  const V16 scale = splat(a.scale);
-  const V16 shift = splat(prob_shift(a.lse[i * H + h]));
-  const V16 delta = splat(a.delta[i * H + h]);
-  alignas(64) float buf[16];
-  for (int64_t e0 = lo; e0 < hi; e0 += 16) {
-    const int n = static_cast<int>(std::min<int64_t>(16, hi - e0));
-    const __mmask16 valid = __mmask16((1u << n) - 1);
-    V16 s{block_dots<NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
-    const V16 dp{block_dots<NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
-    s = a.bias ? score(s, scale, V16{load_edges(a.bias, e0, n, H, h, buf)}) : score(s, scale);
-    s.x = _mm512_mask_blend_ps(valid, _mm512_set1_ps(kNegInf), s.x);
-    const V16 p = edge_prob(s, shift);  // 0 on lanes past n
-    V16 ds, pg;
+  const V scale = splat<VT>(a.scale);
+  const V shift = splat<VT>(prob_shift(a.lse[i * H + h]));
+  const V delta = splat<VT>(a.delta[i * H + h]);
+  alignas(64) float buf[W];
+  for (int64_t e0 = lo; e0 < hi; e0 += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, hi - e0));
+    V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
+    const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
+    s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
+    s.x = VT::first(n, s.x, VT::set1(kNegInf));
+    const V p = edge_prob(s, shift);  // 0 on lanes past n
+    V ds, pg;
     if (a.gate) {
-      const V16 g{load_edges(a.gate, e0, n, H, h, buf)};
+      const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
       ds = grad_score(p, gated_dp(dp, g), delta);
       pg = value_weight(p, g);
     } else {
       ds = grad_score(p, dp, delta);
       pg = p;
     }
-    _mm512_store_ps(buf, pg.x);
-    for (int t = 0; t < n; ++t) a.pg[(e0 + t) * H + h] = buf[t];
+    store_edges<VT>(a.pg, pg.x, e0, n, H, h, buf);
     if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
       for (int t = 0; t < n; ++t) {
-        const V16 w = splat(buf[t]);
+        const V w = splat<VT>(buf[t]);
         float* row = a.gev + ((e0 + t) * H + h) * Dv;
-#pragma GCC unroll 8
-        for (int u = 0; u < NV; ++u) store_row<NV, FULL>(row, u, vm, grad_edge_value(w, V16{ov[u]}).x);
+#pragma GCC unroll 16
+        for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, vm, grad_edge_value(w, V{ov[u]}).x);
       }
     }
-    if (a.dgate) {
-      _mm512_store_ps(buf, grad_gate(p, dp).x);
-      for (int t = 0; t < n; ++t) a.dgate[(e0 + t) * H + h] = buf[t];
-    }
-    _mm512_store_ps(buf, ds.x);
-    for (int t = 0; t < n; ++t) a.ds[(e0 + t) * H + h] = buf[t];
-    _mm512_store_ps(buf, grad_dot(ds, scale).x);
-    block_axpy<NV, FULL>(gq, km, buf, a.k, a.ek, a.col, e0, n, H * D, h * D);
+    if (a.dgate) store_edges<VT>(a.dgate, grad_gate(p, dp).x, e0, n, H, h, buf);
+    store_edges<VT>(a.ds, ds.x, e0, n, H, h, buf);
+    VT::store(buf, grad_dot(ds, scale).x);
+    block_axpy<VT, NV, FULL>(gq, km, buf, a.k, a.ek, a.col, e0, n, H * D, h * D);
     if (a.gek) {  // grad_kappa_e = scale ds_e q_i, one row per edge
       for (int t = 0; t < n; ++t) {
-        const V16 w = splat(buf[t]);
+        const V w = splat<VT>(buf[t]);
         float* row = a.gek + ((e0 + t) * H + h) * D;
-#pragma GCC unroll 8
-        for (int u = 0; u < NV; ++u) store_row<NV, FULL>(row, u, km, grad_edge_key(w, V16{qv[u]}).x);
+#pragma GCC unroll 16
+        for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, km, grad_edge_key(w, V{qv[u]}).x);
       }
     }
   }
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) store_row<NV, FULL>(gq_out, u, km, gq[u]);
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, gq[u]);
 }
 
-template <int NV, bool FULL>
-void bwd_src_avx512(const BwdArgs<float>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, float* gk_out,
-                    float* gv_out) {
+// Source pass over the out-edges t in [lo, hi): gk += grad_dot(ds_e) q_i (KEY), gv += gate_e p_e dO_i
+// (VALUE). Two accumulator sets (even / odd edges) when the registers allow, summed at the end.
+template <class VT, int NV, bool FULL, bool KEY, bool VALUE>
+GA_INLINE void src_pass(const BwdArgs<float>& a, int64_t h, int64_t lo, int64_t hi, float* gk_out, float* gv_out) {
+  using R = typename VT::reg;
+  constexpr int kRows = (KEY ? 1 : 0) + (VALUE ? 1 : 0);
+  constexpr bool kTwo = 2 * kRows * NV <= VT::kAccRegs;
   const int64_t H = a.H, D = a.D, Dv = a.Dv;
-  (void)j;
-  const __mmask16 km = tail_mask(D, NV), vm = tail_mask(Dv, NV);
-  // Two accumulator sets (even / odd edges) halve the FMA dependency chains; summed at the end.
-  __m512 gk0[NV], gk1[NV], gv0[NV], gv1[NV];
-#pragma GCC unroll 8
-  for (int u = 0; u < NV; ++u) gk0[u] = gk1[u] = gv0[u] = gv1[u] = _mm512_setzero_ps();
+  const auto km = VT::tail(D, NV), vm = VT::tail(Dv, NV);
+  R gk0[NV], gk1[NV], gv0[NV], gv1[NV];
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) gk0[u] = gk1[u] = gv0[u] = gv1[u] = VT::zero();
   const float scale = a.scale;
-  auto step = [&](int64_t t, __m512* gk, __m512* gv) {
+  auto step = [&](int64_t t, R* gk, R* gv) {
     const int64_t e = a.perm[t], i = a.row[t];
-    const __m512 dsk = _mm512_set1_ps(grad_dot(a.ds[e * H + h], scale));
-    const __m512 pg = _mm512_set1_ps(a.pg[e * H + h]);
-    const float* qp = a.q + (i * H + h) * D;
-    const float* op = a.dout + (i * H + h) * Dv;
-#pragma GCC unroll 8
-    for (int u = 0; u < NV; ++u) {
-      gk[u] = _mm512_fmadd_ps(dsk, load_row<NV, FULL>(qp, u, km), gk[u]);
-      gv[u] = _mm512_fmadd_ps(pg, load_row<NV, FULL>(op, u, vm), gv[u]);
+    if constexpr (KEY) {
+      const R dsk = VT::set1(grad_dot(a.ds[e * H + h], scale));
+      const float* qp = a.q + (i * H + h) * D;
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) gk[u] = VT::fmadd(dsk, load_row<VT, NV, FULL>(qp, u, km), gk[u]);
+    }
+    if constexpr (VALUE) {
+      const R pg = VT::set1(a.pg[e * H + h]);
+      const float* op = a.dout + (i * H + h) * Dv;
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) gv[u] = VT::fmadd(pg, load_row<VT, NV, FULL>(op, u, vm), gv[u]);
     }
   };
   int64_t t = lo;
-  for (; t + 1 < hi; t += 2) {
-    step(t, gk0, gv0);
-    step(t + 1, gk1, gv1);
+  if constexpr (kTwo) {
+    for (; t + 1 < hi; t += 2) {
+      step(t, gk0, gv0);
+      step(t + 1, gk1, gv1);
+    }
   }
-  if (t < hi) step(t, gk0, gv0);
-#pragma GCC unroll 8
+  for (; t < hi; ++t) step(t, gk0, gv0);
+#pragma GCC unroll 16
   for (int u = 0; u < NV; ++u) {
-    store_row<NV, FULL>(gk_out, u, km, _mm512_add_ps(gk0[u], gk1[u]));
-    store_row<NV, FULL>(gv_out, u, vm, _mm512_add_ps(gv0[u], gv1[u]));
+    if constexpr (KEY) store_row<VT, NV, FULL>(gk_out, u, km, kTwo ? VT::add(gk0[u], gk1[u]) : gk0[u]);
+    if constexpr (VALUE) store_row<VT, NV, FULL>(gv_out, u, vm, kTwo ? VT::add(gv0[u], gv1[u]) : gv0[u]);
   }
 }
 
-#endif  // __AVX512F__
+template <class VT, int NV, bool FULL>
+void bwd_src_blocked(const BwdArgs<float>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, float* gk_out,
+                     float* gv_out) {
+  (void)j;
+  if constexpr (2 * NV <= VT::kAccRegs) {  // both rows' accumulators fit: one pass over the edges
+    src_pass<VT, NV, FULL, true, true>(a, h, lo, hi, gk_out, gv_out);
+  } else {  // one pass per gradient (the edge list is read twice, from cache)
+    src_pass<VT, NV, FULL, true, false>(a, h, lo, hi, gk_out, gv_out);
+    src_pass<VT, NV, FULL, false, true>(a, h, lo, hi, gk_out, gv_out);
+  }
+}
+
+#endif  // GA_BLOCKED
 
 // ================================================================ kernel choice
 
@@ -619,30 +768,57 @@ struct Kernels {
   void (*src)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*, acc_t*);
 };
 
+#ifdef GA_BLOCKED
+// The widest vectors the compiler targets; head dims up to 128 run the blocked kernels.
+#ifdef __AVX512F__
+using Blocked = Avx512;
+#else
+using Blocked = Avx2;
+#endif
+constexpr int kMaxNV = 128 / Blocked::W;
+
+template <int NV>
+Kernels<float> blocked_kernels(bool full) {
+  if (full) return {fwd_blocked<Blocked, NV, true>, bwd_dst_blocked<Blocked, NV, true>, bwd_src_blocked<Blocked, NV, true>};
+  return {fwd_blocked<Blocked, NV, false>, bwd_dst_blocked<Blocked, NV, false>, bwd_src_blocked<Blocked, NV, false>};
+}
+
+// NV in [1, kMaxNV] as a compile-time constant (NV vectors hold a row).
+template <int NV = 1>
+Kernels<float> blocked_kernels(int nv, bool full) {
+  if constexpr (NV < kMaxNV) {
+    if (nv != NV) return blocked_kernels<NV + 1>(nv, full);
+  }
+  return blocked_kernels<NV>(full);
+}
+#endif  // GA_BLOCKED
+
+// Name of the float32 kernel that runs for these head dims (for tests and benchmark reports).
+std::string kernel_name(int64_t D, int64_t Dv) {
+#ifdef GA_BLOCKED
+  const int64_t nv = (D + Blocked::W - 1) / Blocked::W;
+  if (D > 0 && Dv > 0 && nv <= kMaxNV && nv == (Dv + Blocked::W - 1) / Blocked::W) {
+    return std::string(Blocked::W == 16 ? "avx512" : "avx2") + "_blocked";
+  }
+#endif
+  (void)D;
+  (void)Dv;
+  return "generic";
+}
+
+// graphattn::cpu_kernel(D, Dv): which float32 kernel this build runs for these head dims.
+std::string cpu_kernel(int64_t D, int64_t Dv) {
+  return kernel_name(D, Dv);
+}
+
 template <typename scalar_t>
 Kernels<scalar_t> pick_kernels(int64_t D, int64_t Dv) {
-#ifdef __AVX512F__
+#ifdef GA_BLOCKED
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const int64_t nv = (D + 15) / 16;
-    if (D > 0 && Dv > 0 && nv == (Dv + 15) / 16) {  // one register count for q / k and v rows
-      const bool full = D % 16 == 0 && Dv % 16 == 0;
-      switch (nv * 2 + (full ? 1 : 0)) {
-#define GA_CASE(NV)                                                                                    \
-  case 2 * NV:                                                                                         \
-    return {fwd_avx512<NV, false>, bwd_dst_avx512<NV, false>, bwd_src_avx512<NV, false>};              \
-  case 2 * NV + 1:                                                                                     \
-    return {fwd_avx512<NV, true>, bwd_dst_avx512<NV, true>, bwd_src_avx512<NV, true>};
-        GA_CASE(1)
-        GA_CASE(2)
-        GA_CASE(3)
-        GA_CASE(4)
-        GA_CASE(5)
-        GA_CASE(6)
-        GA_CASE(7)
-        GA_CASE(8)
-#undef GA_CASE
-        default: break;
-      }
+    const int64_t nv = (D + Blocked::W - 1) / Blocked::W;
+    // One register count for q / k and v rows.
+    if (D > 0 && Dv > 0 && nv <= kMaxNV && nv == (Dv + Blocked::W - 1) / Blocked::W) {
+      return blocked_kernels(static_cast<int>(nv), D % Blocked::W == 0 && Dv % Blocked::W == 0);
     }
   }
 #endif
@@ -883,6 +1059,10 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
 }
 
 }  // namespace
+
+TORCH_LIBRARY_FRAGMENT(graphattn, m) {
+  m.def("cpu_kernel(int d, int dv) -> str", &cpu_kernel);
+}
 
 TORCH_LIBRARY_IMPL(graphattn, CPU, m) {
   m.impl("edge_attention_fwd", &edge_attention_fwd_cpu);

@@ -10,6 +10,9 @@ gradcheck, determinism, layouts, the custom-op machinery and bad inputs.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -139,6 +142,54 @@ def test_native_matches_reference_with_one_term(name, dtype, d, dv, which):
     assert_same(run("native", g, inputs), run("reference", g, inputs), dtype)
 
 
+# float32 head dims for the blocked kernels (AVX-512: 16 floats a vector, AVX2: 8): one short
+# masked vector (8 on AVX2 is full), full rows (16, 64, 128), masked tails (13, 59, 100), and
+# D != Dv with equal vector counts (59 / 57: different tails for the key and value rows).
+BLOCKED_DIMS = [(8, 8), (13, 13), (16, 16), (59, 59), (59, 57), (64, 64), (100, 100), (128, 128)]
+TERMS = {
+    "plain": {"bias": False, "gate": False, "key": False, "value": False},
+    "bias_gate": {"bias": True, "gate": True, "key": False, "value": False},
+    "key_only": {"bias": False, "gate": False, "key": True, "value": False},
+    "value_only": {"bias": False, "gate": True, "key": False, "value": True},
+    "all": {"bias": True, "gate": True, "key": True, "value": True},
+}
+
+
+@pytest.mark.parametrize("case", ALL_GRAPHS, ids=lambda c: c.name)
+@pytest.mark.parametrize("d,dv", BLOCKED_DIMS, ids=lambda x: str(x))
+@pytest.mark.parametrize("terms", list(TERMS), ids=str)
+def test_float32_blocked_kernels_match_reference(case, d, dv, terms):
+    """Values, lse and every gradient of the float32 blocked kernels, full and tail blocks of edges
+    (hubs cut into segments, rows of 1 to 10,000 edges) and of head dims, with and without each term."""
+    inputs = pick(inputs_with_terms(case.graph, 2, d, dv, torch.float32, True), **TERMS[terms])
+    assert_same(run("native", case.graph, inputs), run("reference", case.graph, inputs), torch.float32)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
+
+
+@pytest.mark.skipif(bool(os.environ.get("GRAPHATTN_ARCH_FLAGS")), reason="built for another target than this CPU")
+def test_float32_runs_a_blocked_kernel_on_this_cpu():
+    """Built with -march=native, float32 head dims <= 128 run the widest blocked kernel this CPU has."""
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        want = "avx512_blocked"
+    elif {"avx2", "fma"} <= flags:
+        want = "avx2_blocked"
+    else:
+        pytest.skip("no AVX2 / AVX-512 on this CPU: the generic kernels run")
+    for d, dv in BLOCKED_DIMS:
+        assert torch.ops.graphattn.cpu_kernel(d, dv) == want, (d, dv)
+    assert torch.ops.graphattn.cpu_kernel(129, 129) == "generic"  # beyond the blocked kernels' registers
+    assert torch.ops.graphattn.cpu_kernel(8, 20) == "generic"  # different vector counts for q / k and v
+
+
 @pytest.mark.parametrize("backend", ["native", "reference"])
 @pytest.mark.parametrize("dtype,d", [(torch.float32, 16), (torch.float32, 6), (torch.float64, 5)])
 def test_same_tensor_as_key_and_value_gets_the_sum_of_both_gradients(backend, dtype, d):
@@ -215,7 +266,7 @@ def test_gradcheck_float64_shared_term():
     assert torch.autograd.gradcheck(f, (inputs["q"], inputs["k"], inputs["v"], inputs["edge_key"]), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("d", [16, 6])  # the AVX-512 kernel (unmasked / masked rows)
+@pytest.mark.parametrize("d", [16, 6, 13])  # the blocked kernels (unmasked / masked rows)
 def test_gradcheck_float32_small(d):
     """float32 through the blocked kernels, against finite differences at float32's resolution."""
     g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 1, 1, 3], [0, 0, 0, 2, 2, 3]]), 4, 4)  # empty row 1

@@ -77,9 +77,16 @@ def test_library_is_loaded_and_native_is_preferred():
     assert "cpu" in b.deterministic_devices
 
 
-# (dtype, head dim D, value dim Dv): float32 D=5 and 64 run the AVX-512 kernels (masked and
-# unmasked rows), D=8 / Dv=20 the generic float32 kernel, float64 the generic kernel.
-CONFIGS = [(torch.float32, 5, 5), (torch.float32, 64, 64), (torch.float32, 8, 20), (torch.float64, 5, 7)]
+# (dtype, head dim D, value dim Dv): float32 D=5 and 64 run the blocked kernels (AVX-512 or AVX2,
+# masked and unmasked rows), D=13 / Dv=16 the blocked kernels with different row tails for q / k
+# and v, D=8 / Dv=20 the generic float32 kernel, float64 the generic kernel.
+CONFIGS = [
+    (torch.float32, 5, 5),
+    (torch.float32, 64, 64),
+    (torch.float32, 13, 16),
+    (torch.float32, 8, 20),
+    (torch.float64, 5, 7),
+]
 
 
 @pytest.mark.parametrize("case", ALL_GRAPHS, ids=lambda c: c.name)
