@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ._alloc import large_empty
 from ._validation import check_int
 
 __all__ = ["Graph", "Transpose"]
@@ -227,20 +229,27 @@ class Graph:
     def dst(self) -> Tensor:
         """``int64 [E]``: the destination of each edge (cached)."""
         if "dst" not in self._cache:
-            self._cache["dst"] = torch.repeat_interleave(
-                torch.arange(self.num_dst, device=self.device), self.in_degree(), output_size=self.num_edges
-            )
+            if self.device.type == "cpu":  # NumPy's repeat: several times faster, output in huge pages
+                dst = np.repeat(np.arange(self.num_dst, dtype=np.int64), self.in_degree().numpy())
+                self._cache["dst"] = torch.from_numpy(dst)
+            else:
+                self._cache["dst"] = torch.repeat_interleave(
+                    torch.arange(self.num_dst, device=self.device), self.in_degree(), output_size=self.num_edges
+                )
         return self._cache["dst"]
 
     @property
     def transpose(self) -> Transpose:
         """The source-grouped view (CSC) of the same edges, built once and cached."""
         if "transpose" not in self._cache:
-            perm = torch.argsort(self.col, stable=True)
+            e, dev = self.num_edges, self.device
+            perm = large_empty(e, device=dev)
+            torch.sort(self.col, stable=True, out=(large_empty(e, device=dev), perm))
             counts = torch.bincount(self.col, minlength=self.num_src)
-            colptr = torch.zeros(self.num_src + 1, dtype=torch.long, device=self.device)
+            colptr = torch.zeros(self.num_src + 1, dtype=torch.long, device=dev)
             torch.cumsum(counts, 0, out=colptr[1:])
-            self._cache["transpose"] = Transpose(colptr, self.dst()[perm].contiguous(), perm)
+            row = torch.index_select(self.dst(), 0, perm, out=large_empty(e, device=dev))
+            self._cache["transpose"] = Transpose(colptr, row, perm)
         return self._cache["transpose"]
 
     def to_edge_index(self) -> Tensor:

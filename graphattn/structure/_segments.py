@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._alloc import large_empty
 from .._validation import check_int
 from ..graph import Graph
 
@@ -197,7 +198,7 @@ def fill_runs(
     scattered writes, no per-edge index or gather (each fresh ``E``-sized tensor costs its page
     faults, which dominate on large graphs).
     """
-    col = torch.empty(num_edges, dtype=torch.long, device=start.device) if out is None else out
+    col = large_empty(num_edges, device=start.device) if out is None else out
     if num_edges == 0:
         return col
     uniform = not isinstance(step, Tensor)
@@ -256,11 +257,12 @@ def filter_edges(graph: Graph, keep: Tensor) -> Graph:
     The new ``rowptr`` is the running count of kept edges read at the old row boundaries (one
     prefix sum over ``E``, no per-edge destination index).
     """
-    kept = torch.empty(keep.numel() + 1, dtype=torch.long, device=keep.device)
+    kept = large_empty(keep.numel() + 1, device=keep.device)
     kept[0] = 0
     kept[1:] = keep  # (a bool -> int64 prefix sum is several times slower than copy + int64 cumsum_)
     kept[1:].cumsum_(0)
-    return Graph._unchecked(kept[graph.rowptr], graph.col[keep], graph.num_src, graph.ptr, graph.src_ptr)
+    col = torch.masked_select(graph.col, keep, out=large_empty(int(kept[-1]), device=keep.device))
+    return Graph._unchecked(kept[graph.rowptr], col, graph.num_src, graph.ptr, graph.src_ptr)
 
 
 def same_ptr(name: str, graphs: Sequence[Graph]) -> tuple[Tensor | None, Tensor | None]:
@@ -387,7 +389,7 @@ def _assemble_grouped(
     block_rows = run_len[block_run]
     block_width = total[run_start[block_run]]
     big = block_runs * block_rows * block_width >= _MIN_GROUP_EDGES
-    col = torch.empty(num_edges, dtype=torch.long, device=device)
+    col = large_empty(num_edges, device=device)
     # Rows of small blocks: the generic path on those rows, scattered to their place.
     run_big = torch.repeat_interleave(big, block_runs)
     small_rows = torch.nonzero(~torch.repeat_interleave(run_big, run_len)).reshape(-1)
