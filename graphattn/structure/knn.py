@@ -2,35 +2,53 @@
 e.g. Wang et al., "Dynamic Graph CNN", 2019, and Zhao et al., "Point Transformer", 2021).
 
 https://arxiv.org/abs/1801.07829 -- each node attends to the ``k`` nodes of its example nearest to
-it in ``x`` (Euclidean distance; ``cosine=True``: largest cosine similarity). Brute force, exact,
-batched over examples of equal length and chunked:
+it in ``x`` (Euclidean distance; ``cosine=True``: largest cosine similarity). Exact, batched over
+examples, by one of two methods (``method="auto"`` picks the grid for positions with at most 3
+coordinates and Euclidean distance, brute force otherwise):
 
-**Memory bound.** Examples are grouped by length ``L``. Up to
+**Grid** (positions, ``F <= 3``): a uniform grid per example, its cell side chosen so that a cell
+holds about ``k / 2`` points on average (``cell_points``), the points sorted by cell. Each
+destination first takes the candidates in the ``3^F`` cells around its own and keeps its ``k``
+nearest; the answer is exact when the ``k``-th distance is at most the distance from the point to
+the border of that block of cells (no point outside it can be nearer), or the block reaches the
+example's bounding box on that side. Rows that fail the test (sparse regions, clusters) are
+searched again with the block radius doubled, until the block covers the whole example, so the
+result is always exact. For points spread over their box the cost is ``O(N · 3^F · k)`` (with
+sorting by cell, ``O(N log N)``). With ``method="auto"``, an example whose first round would
+compare more than a quarter of its ``L^2`` pairs (short examples, heavily clustered points) is
+searched by brute force instead, so the grid is never much slower than brute force.
+
+**Brute force** (features, or ``cosine=True``). Examples are grouped by length ``L``. Up to
 ``C = max(1, max_elements // L^2)`` examples of one length are compared at once, each with
 itself only (a batched ``[C, L, L]`` distance tensor, one ``bmm``, one ``topk``); an example with
 ``L^2 > max_elements`` is cut into chunks of ``R = max(1, max_elements // L)`` destination rows
-against its ``L`` sources. So at most ``M = max(max_elements, L_max)`` distances exist at once,
-twice (the distances and the ``bmm`` product), plus the ``[.., k]`` top-k and their int64 write
-positions: ``max_elements = 2**22`` (default) bounds the working set by about 32 MiB in float32;
-no ``N x N`` tensor is formed, and no distance between two different examples is computed. Time
-is ``O(sum L^2 · F)`` (brute force), plus one Python step per distinct length (at most
-``sqrt(2N)`` of them) and per chunk.
+against its ``L`` sources. Time is ``O(sum L^2 · F)``, plus one Python step per distinct length
+(at most ``sqrt(2N)`` of them) and per chunk.
+
+**Memory bound** (both methods): at most ``M = max(max_elements, L_max)`` distances (or padded
+candidate slots) exist at once, a small multiple of it in temporaries: ``max_elements = 2**22``
+(default) bounds the working set by a few tens of MiB; no ``N x N`` tensor is formed, and no
+distance between two different examples is computed.
 
 In-degree: ``min(k, L)`` (``loop=False``: ``min(k, L - 1)``, the node itself excluded). Row order:
-nearest first (ties broken by :func:`torch.topk`).
+nearest first (ties broken by :func:`torch.topk`, so tied neighbours may differ between methods).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from .._alloc import large_empty
 from ..graph import Graph
-from ._segments import check_int, row_offsets, segments, trusted_graph
+from ._segments import Segments, check_int, fill_runs, row_offsets, segments, trusted_graph
 
 __all__ = ["knn"]
+
+_GRID_MAX_DIM = 3
 
 
 def knn(
@@ -41,6 +59,8 @@ def knn(
     cosine: bool = False,
     lengths: Tensor | Sequence[int] | None = None,
     batch: Tensor | None = None,
+    method: Literal["auto", "grid", "brute"] = "auto",
+    cell_points: float | None = None,
     max_elements: int = 2**22,
 ) -> Graph:
     """``k`` nearest sources (by ``x``) of each destination, within its example.
@@ -53,6 +73,9 @@ def knn(
         cosine: rank by cosine similarity instead of Euclidean distance.
         lengths: ``[B]`` example lengths (sum ``N``).
         batch: ``[N]`` example of each node.
+        method: ``"grid"`` (Euclidean, ``F <= 3``), ``"brute"``, or ``"auto"`` (the grid where it
+            applies); both are exact (see the module docstring).
+        cell_points: the grid's mean points per cell (default ``max(k / 2, 1)``); a speed knob only.
         max_elements: the chunking budget (see the module docstring).
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
@@ -63,6 +86,18 @@ def knn(
         raise ValueError(f"x must be [N, F] or [N], got shape {list(x.shape)}")
     k = check_int("k", k, minimum=0)
     max_elements = check_int("max_elements", max_elements, minimum=1)
+    if method not in ("auto", "grid", "brute"):
+        raise ValueError(f"method must be 'auto', 'grid' or 'brute', got {method!r}")
+    grid_ok = not cosine and 1 <= x.shape[1] <= _GRID_MAX_DIM
+    if method == "grid" and not grid_ok:
+        raise ValueError(
+            f"method='grid' needs Euclidean distance (cosine=False) and 1 to {_GRID_MAX_DIM} coordinates, "
+            f"got cosine={cosine} and x of shape {list(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite (no NaN or inf)")
+    if cell_points is not None and not cell_points > 0:
+        raise ValueError(f"cell_points must be > 0, got {cell_points}")
     if lengths is None and batch is None:
         lengths = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)
     seg = segments(x.shape[0], lengths, batch)
@@ -75,6 +110,35 @@ def knn(
     n = seg.num_nodes
     if num_edges == 0:
         return trusted_graph(rowptr, col, n, ptr=seg.ptr)
+    brute = torch.ones(seg.lengths.numel(), dtype=torch.bool, device=x.device)  # per example
+    if grid_ok and method != "brute":
+        search = _GridSearch(x, seg, deg, loop, float(cell_points or max(k / 2, 1)), max_elements)
+        brute = search.worse_than_brute_force() if method == "auto" else ~brute
+        search.run(rowptr, col, brute)
+    if bool(brute.any()):
+        _brute_force(x, seg, brute, k, loop, cosine, max_elements, rowptr, col)
+    return trusted_graph(rowptr, col, n, ptr=seg.ptr)
+
+
+def _brute_force(
+    x: Tensor,
+    seg: Segments,
+    use: Tensor,
+    k: int,
+    loop: bool,
+    cosine: bool,
+    max_elements: int,
+    rowptr: Tensor,
+    col: Tensor,
+) -> None:
+    """The brute-force method of :func:`knn` on the examples where ``use [B]`` is true.
+
+    Euclidean distances are ranked through ``|x_i|^2 + |x_j|^2 - 2 x_i·x_j``, which cancels
+    catastrophically in float32 for points far from the origin relative to their spacing (a
+    cluster of radius 0.01 at distance 300 loses every digit), so they are computed in float64.
+    """
+    if not cosine:
+        x = x.double()
     sq = (x * x).sum(1)
     starts = seg.ptr[:-1]
     lengths, inverse = torch.unique(seg.lengths, return_inverse=True)
@@ -82,7 +146,7 @@ def knn(
         kk = min(k, length - (0 if loop else 1))
         if kk <= 0:
             continue
-        first = starts[inverse == v]  # the examples of this length
+        first = starts[(inverse == v) & use]  # the examples of this length
         if length * length <= max_elements:
             per = max(1, max_elements // (length * length))
             for a in range(0, first.numel(), per):  # chunks of whole examples
@@ -94,7 +158,143 @@ def knn(
                     _knn_examples(
                         x, sq, first.new_tensor([s0]), length, a, min(a + rows, length), kk, loop, cosine, rowptr, col
                     )
-    return trusted_graph(rowptr, col, n, ptr=seg.ptr)
+
+
+class _GridSearch:
+    """The grid method of :func:`knn` (module docstring): cells per example, rounds of growing blocks."""
+
+    def __init__(self, x: Tensor, seg: Segments, deg: Tensor, loop: bool, cell_points: float, max_elements: int):
+        dev, f = x.device, x.shape[1]
+        self.x, self.deg, self.loop, self.budget = x, deg, loop, max_elements
+        ex = seg.example
+        b = seg.lengths.numel()
+        big = torch.finfo(x.dtype).max
+        lo = torch.full((b, f), big, dtype=x.dtype, device=dev).scatter_reduce_(0, ex[:, None].expand(-1, f), x, "amin")
+        hi = torch.full((b, f), -big, dtype=x.dtype, device=dev).scatter_reduce_(
+            0, ex[:, None].expand(-1, f), x, "amax"
+        )
+        extent = (hi - lo).clamp_(min=0)
+        # Cell side h: the volume of the box's non-flat dimensions over the wanted cell count.
+        flat = extent <= 0
+        dims = (~flat).sum(1).clamp(min=1)
+        cells = (seg.lengths.to(x.dtype) / cell_points).clamp(min=1)
+        log_h = (torch.where(flat, 0.0, extent.clamp(min=torch.finfo(x.dtype).tiny).log()).sum(1) - cells.log()) / dims
+        h = torch.where((~flat).any(1), log_h.exp(), torch.ones_like(log_h))  # all points equal: one cell
+        grid = torch.ceil(extent / h[:, None]).long().clamp_(min=1)  # [B, F] cells per dimension
+        # (at most about ``cells · 2^F`` cells per example: a dimension shorter than h gets one cell)
+        stride = torch.ones_like(grid)
+        for d in range(f - 2, -1, -1):
+            stride[:, d] = stride[:, d + 1] * grid[:, d + 1]
+        per_example = stride[:, 0] * grid[:, 0]
+        cell_first = torch.cumsum(per_example, 0) - per_example
+        self.lo, self.h, self.grid, self.stride, self.cell_first = lo, h, grid, stride, cell_first
+        self.cells_per_example = per_example
+        self.ex, self.lengths = ex, seg.lengths
+        self.coord = torch.minimum(((x - lo[ex]) / h[ex, None]).floor_().long().clamp_(min=0), grid[ex] - 1)  # [N, F]
+        cell = cell_first[ex] + (self.coord * stride[ex]).sum(1)
+        self.order = torch.argsort(cell, stable=True)  # nodes sorted by cell
+        counts = torch.bincount(cell, minlength=int(per_example.sum()))
+        self.cell_start = torch.cumsum(counts, 0) - counts
+        self.cell_count = counts
+        pad = torch.full((1,), float("inf"), dtype=x.dtype, device=dev)
+        self.padded_coords = [torch.cat([x[:, d], pad]) for d in range(f)]  # node n: the padding
+
+    def worse_than_brute_force(self) -> Tensor:
+        """``[B]``: examples where the first round alone would compare more than a quarter of all pairs.
+
+        The first round compares each point with the ``3^F`` cells around its own, about
+        ``3^F · sum(count^2)`` pairs over the example's cells, against ``L^2`` for brute force
+        (whose pairs are several times cheaper: one ``bmm`` and one ``topk``). Short examples and
+        heavily clustered points go to brute force, so the grid never costs much more than it.
+        """
+        cell_example = torch.repeat_interleave(
+            torch.arange(self.grid.shape[0], device=self.grid.device), self.cells_per_example
+        )
+        pairs = torch.zeros(self.grid.shape[0], dtype=torch.float64, device=self.grid.device)
+        pairs.index_add_(0, cell_example, self.cell_count.double().square())
+        return pairs * 3 ** self.grid.shape[1] > 0.25 * self.lengths.double().square()
+
+    def run(self, rowptr: Tensor, col: Tensor, skip: Tensor) -> None:
+        """Write the rows of every example but those where ``skip [B]`` is true."""
+        rows = torch.nonzero((self.deg > 0) & ~skip[self.ex]).reshape(-1)
+        radius, widest = 1, int(self.grid.max())
+        while rows.numel() > 0:
+            complete = radius >= widest - 1  # the block covers every cell of every example
+            offsets = _block_offsets(radius, self.x.shape[1], self.x.device)
+            per = max(1, self.budget // offsets.shape[0])
+            failed = [
+                self._rows(rows[a : a + per], offsets, radius, complete, rowptr, col)
+                for a in range(0, rows.numel(), per)
+            ]
+            rows = torch.cat(failed)
+            radius = min(2 * radius + 1, max(widest - 1, 1))  # never wider than the widest grid
+
+    def _rows(self, rows: Tensor, offsets: Tensor, radius: int, complete: bool, rowptr: Tensor, col: Tensor) -> Tensor:
+        """Search ``rows`` in the blocks of ``offsets``; write the exact ones, return the others."""
+        ex = self.ex[rows]
+        grid = self.grid[ex]
+        nb = self.coord[rows][:, None, :] + offsets  # [R, P, F] neighbour cells
+        inside = ((nb >= 0) & (nb < grid[:, None, :])).all(2)
+        cell = self.cell_first[ex][:, None] + (nb * self.stride[ex][:, None, :]).sum(2)
+        cell = torch.where(inside, cell, 0)
+        count = torch.where(inside, self.cell_count[cell], 0)  # [R, P]
+        total = count.sum(1)  # candidates per row
+        padded = rows.numel() * int(total.max())
+        if rows.numel() > 1 and (padded > self.budget or (padded > 2 * int(total.sum()) and rows.numel() >= 1024)):
+            # Over the budget, or mostly padding: the rows with fewer candidates, then the others.
+            by_total = rows[torch.argsort(total, stable=True)]
+            half = rows.numel() // 2
+            return torch.cat(
+                [
+                    self._rows(by_total[:half], offsets, radius, complete, rowptr, col),
+                    self._rows(by_total[half:], offsets, radius, complete, rowptr, col),
+                ]
+            )
+        # Candidates in a padded [R, width] table (``n``, the node past the last, pads): one
+        # arithmetic run of positions in ``order`` per non-empty cell, copied to its row's slots.
+        width = int(total.max())
+        pair = count.reshape(-1) > 0
+        run_len = count.reshape(-1)[pair]
+        num = int(total.sum())
+        run_at = torch.cumsum(run_len, 0) - run_len
+        cand = self.order.index_select(0, fill_runs(num, run_at, self.cell_start[cell.reshape(-1)[pair]], 1, run_len))
+        row_at = torch.cumsum(total, 0) - total
+        filled = total > 0
+        slots = fill_runs(num, row_at[filled], torch.nonzero(filled).reshape(-1) * width, 1, total[filled])
+        table = large_empty(rows.numel() * width, device=rows.device).fill_(self.x.shape[0])
+        table.index_copy_(0, slots, cand)
+        table = table.view(rows.numel(), width)
+        dist = large_empty((rows.numel(), width), dtype=self.x.dtype, device=self.x.device).zero_()
+        for xd in self.padded_coords:  # per coordinate: (x_cand - x_row)^2, +inf at the pads
+            dist.add_((xd.index_select(0, table.reshape(-1)).view_as(dist) - xd[rows][:, None]).square_())
+        if not self.loop:
+            dist.masked_fill_(table == rows[:, None], float("inf"))
+        deg = self.deg[rows]
+        kk = min(int(deg.max()), width)
+        near, at = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
+        if complete:
+            ok = torch.ones_like(deg, dtype=torch.bool)
+        else:
+            kth = near.gather(1, (deg.clamp(max=kk) - 1)[:, None]).squeeze(1)
+            ok = (total >= deg) & torch.isfinite(kth) & (kth <= self._clearance(rows, ex, radius).square())
+        keep = ok[:, None] & (torch.arange(kk, device=rows.device) < deg[:, None])
+        pos = (rowptr[rows][:, None] + torch.arange(kk, device=rows.device))[keep]
+        col.index_copy_(0, pos, table.gather(1, at)[keep])
+        return rows[~ok]
+
+    def _clearance(self, rows: Tensor, ex: Tensor, radius: int) -> Tensor:
+        """Distance from each row's point to the border of its block (inf where the block reaches the box)."""
+        c, grid, lo, h = self.coord[rows], self.grid[ex], self.lo[ex], self.h[ex, None]
+        x = self.x[rows]
+        below = torch.where(c - radius <= 0, float("inf"), x - (lo + (c - radius).to(x.dtype) * h))
+        above = torch.where(c + radius >= grid - 1, float("inf"), lo + (c + radius + 1).to(x.dtype) * h - x)
+        return torch.minimum(below, above).amin(1)
+
+
+def _block_offsets(radius: int, dims: int, device: torch.device) -> Tensor:
+    """``[(2r + 1)^F, F]``: every integer offset with entries in ``-r .. r``."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    return torch.cartesian_prod(*([r] * dims)).reshape(-1, dims)
 
 
 def _knn_examples(
