@@ -1,7 +1,8 @@
 """Build time of the fixed structure builders at N = 65536 tokens / 256 x 256 pixels.
 
 The table of docs/structures.md ("Build times"). Every case builds its graph once to warm up,
-then ``--repeats`` times; the median wall time is reported. One torch thread (``OMP_NUM_THREADS=1``
+then ``--repeats`` times; the median wall time is reported, and the median CPU time of the process
+(``time.process_time``), which other jobs on a shared machine inflate much less. One torch thread (``OMP_NUM_THREADS=1``
 is set before torch is imported, and ``torch.set_num_threads(1)``), since the project machine has
 2 cores shared with other jobs. Prints a markdown table and appends one JSON line per case to
 ``benchmarks/results/builders.jsonl``.
@@ -65,6 +66,7 @@ CASES: list[tuple[str, Callable[[], object], Callable[[object], Graph]]] = [
         lambda _: S.bigbird(None, 64, 2, 3, generator=_gen(), lengths=[1024] * 64),
     ),
     ("knn(x [65536, 2], k=16, lengths=[1024] * 64)", _points, lambda x: S.knn(x, 16, lengths=[1024] * 64)),
+    ("knn(x [65536, 2], k=16)", _points, lambda x: S.knn(x, 16)),
     ("causal(bigbird(65536, w=64, g=2, r=3))", lambda: S.bigbird(N, 64, 2, 3, generator=_gen()), S.causal),
     (
         "union(window(65536, w=64), global_tokens(65536, g=16))",
@@ -92,17 +94,19 @@ def run(name: str, setup: Callable[[], object], build: Callable[[object], Graph]
     graph = build(arg)  # warm-up (allocator, lazy initialisation)
     edges = graph.num_edges
     del graph
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         graph = build(arg)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         del graph
     return {
         "builder": name,
         "edges": edges,
         "median_ms": 1e3 * statistics.median(times),
         "ms": [1e3 * t for t in times],
+        "median_cpu_ms": 1e3 * statistics.median(cpu),
     }
 
 
@@ -114,11 +118,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    meta = {"time": stamp, "torch": torch.__version__, "threads": torch.get_num_threads(), "host": platform.node()}
+    meta = {
+        "load": os.getloadavg()[0],
+        "time": stamp,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread; median of {args.repeats} after one warm-up")
     print()
-    print("| builder | edges | build time |")
-    print("| --- | ---: | ---: |")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (2 cores here; CPU time is the process's own)")
+    print()
+    print("| builder | edges | build time | CPU time |")
+    print("| --- | ---: | ---: | ---: |")
     rows = []
     exact = args.only is not None and any(name == args.only for name, _, _ in CASES)
     for name, setup, build in CASES:
@@ -126,7 +138,8 @@ def main() -> None:
             continue
         row = {**run(name, setup, build, args.repeats), **meta}
         rows.append(row)
-        print(f"| `{name}` | {row['edges']:,} | {row['median_ms']:.0f} ms |", flush=True)
+        wall, cpu = row["median_ms"], row["median_cpu_ms"]
+        print(f"| `{name}` | {row['edges']:,} | {wall:.0f} ms | {cpu:.0f} ms |", flush=True)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
