@@ -641,6 +641,10 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
   return st;
 }
 
+// Three phases per run of kRun edges, each with one row in registers: the scores (q), the
+// probabilities and score gradients (dO), then grad_q (its accumulator). Holding q, dO and grad_q
+// at once would need 3 * NV registers, which AVX2 does not have for D = 64: the spilled rows would
+// then be re-read from the stack for every edge instead of once per run.
 template <class VT, int NV, bool FULL>
 void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
   using R = typename VT::reg;
@@ -648,57 +652,84 @@ void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, 
   constexpr int W = VT::W;
   const int64_t H = a.H, D = a.D, Dv = a.Dv;
   const auto km = VT::tail(D, NV), vm = VT::tail(Dv, NV);
-  R qv[NV], ov[NV], gq[NV];
+  const float* qp = a.q + (i * H + h) * D;
+  const float* op = a.dout + (i * H + h) * Dv;
 #pragma GCC unroll 16
-  for (int u = 0; u < NV; ++u) {
-    qv[u] = load_row<VT, NV, FULL>(a.q + (i * H + h) * D, u, km);
-    ov[u] = load_row<VT, NV, FULL>(a.dout + (i * H + h) * Dv, u, vm);
-    gq[u] = VT::zero();
-  }
+  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, VT::zero());
   const V scale = splat<VT>(a.scale);
   const V shift = splat<VT>(prob_shift(a.lse[i * H + h]));
   const V delta = splat<VT>(a.delta[i * H + h]);
+  alignas(64) float sbuf[kRun];
   alignas(64) float buf[W];
-  for (int64_t e0 = lo; e0 < hi; e0 += W) {
-    const int n = static_cast<int>(std::min<int64_t>(W, hi - e0));
-    V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
-    const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
-    s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
-    s.x = VT::first(n, s.x, VT::set1(kNegInf));
-    const V p = edge_prob(s, shift);  // 0 on lanes past n
-    V ds, pg;
-    if (a.gate) {
-      const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
-      ds = grad_score(p, gated_dp(dp, g), delta);
-      pg = value_weight(p, g);
-    } else {
-      ds = grad_score(p, dp, delta);
-      pg = p;
-    }
-    store_edges<VT>(a.pg, pg.x, e0, n, H, h, buf);
-    if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
-      for (int t = 0; t < n; ++t) {
-        const V w = splat<VT>(buf[t]);
-        float* row = a.gev + ((e0 + t) * H + h) * Dv;
+  for (int64_t r0 = lo; r0 < hi; r0 += kRun) {
+    const int64_t r1 = std::min(hi, r0 + kRun);
+    const int blocks = static_cast<int>((r1 - r0 + W - 1) / W);
+    auto block_n = [&](int b) { return static_cast<int>(std::min<int64_t>(W, r1 - r0 - W * b)); };
+    {  // scores s_e (lanes past n: -inf, probability 0)
+      R qv[NV];
 #pragma GCC unroll 16
-        for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, vm, grad_edge_value(w, V{ov[u]}).x);
+      for (int u = 0; u < NV; ++u) qv[u] = load_row<VT, NV, FULL>(qp, u, km);
+      for (int b = 0; b < blocks; ++b) {
+        const int64_t e0 = r0 + W * b;
+        const int n = block_n(b);
+        V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
+        s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
+        VT::store(sbuf + W * b, VT::first(n, s.x, VT::set1(kNegInf)));
       }
     }
-    if (a.dgate) store_edges<VT>(a.dgate, grad_gate(p, dp).x, e0, n, H, h, buf);
-    store_edges<VT>(a.ds, ds.x, e0, n, H, h, buf);
-    VT::store(buf, grad_dot(ds, scale).x);
-    block_axpy<VT, NV, FULL>(gq, km, buf, a.k, a.ek, a.col, e0, n, H * D, h * D);
-    if (a.gek) {  // grad_kappa_e = scale ds_e q_i, one row per edge
-      for (int t = 0; t < n; ++t) {
-        const V w = splat<VT>(buf[t]);
-        float* row = a.gek + ((e0 + t) * H + h) * D;
+    {  // p_e, ds_e, gate_e p_e, grad_gate_e, grad_nu_e; sbuf becomes grad_dot(ds_e)
+      R ov[NV];
 #pragma GCC unroll 16
-        for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, km, grad_edge_key(w, V{qv[u]}).x);
+      for (int u = 0; u < NV; ++u) ov[u] = load_row<VT, NV, FULL>(op, u, vm);
+      for (int b = 0; b < blocks; ++b) {
+        const int64_t e0 = r0 + W * b;
+        const int n = block_n(b);
+        const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
+        const V p = edge_prob(V{VT::load(sbuf + W * b)}, shift);  // 0 on lanes past n
+        V ds, pg;
+        if (a.gate) {
+          const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
+          ds = grad_score(p, gated_dp(dp, g), delta);
+          pg = value_weight(p, g);
+        } else {
+          ds = grad_score(p, dp, delta);
+          pg = p;
+        }
+        store_edges<VT>(a.pg, pg.x, e0, n, H, h, buf);
+        if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
+          for (int t = 0; t < n; ++t) {
+            const V w = splat<VT>(buf[t]);
+            float* row = a.gev + ((e0 + t) * H + h) * Dv;
+#pragma GCC unroll 16
+            for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, vm, grad_edge_value(w, V{ov[u]}).x);
+          }
+        }
+        if (a.dgate) store_edges<VT>(a.dgate, grad_gate(p, dp).x, e0, n, H, h, buf);
+        store_edges<VT>(a.ds, ds.x, e0, n, H, h, buf);
+        VT::store(sbuf + W * b, grad_dot(ds, scale).x);
+      }
+    }
+    {  // grad_q += grad_dot(ds_e) (k_j + kappa_e); grad_kappa_e = grad_dot(ds_e) q_i, one row per edge
+      R gq[NV];
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) gq[u] = load_row<VT, NV, FULL>(gq_out, u, km);
+      for (int b = 0; b < blocks; ++b) {
+        block_axpy<VT, NV, FULL>(gq, km, sbuf + W * b, a.k, a.ek, a.col, r0 + W * b, block_n(b), H * D, h * D);
+      }
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, gq[u]);
+    }
+    if (a.gek) {
+      for (int64_t e = r0; e < r1; ++e) {
+        const V w = splat<VT>(sbuf[e - r0]);
+        float* row = a.gek + (e * H + h) * D;
+#pragma GCC unroll 16
+        for (int u = 0; u < NV; ++u) {
+          store_row<VT, NV, FULL>(row, u, km, grad_edge_key(w, V{load_row<VT, NV, FULL>(qp, u, km)}).x);
+        }
       }
     }
   }
-#pragma GCC unroll 16
-  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, gq[u]);
 }
 
 // Source pass over the out-edges t in [lo, hi): gk += grad_dot(ds_e) q_i (KEY), gv += gate_e p_e dO_i
