@@ -9,6 +9,7 @@ process's RSS after set-up.
 
     python benchmarks/structures/bench_adaptive.py            # N = 1k .. 64k, all structures
     python benchmarks/structures/bench_adaptive.py --quick    # N = 1k, 4k
+    python benchmarks/structures/bench_adaptive.py --structures sea   # re-measure one; other rows kept
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -60,9 +62,9 @@ def run_one(name: str, n: int, repeats: int) -> dict:
     q, k, v = (torch.randn(n, h, d, requires_grad=True) for _ in range(3))
     structure = _build(name, n, h, d).train()
     base = _rss_mib()
-    times, edges = [], 0
+    times, cpu, edges = [], [], 0
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = structure(q, k)
         kk, vv = out.sources(q, k, v) if out.sources is not None else (k, v)
         args = (fold(q), fold(kk), fold(vv)) if out.per_head else (q, kk, vv)
@@ -70,6 +72,7 @@ def run_one(name: str, n: int, repeats: int) -> dict:
         loss = y.sum() + (out.aux_loss if out.aux_loss is not None else 0.0)
         loss.backward()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         edges = out.graph.num_edges
     return {
         "structure": name,
@@ -77,6 +80,8 @@ def run_one(name: str, n: int, repeats: int) -> dict:
         "edges": edges,
         "edges_per_row": edges / (n * (h if out.per_head else 1)),
         "median_ms": 1e3 * statistics.median(times),
+        "median_cpu_ms": 1e3 * statistics.median(cpu),
+        "load": os.getloadavg()[0],
         "peak_rss_above_setup_mib": _rss_mib() - base,
     }
 
@@ -86,14 +91,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N = 1k and 4k only")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(HERE.parent / "results" / "adaptive_structures.jsonl"))
+    parser.add_argument(
+        "--structures", default=",".join(STRUCTURES), help="comma-separated subset; other rows of --out are kept"
+    )
     parser.add_argument("--one", nargs=2, metavar=("STRUCTURE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats)))
         return
     sizes = [1024, 4096] if args.quick else [1024, 4096, 16384, 65536]
+    names = [name for name in args.structures.split(",") if name]
+    unknown = sorted(set(names) - set(STRUCTURES))
+    if unknown:
+        parser.error(f"unknown structures {unknown}; choose from {list(STRUCTURES)}")
     rows = []
-    for name in STRUCTURES:
+    for name in names:
         for n in sizes:
             cmd = [sys.executable, __file__, "--one", name, str(n), "--repeats", str(args.repeats)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -104,16 +116,23 @@ def main() -> None:
                 f"+{r['peak_rss_above_setup_mib']:7.1f} MiB",
                 flush=True,
             )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w") as f:
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [json.loads(line) for line in out_path.read_text().splitlines()] if out_path.exists() else []
+    measured = {(r["structure"], r["N"]) for r in rows}
+    rows = [r for r in kept if (r["structure"], r["N"]) not in measured] + rows  # re-measured rows replace old ones
+    rows.sort(key=lambda r: (STRUCTURES.index(r["structure"]), r["N"]))
+    with out_path.open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    print("\n| structure | N | edges / row | build + fwd + bwd (ms) | x time vs N=1k | peak RSS above set-up (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    header = ["structure", "N", "edges / row", "build + fwd + bwd (ms)", "CPU (ms)", "x time vs N=1k"]
+    print("\n| " + " | ".join([*header, "peak RSS above set-up (MiB)"]) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         first = next(x for x in rows if x["structure"] == r["structure"])
+        cpu = f"{r['median_cpu_ms']:.1f}" if "median_cpu_ms" in r else "-"
         print(
-            f"| {r['structure']} | {r['N']} | {r['edges_per_row']:.1f} | {r['median_ms']:.1f} | "
+            f"| {r['structure']} | {r['N']} | {r['edges_per_row']:.1f} | {r['median_ms']:.1f} | {cpu} | "
             f"{r['median_ms'] / first['median_ms']:.1f} | {r['peak_rss_above_setup_mib']:.0f} |"
         )
 

@@ -124,3 +124,27 @@ def test_to_sea_copies_the_teacher_and_rejects_misfits():
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         SEA(2, 8, **kwargs)
+
+
+def _estimator_top(sea: SEA, q: torch.Tensor, k: torch.Tensor, kk: int) -> torch.Tensor:
+    """The estimator's exact top-``kk`` keys per (query, head) of one example, scoring every key."""
+    lq, lk = sea.log_features(q), sea.log_features(k)
+    every = torch.arange(q.shape[0])[None, None].expand(q.shape[0], q.shape[1], -1)
+    return sea._gather_scores(lq, lk, every).topk(kk, dim=-1).indices
+
+
+def test_beam_refinement_finds_the_estimators_top_keys_with_a_fixed_candidate_budget():
+    gen = torch.Generator().manual_seed(3)
+    sea = SEA(2, 8, k=6, width=8)
+    sizes = []
+    for length in (300, 1200):
+        q, k = (1.5 * torch.randn(length, 2, 8, generator=gen) for _ in range(2))
+        cand = sea._candidate_keys(sea.log_features(q), sea.log_features(k), 6)
+        sizes.append(cand.shape[-1])
+        head, dst, src = sea._select(q, k, 6)
+        kept = torch.zeros(length, 2, length, dtype=torch.bool)
+        kept[dst, head, src] = True
+        top = _estimator_top(sea, q, k, 6)
+        recall = kept.gather(-1, top).float().mean()
+        assert recall >= 0.95, (length, float(recall))
+    assert sizes == [12, 12]  # oversample · k candidates per query at any length (width 8: 38 and 150 keys per bin)
