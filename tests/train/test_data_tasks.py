@@ -104,6 +104,43 @@ def test_molecule_models_learn_one_step(bace, model):
     assert 0.0 <= metric <= 1.0
 
 
+def _far_pair(item, hops):
+    """(a, b): two atoms of ``item`` more than ``hops`` bonds apart (breadth-first search from each atom)."""
+    adj = [[] for _ in range(item.num_nodes)]
+    for a, b in item.edge_index.T.tolist():
+        adj[a].append(b)
+    for start in range(item.num_nodes):
+        dist, frontier = {start: 0}, [start]
+        while frontier:
+            frontier = [b for a in frontier for b in adj[a] if b not in dist and not dist.update({b: dist[a] + 1})]
+        far = [b for b, d in dist.items() if d > hops]
+        if far:
+            return start, far[0]
+    return None
+
+
+@pytest.mark.parametrize("virtual_node", [0, 1])
+def test_virtual_node_reaches_atoms_beyond_the_conv_hops(bace, virtual_node):
+    # Before the second conv an atom has seen its 1-hop neighbours only, unless a virtual node
+    # carries the whole molecule (OGB's GIN-VN): then a change of an atom 3 bonds away reaches it.
+    task, cfg, splits = bace
+    options = {"model": "graphattnconv", "vn": virtual_node}
+    torch.manual_seed(0)
+    net = task.build_model(TrainConfig(**{**cfg.__dict__, "layers": 2, "options": options})).eval()
+    item = next(it for it in (splits[0][i] for i in range(50)) if _far_pair(it, 3))
+    a, b = _far_pair(item, 3)
+    seen = []
+    net.convs[1].register_forward_pre_hook(lambda _m, args: seen.append(args[0][a].clone()))
+    batch = task.collate([item])
+    net(batch)
+    batch.x[b, 0] = (batch.x[b, 0] + 1) % 10  # another element at the far atom
+    net(batch)
+    assert net.rwse is not None and batch.rwse.shape == (item.num_nodes, 16)  # the fixture's data carry RWSE
+    assert (len(net.vn_mlps) == 1) == bool(virtual_node)
+    changed = not torch.allclose(seen[0], seen[1])
+    assert changed == bool(virtual_node)
+
+
 def test_graphattnconv_baseline_equals_the_transformerconv_one(bace):
     task, cfg, splits = bace
     pyg = task.build_model(TrainConfig(**{**cfg.__dict__, "options": {"model": "transformerconv"}})).eval()
@@ -122,14 +159,48 @@ def test_regression_task_trains_and_reports_rmse(tmp_path):
 
 
 # ---------------------------------------------------------------------- citation graphs
-def test_cora_learns_with_the_gat_recipe(tmp_path):
+@pytest.mark.parametrize("conv", ["gat", "transformer"])
+def test_cora_learns_with_the_gat_recipe(tmp_path, conv):
+    options = {"conv": conv}
     result = train(
         _cfg(
-            tmp_path, task="cora", attention="graph", dim=8, heads=8, dropout=0.6, lr=0.01, weight_decay=5e-4, epochs=30
+            tmp_path,
+            task="cora",
+            attention="graph",
+            dim=8,
+            heads=8,
+            dropout=0.6,
+            lr=0.01,
+            weight_decay=5e-4,
+            epochs=30,
+            options=options,
         )
     )
-    assert result["parameters"] > 1433 * 64
+    # GAT: one 1433 x 64 projection; the transformer layer: query, key, value (and skip) projections
+    n = result["parameters"] / (1433 * 64)
+    assert 1.0 < n < 1.1 if conv == "gat" else n > 3.0
     assert result["best_valid_accuracy"] > 0.6  # 7 classes: chance ~0.14-0.3
+
+
+@pytest.mark.parametrize("concat", [True, False])
+def test_gat_layer_equals_pyg_gatconv(concat):
+    # conv=gat: GAT's additive attention through graphattn's edge_attention (score as per-edge bias)
+    from torch_geometric.nn import GATConv
+
+    from graphattn import Graph
+    from graphattn.train.graph_tasks import _GATLayer
+
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(30, 12), torch.randint(0, 30, (2, 120))
+    ours = _GATLayer(12, 5, 3, concat, attn_dropout=0.0).eval()
+    pyg = GATConv(12, 5, heads=3, concat=concat, add_self_loops=False).eval()
+    with torch.no_grad():
+        pyg.lin.weight.copy_(ours.lin.weight)
+        pyg.att_src.copy_(ours.att_src[None])
+        pyg.att_dst.copy_(ours.att_dst[None])
+        pyg.bias.copy_(torch.randn_like(pyg.bias))
+        ours.bias.copy_(pyg.bias)
+    torch.testing.assert_close(ours(x, Graph.from_edge_index(edge_index, 30)), pyg(x, edge_index), atol=1e-5, rtol=1e-4)
 
 
 def test_node_task_rejects_a_sequence_structure(tmp_path):
