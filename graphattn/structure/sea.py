@@ -156,6 +156,21 @@ class SEA(Structure):
             out.append(mass.clamp_min(1e-30).log() + mq[a:b] + mk)
         return torch.cat(out)
 
+    def _levels(self, length: int) -> tuple[int, int, int]:
+        """``(coarse bins, coarse bin size, levels)`` of the bin tree over ``length`` keys."""
+        t, size = self._bins(length, self.width)
+        if size <= 1:
+            return t, size, 0
+        levels = math.ceil(math.log(size, _SPLIT) - 1e-9)  # bin sizes SPLIT^(levels - l), nested exactly
+        size = _SPLIT**levels
+        return math.ceil(length / size), size, levels
+
+    def _beam_items(self, length: int, kk: int) -> int:
+        """Items (bins and keys) one query scores in the beam search, re-scoring included."""
+        t, _, levels = self._levels(length)
+        budget = self.oversample * kk
+        return t + levels * budget * _SPLIT + budget
+
     def _candidate_keys(self, lq: Tensor, lk: Tensor, kk: int) -> Tensor:
         """``[L, H, C]`` candidate key positions per query (``>= L``: padding, not a key).
 
@@ -170,12 +185,8 @@ class SEA(Structure):
         """
         length = lq.shape[0]
         budget = self.oversample * kk
-        t, size = self._bins(length, self.width)
+        t, size, levels = self._levels(length)
         finest = 1
-        levels = 0 if size <= finest else math.ceil(math.log(size, _SPLIT) - 1e-9)
-        if levels:  # level sizes SPLIT^(levels - l), nested exactly
-            size = _SPLIT**levels
-            t = math.ceil(length / size)
         pad = t * size - length
         lkp = torch.cat([lk, lk.new_full((pad, *lk.shape[1:]), float("-inf"))]) if pad else lk
         sums = [torch.logsumexp(lkp.reshape(-1, finest, *lk.shape[1:]), dim=1)]  # finest bins
@@ -198,10 +209,17 @@ class SEA(Structure):
             s = torch.arange(length, device=q.device).repeat(length * h)
             return torch.arange(h, device=q.device).repeat_interleave(length * length), d, s
         lq, lk = self.log_features(q), self.log_features(k)  # [L, H, r]
-        cand = self._candidate_keys(lq, lk, kk)
-        ok = cand < length
-        cand = cand.clamp(max=length - 1)
-        score = self._gather_scores(lq, lk, cand).masked_fill(~ok, float("-inf"))  # [L, H, C]
+        if length <= self._beam_items(length, kk):
+            # The beam would score more items than there are keys (k is a large share of L):
+            # score every key instead, by matrix products in query chunks.
+            cand = torch.arange(length, device=q.device).expand(length, h, length)
+            rows = max(1, 2**24 // max(1, h * length))
+            score = torch.cat([_log_mass(lq[a : a + rows], lk) for a in range(0, length, rows)])  # [L, H, L]
+        else:
+            cand = self._candidate_keys(lq, lk, kk)
+            ok = cand < length
+            cand = cand.clamp(max=length - 1)
+            score = self._gather_scores(lq, lk, cand).masked_fill(~ok, float("-inf"))  # [L, H, C]
         if self.budget == "per_query":
             keep = score.topk(min(kk, score.shape[-1]), dim=-1)
             idx, valid = keep.indices, torch.isfinite(keep.values)

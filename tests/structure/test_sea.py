@@ -138,6 +138,7 @@ def test_beam_refinement_finds_the_estimators_top_keys_with_a_fixed_candidate_bu
     sea = SEA(2, 8, k=6, width=8)
     sizes = []
     for length in (300, 1200):
+        assert length > sea._beam_items(length, 6)  # the beam search runs (not the every-key scoring)
         q, k = (1.5 * torch.randn(length, 2, 8, generator=gen) for _ in range(2))
         cand = sea._candidate_keys(sea.log_features(q), sea.log_features(k), 6)
         sizes.append(cand.shape[-1])
@@ -148,3 +149,17 @@ def test_beam_refinement_finds_the_estimators_top_keys_with_a_fixed_candidate_bu
         recall = kept.gather(-1, top).float().mean()
         assert recall >= 0.95, (length, float(recall))
     assert sizes == [12, 12]  # oversample · k candidates per query at any length (width 8: 38 and 150 keys per bin)
+
+
+def test_shared_budget_over_the_beam_candidates():
+    gen = torch.Generator().manual_seed(4)
+    sea = SEA(2, 8, k=6, width=8, budget="shared")
+    length = 1200
+    assert length > sea._beam_items(length, 6)  # the beam search runs (not the every-key scoring)
+    q, k = (torch.randn(length, 2, 8, generator=gen) for _ in range(2))
+    g = sea(q, k).graph
+    assert g.num_edges == 2 * 6 * length  # k · L pairs per head
+    src, dst = g.col, g.dst()
+    assert torch.equal(src // length, dst // length)  # within a head
+    keys = dst * g.num_src + src
+    assert keys.unique().numel() == keys.numel()
