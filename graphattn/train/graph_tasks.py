@@ -354,15 +354,20 @@ class _GATLayer(nn.Module):
 
     :math:`h = W x` per head, score :math:`\operatorname{LeakyReLU}_{0.2}(a_s^\top h_j + a_d^\top h_i)`
     for edge :math:`j \to i`, softmax over the in-edges of :math:`i`, dropout on the normalized
-    weights, :math:`\sum_j \alpha_{ij} h_j`. The additive score enters
+    weights, :math:`\sum_j \alpha_{ij} h_j`. ``value_dropout`` also drops :math:`h_j` as a value (not in
+    the score), as GAT's reference code does (``in_drop`` on ``seq_fts``); PyG's ``GATConv`` does not.
+    The additive score enters
     :func:`graphattn.ops.edge_attention` as its per-edge ``bias`` (queries and keys of width 1 and
     zero, so the dot-product term vanishes), the attention dropout as its ``gate``; softmax and
     aggregation are the op's, as for every other model here.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, heads: int, concat: bool, attn_dropout: float) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, heads: int, concat: bool, attn_dropout: float, value_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.heads, self.out_dim, self.concat, self.attn_dropout = heads, out_dim, concat, attn_dropout
+        self.value_dropout = value_dropout
         self.lin = nn.Linear(in_dim, heads * out_dim, bias=False)
         self.att_src = nn.Parameter(torch.empty(heads, out_dim))
         self.att_dst = nn.Parameter(torch.empty(heads, out_dim))
@@ -381,7 +386,8 @@ class _GATLayer(nn.Module):
         if self.training and self.attn_dropout > 0:
             gate = torch.empty_like(score).bernoulli_(1.0 - self.attn_dropout) / (1.0 - self.attn_dropout)
         zero = h.new_zeros(h.shape[0], self.heads, 1)
-        out = edge_attention(zero, zero, h, graph, bias=score, gate=gate)
+        value = F.dropout(h, self.value_dropout, self.training)
+        out = edge_attention(zero, zero, value, graph, bias=score, gate=gate)
         out = out.reshape(-1, self.heads * self.out_dim) if self.concat else out.mean(1)
         return out + self.bias
 
@@ -395,12 +401,20 @@ class _NodeNet(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, classes: int, hidden: int, heads: int, dropout: float, attn_dropout: float, conv: str
+        self,
+        in_dim: int,
+        classes: int,
+        hidden: int,
+        heads: int,
+        dropout: float,
+        attn_dropout: float,
+        conv: str,
+        value_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if conv == "gat":
-            self.conv1: nn.Module = _GATLayer(in_dim, hidden, heads, True, attn_dropout)
-            self.conv2: nn.Module = _GATLayer(hidden * heads, classes, 1, False, attn_dropout)
+            self.conv1: nn.Module = _GATLayer(in_dim, hidden, heads, True, attn_dropout, value_dropout)
+            self.conv2: nn.Module = _GATLayer(hidden * heads, classes, 1, False, attn_dropout, value_dropout)
         elif conv == "transformer":
             from ..nn.pyg import GraphAttnConv
 
@@ -438,7 +452,8 @@ class NodeTask(Task):
 
     ``--dim`` is the hidden size per head (GAT: 8), ``--heads`` the first layer's heads (8),
     ``--dropout`` the feature dropout (GAT: 0.6), option ``attn_dropout`` the attention dropout
-    (default ``--dropout``), option ``conv`` the layer (``transformer`` or ``gat``, see the module).
+    (default ``--dropout``), option ``conv`` the layer (``transformer`` or ``gat``, see the module),
+    option ``value_dropout`` (``gat`` only, default 0) dropout on the projected values as in GAT's code.
     """
 
     def __init__(self, name: str) -> None:
@@ -471,8 +486,18 @@ class NodeTask(Task):
             raise RuntimeError("call datasets() before build_model(): feature and class counts come from the data")
         attn_dropout = float(_opt(cfg, "attn_dropout", cfg.dropout))
         conv = str(_opt(cfg, "conv", "transformer"))
+        value_dropout = float(_opt(cfg, "value_dropout", 0.0))
+        if value_dropout and conv != "gat":
+            raise ValueError("option value_dropout is for conv=gat")
         return _NodeNet(
-            self._dataset.num_features, self._dataset.num_classes, cfg.dim, cfg.heads, cfg.dropout, attn_dropout, conv
+            self._dataset.num_features,
+            self._dataset.num_classes,
+            cfg.dim,
+            cfg.heads,
+            cfg.dropout,
+            attn_dropout,
+            conv,
+            value_dropout,
         )
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:

@@ -200,7 +200,12 @@ def test_gat_layer_equals_pyg_gatconv(concat):
         pyg.att_dst.copy_(ours.att_dst[None])
         pyg.bias.copy_(torch.randn_like(pyg.bias))
         ours.bias.copy_(pyg.bias)
-    torch.testing.assert_close(ours(x, Graph.from_edge_index(edge_index, 30)), pyg(x, edge_index), atol=1e-5, rtol=1e-4)
+    graph = Graph.from_edge_index(edge_index, 30)
+    torch.testing.assert_close(ours(x, graph), pyg(x, edge_index), atol=1e-5, rtol=1e-4)
+    # value_dropout (GAT's code drops the projected features it aggregates, not the scores):
+    # at p = 1 every value is zero, so only the bias is left
+    ours.value_dropout = 1.0
+    torch.testing.assert_close(ours.train()(x, graph), ours.bias.expand(30, -1), atol=0.0, rtol=0.0)
 
 
 def test_node_task_rejects_a_sequence_structure(tmp_path):
