@@ -47,6 +47,13 @@ RUNS: dict[str, list[str]] = {
         f"cora/gat/s{s}": ["--task", "cora", "--attention", "graph", "--seed", str(s), *_CORA_GAT]
         for s in range(10)
     },
+    # GAT's reference code also drops the projected features it aggregates (in_drop on seq_fts).
+    **{
+        f"cora/gat-value-dropout/s{s}": [
+            "--task", "cora", "--attention", "graph", "--seed", str(s), *_CORA_GAT, "--option", "value_dropout=0.6"
+        ]
+        for s in range(10)
+    },
     **{
         f"digits/{a}": ["--task", "digits", "--attention", a, *_SEQ, "--epochs", "20", "--batch-size", "32"]
         for a in ("grid", "full", "window")
@@ -73,14 +80,15 @@ RUNS: dict[str, list[str]] = {
         ]
         for s in range(3)
     },
-    # The sweep on seed 0 (dropout 0.2 / 0); the variant with the better validation ROC-AUC gets seeds 1, 2.
+    # The sweep on seed 0 (dropout 0.2: valid 0.8200, 0: valid 0.8362; plain graphattnconv 0.8304): dropout 0
+    # has the best validation ROC-AUC and gets seeds 1, 2.
     **{
         f"ogbg-molhiv/graphattnconv-vn-rwse-d{d}/s{s}": [
             "--task", "ogbg-molhiv", "--attention", "full", "--option", "model=graphattnconv",
             "--option", "vn=1", "--option", "rwse=16", "--dropout", d,
             "--layers", "3", "--epochs", "15", "--seed", str(s), *_MOL,
         ]
-        for d, seeds in (("0.2", [0]), ("0", [0]))
+        for d, seeds in (("0.2", [0]), ("0", [0, 1, 2]))
         for s in seeds
     },
     **{
@@ -122,10 +130,11 @@ NOTES: dict[str, str] = {
     "ogbg-molhiv": "OGB scaffold split, model chosen on validation ROC-AUC; `transformerconv` is the issue's "
     "plain baseline (PyG TransformerConv, bond features, batch norm, mean pool, 3 layers, d = 64, 4 heads, "
     "30 epochs), `graphattnconv` the same model with graphattn's GraphAttnConv (equal math), "
-    "`graphattnconv-vn-rwse` that model with a virtual node per molecule (OGB's GIN-VN scheme), 16-step "
-    "random-walk structural encodings and dropout 0.2, 15 epochs (the valid curves of the plain models peak "
-    "by epoch 10-20 and then overfit). `gps-full` graphattn's GPS model (GINE + full attention within each "
-    "molecule through `edge_attention`, RWSE).",
+    "`graphattnconv-vn-rwse-d<p>` that model with a virtual node per molecule (OGB's GIN-VN scheme), 16-step "
+    "random-walk structural encodings and dropout p, 15 epochs (the valid curves of the plain models peak "
+    "by epoch 6-21). Seed 0 of d0.2 and d0 was the sweep; d0 had the best validation ROC-AUC of the "
+    "candidates (0.836 vs 0.820, plain graphattnconv 0.830) and got seeds 1 and 2. `gps-full` graphattn's "
+    "GPS model (GINE + full attention within each molecule through `edge_attention`, RWSE).",
     "cora": "Planetoid public split (140 / 500 / 1000); two attention layers over the citation graph with "
     "self loops, 8 heads x 8, ELU, Adam (lr 0.005, L2 term 5e-4), test accuracy at the best validation epoch "
     "of 200 full-graph steps. `gat`: GAT's layer (additive LeakyReLU attention, one shared projection) run "
