@@ -102,6 +102,11 @@ def test_distillation_raises_top_k_recall():
     after = topk_recall(student, teacher, examples[0], kk)
     assert losses[-1] < losses[0]
     assert after > before
+    # Only the estimator trained: the layer's weights are still the teacher's.
+    assert torch.equal(student.in_proj_weight, teacher.in_proj_weight)
+    assert torch.equal(student.out_proj.weight, teacher.out_proj.weight)
+    distill(student, teacher, examples, steps=2, lr=2e-2, output_weight=1.0)  # the output term trains them
+    assert not torch.equal(student.in_proj_weight, teacher.in_proj_weight)
 
 
 def test_to_sea_copies_the_teacher_and_rejects_misfits():
