@@ -139,7 +139,9 @@ NOTES: dict[str, str] = {
     "self loops, 8 heads x 8, ELU, Adam (lr 0.005, L2 term 5e-4), test accuracy at the best validation epoch "
     "of 200 full-graph steps. `gat`: GAT's layer (additive LeakyReLU attention, one shared projection) run "
     "by graphattn's `edge_attention` with the score as a per-edge bias, GAT's dropout 0.6 on inputs and "
-    "attention (`--option conv=gat`). `graphattnconv`: GraphAttnConv (TransformerConv's dot-product "
+    "attention (`--option conv=gat`); `gat-value-dropout` adds the third dropout of GAT's reference code, "
+    "0.6 on the projected features that are aggregated (`--option value_dropout=0.6`), and has the best "
+    "validation accuracy of the three. `graphattnconv`: GraphAttnConv (TransformerConv's dot-product "
     "attention, separate query / key / value projections, no skip), feature dropout 0.8, attention dropout "
     "0.6.",
     "listops": "Generated LRA ListOps (`generate_listops`, lengths 32-511, 12,000 training trees, 1,000 "
