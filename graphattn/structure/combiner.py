@@ -48,7 +48,7 @@ from ..ops import edge_attention
 from ._segments import check_int, expand_rows
 from .base import Structure, StructureOutput, resolve_ptr
 
-__all__ = ["Combiner", "combiner_graphs"]
+__all__ = ["Combiner", "combiner_graphs", "range_argmax"]
 
 _VARIANTS = ("fixed", "logsparse", "mixture", "axial")
 
@@ -150,6 +150,41 @@ def combiner_graphs(
     )
     stage2 = Graph(rowptr2, src, length + len(blocks))
     return stage1, stage2
+
+
+@torch.no_grad()
+def range_argmax(x: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """Row of the maximum of ``x`` over each range ``[start, end)`` of rows, entry by entry.
+
+    ``x [N, ...]``, ``start``/``end [R]`` with ``start < end`` -> ``int64 [R, ...]`` (the first
+    row on ties), for ``torch.gather(x, 0, ...)`` (differentiable; the maxima themselves are
+    not needed). By doubling, as in a sparse table: ``M_j[i]`` = the maximum over rows
+    ``i .. i + 2^j - 1``, built from ``M_{j-1}`` with one shifted elementwise maximum, and a
+    range of length ``n`` with ``2^j <= n < 2^(j+1)`` is the larger of ``M_j[start]`` and
+    ``M_j[end - 2^j]``. Only the current level is kept: ``O(N · log(max length))`` elementwise
+    work and ``O(N + R)`` memory per entry, where gathering every (range, row) pair costs
+    ``O(sum of lengths)`` memory (``N log N`` for Logsparse's nested blocks).
+    """
+    n = x.shape[0]
+    out = torch.empty((start.numel(), *x.shape[1:]), dtype=torch.long, device=x.device)
+    if start.numel() == 0:
+        return out
+    if bool(((start < 0) | (end <= start) | (end > n)).any()):
+        raise ValueError(f"range_argmax needs non-empty ranges inside the {n} rows of x (0 <= start < end <= {n})")
+    level = torch.floor(torch.log2((end - start).double())).long()  # exact for lengths < 2^52
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    val, arg = x, torch.arange(n, device=x.device).view(shape).expand_as(x)
+    for j in range(int(level.max()) + 1):
+        if j:  # M_j from M_{j-1}: rows i and i + 2^(j-1)
+            half = 1 << (j - 1)
+            right = val[half:] > val[: val.shape[0] - half]
+            val = torch.where(right, val[half:], val[: val.shape[0] - half])
+            arg = torch.where(right, arg[half:], arg[: arg.shape[0] - half])
+        at = torch.nonzero(level == j).reshape(-1)
+        if at.numel():
+            a, b = start[at], end[at] - (1 << j)
+            out[at] = torch.where(val[b] > val[a], arg[b], arg[a])
+    return out
 
 
 def _axial(length: int, image_size: tuple[int, int], causal: bool) -> tuple[Graph, Graph]:
@@ -259,11 +294,17 @@ class Combiner(Structure):
 
     def _sources(self, stage1: Graph) -> Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
         def sources(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-            dst, src = stage1.dst(), stage1.col
-            r = stage1.num_dst
-            idx = dst[:, None, None].expand(-1, *q.shape[1:])
-            q_sum = q.new_zeros(r, *q.shape[1:]).scatter_reduce(0, idx, q[src], "amax", include_self=False)
-            k_sum = k.new_zeros(r, *k.shape[1:]).scatter_reduce(0, idx, k[src], "amax", include_self=False)
+            if self.variant == "axial":  # column summaries: not a token range, gathered per edge
+                dst, src = stage1.dst(), stage1.col
+                r = stage1.num_dst
+                idx = dst[:, None, None].expand(-1, *q.shape[1:])
+                q_sum = q.new_zeros(r, *q.shape[1:]).scatter_reduce(0, idx, q[src], "amax", include_self=False)
+                k_sum = k.new_zeros(r, *k.shape[1:]).scatter_reduce(0, idx, k[src], "amax", include_self=False)
+            else:  # every summary is a range of consecutive tokens (the rows of stage 1)
+                first = stage1.col[stage1.rowptr[:-1].clamp(max=max(stage1.num_edges - 1, 0))]
+                end = first + stage1.in_degree()
+                q_sum = torch.gather(q, 0, range_argmax(q, first, end))
+                k_sum = torch.gather(k, 0, range_argmax(k, first, end))
             v_sum = edge_attention(q_sum, k, v, stage1, backend=self.backend)
             return torch.cat([k, k_sum]), torch.cat([v, v_sum])
 

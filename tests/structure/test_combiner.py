@@ -106,3 +106,33 @@ def test_bad_arguments():
         Combiner("axial")
     with pytest.raises(ValueError, match=r"axial needs image_size \(h, w\) with h·w = L = 10"):
         combiner_graphs(10, "axial", 0, image_size=(3, 3))
+
+
+def test_range_argmax_matches_brute_force_and_its_gather_matches_scatter_max():
+    from graphattn.structure.combiner import range_argmax
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, 5, generator=gen, dtype=torch.float64)
+    start = torch.randint(0, 299, (200,), generator=gen)
+    end = torch.minimum(start + torch.randint(1, 140, (200,), generator=gen), torch.tensor(300))
+    idx = range_argmax(x, start, end)
+    for r in range(200):
+        assert torch.equal(idx[r], x[start[r] : end[r]].argmax(0) + start[r])
+    # ties: the first row of the range wins
+    flat = torch.zeros(8, 2)
+    assert range_argmax(flat, torch.tensor([3, 0]), torch.tensor([8, 1])).tolist() == [[3, 3], [0, 0]]
+    with pytest.raises(ValueError, match="non-empty ranges"):
+        range_argmax(x, torch.tensor([5]), torch.tensor([5]))
+    # Logsparse's stage 1 (nested blocks): the gathered maxima and their gradients equal the
+    # per-edge scatter maximum they replace.
+    stage1, _ = combiner_graphs(77, "logsparse", 1)
+    q = torch.randn(77, 2, 4, dtype=torch.float64, requires_grad=True)
+    first = stage1.col[stage1.rowptr[:-1]]
+    got = torch.gather(q, 0, range_argmax(q, first, first + stage1.in_degree()))
+    index = stage1.dst()[:, None, None].expand(-1, 2, 4)
+    want = q.new_zeros(stage1.num_dst, 2, 4).scatter_reduce(0, index, q[stage1.col], "amax", include_self=False)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    w = torch.randn_like(want)
+    (g1,) = torch.autograd.grad((got * w).sum(), q)
+    (g2,) = torch.autograd.grad((want * w).sum(), q)
+    torch.testing.assert_close(g1, g2)
