@@ -121,6 +121,8 @@ if _LOAD_ERROR is None:
         out, lse = output
         ctx.save_for_backward(q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value)
         ctx.scale = scale
+        # lse is rarely differentiated: without this, autograd fills a zero grad_lse [N, H] per backward.
+        ctx.set_materialize_grads(False)
 
     def _backward(ctx, grad_out, grad_lse):
         q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value = ctx.saved_tensors
