@@ -179,9 +179,12 @@ class _GridSearch:
         dims = (~flat).sum(1).clamp(min=1)
         cells = (seg.lengths.to(x.dtype) / cell_points).clamp(min=1)
         log_h = (torch.where(flat, 0.0, extent.clamp(min=torch.finfo(x.dtype).tiny).log()).sum(1) - cells.log()) / dims
-        h = torch.where((~flat).any(1), log_h.exp(), torch.ones_like(log_h))  # all points equal: one cell
-        grid = torch.ceil(extent / h[:, None]).long().clamp_(min=1)  # [B, F] cells per dimension
-        # (at most about ``cells · 2^F`` cells per example: a dimension shorter than h gets one cell)
+        side = torch.where((~flat).any(1), log_h.exp(), torch.ones_like(log_h))  # all points equal: one cell
+        # Cells per dimension, at most the wanted cell count in any one (a thin strip of points
+        # would otherwise get a cell per point along it); then each dimension's own cell size.
+        cap = cells.ceil().long()[:, None]
+        grid = torch.minimum(torch.ceil(extent / side[:, None]).long().clamp_(min=1), cap)  # [B, F]
+        h = torch.where(flat, 1.0, extent / grid)  # [B, F]
         stride = torch.ones_like(grid)
         for d in range(f - 2, -1, -1):
             stride[:, d] = stride[:, d + 1] * grid[:, d + 1]
@@ -190,7 +193,7 @@ class _GridSearch:
         self.lo, self.h, self.grid, self.stride, self.cell_first = lo, h, grid, stride, cell_first
         self.cells_per_example = per_example
         self.ex, self.lengths = ex, seg.lengths
-        self.coord = torch.minimum(((x - lo[ex]) / h[ex, None]).floor_().long().clamp_(min=0), grid[ex] - 1)  # [N, F]
+        self.coord = torch.minimum(((x - lo[ex]) / h[ex]).floor_().long().clamp_(min=0), grid[ex] - 1)  # [N, F]
         cell = cell_first[ex] + (self.coord * stride[ex]).sum(1)
         self.order = torch.argsort(cell, stable=True)  # nodes sorted by cell
         counts = torch.bincount(cell, minlength=int(per_example.sum()))
@@ -217,17 +220,17 @@ class _GridSearch:
     def run(self, rowptr: Tensor, col: Tensor, skip: Tensor) -> None:
         """Write the rows of every example but those where ``skip [B]`` is true."""
         rows = torch.nonzero((self.deg > 0) & ~skip[self.ex]).reshape(-1)
-        radius, widest = 1, int(self.grid.max())
+        radius, widest = 1, self.grid.amax(0).tolist()  # the most cells of any example, per dimension
         while rows.numel() > 0:
-            complete = radius >= widest - 1  # the block covers every cell of every example
-            offsets = _block_offsets(radius, self.x.shape[1], self.x.device)
+            complete = all(radius >= w - 1 for w in widest)  # the block covers every cell of every example
+            offsets = _block_offsets([min(radius, w - 1) for w in widest], self.x.device)
             per = max(1, self.budget // offsets.shape[0])
             failed = [
                 self._rows(rows[a : a + per], offsets, radius, complete, rowptr, col)
                 for a in range(0, rows.numel(), per)
             ]
             rows = torch.cat(failed)
-            radius = min(2 * radius + 1, max(widest - 1, 1))  # never wider than the widest grid
+            radius = min(2 * radius + 1, max(max(widest) - 1, 1))  # never wider than the widest grid
 
     def _rows(self, rows: Tensor, offsets: Tensor, radius: int, complete: bool, rowptr: Tensor, col: Tensor) -> Tensor:
         """Search ``rows`` in the blocks of ``offsets``; write the exact ones, return the others."""
@@ -284,17 +287,17 @@ class _GridSearch:
 
     def _clearance(self, rows: Tensor, ex: Tensor, radius: int) -> Tensor:
         """Distance from each row's point to the border of its block (inf where the block reaches the box)."""
-        c, grid, lo, h = self.coord[rows], self.grid[ex], self.lo[ex], self.h[ex, None]
+        c, grid, lo, h = self.coord[rows], self.grid[ex], self.lo[ex], self.h[ex]
         x = self.x[rows]
         below = torch.where(c - radius <= 0, float("inf"), x - (lo + (c - radius).to(x.dtype) * h))
         above = torch.where(c + radius >= grid - 1, float("inf"), lo + (c + radius + 1).to(x.dtype) * h - x)
         return torch.minimum(below, above).amin(1)
 
 
-def _block_offsets(radius: int, dims: int, device: torch.device) -> Tensor:
-    """``[(2r + 1)^F, F]``: every integer offset with entries in ``-r .. r``."""
-    r = torch.arange(-radius, radius + 1, device=device)
-    return torch.cartesian_prod(*([r] * dims)).reshape(-1, dims)
+def _block_offsets(radii: list[int], device: torch.device) -> Tensor:
+    """``[prod(2 r_d + 1), F]``: every integer offset with entry ``d`` in ``-r_d .. r_d``."""
+    ranges = [torch.arange(-r, r + 1, device=device) for r in radii]
+    return torch.cartesian_prod(*ranges).reshape(-1, len(radii))
 
 
 def _knn_examples(

@@ -84,6 +84,8 @@ def _points(kind: str, n: int, f: int, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(0, 3, (n, f), generator=gen).float()
     if kind == "lattice":  # integer grid: exact distance ties at cell borders
         return torch.stack([torch.arange(n) % 7, torch.arange(n) // 7, torch.arange(n) % 3][:f], 1).float()
+    if kind == "strip":  # extreme anisotropy: 1e6 long, 1e-3 wide (one cell per point along it, uncapped)
+        return torch.cat([torch.rand(n, 1, generator=gen) * 1e6, torch.rand(n, f - 1, generator=gen) * 1e-3], 1)
     if kind == "flat":  # points on a line inside an F-dimensional box (zero extent elsewhere)
         t = torch.rand(n, 1, generator=gen)
         return torch.cat([t, torch.full((n, f - 1), 0.5)], 1)
@@ -97,7 +99,7 @@ def _row_distances(g, x: torch.Tensor) -> list[list[float]]:
 
 
 @pytest.mark.parametrize("f", [1, 2, 3])
-@pytest.mark.parametrize("kind", ["uniform", "clustered", "duplicates", "lattice", "flat"])
+@pytest.mark.parametrize("kind", ["uniform", "clustered", "duplicates", "lattice", "flat", "strip"])
 @pytest.mark.parametrize("loop", [True, False])
 def test_grid_method_is_exact_like_brute_force(f, kind, loop):
     lengths = [0, 1, 2, 37, 200, 5]
