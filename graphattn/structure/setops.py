@@ -9,9 +9,9 @@ Cost: builders emit rows with sorted sources, so each graph's keys are already o
 their concatenation is ``len(graphs)`` runs. On CPU the runs are merged in place by NumPy's stable
 sort (timsort finds the runs and merges them in linear time; about 4x faster than
 ``torch.unique``'s full sort at 10 M edges); on other devices, and for unsorted inputs, it is one
-sort either way. The union then drops repeated keys; the intersection merges the
-distinct keys of every graph, merged the same way: a key is in all ``m`` graphs iff it equals the
-key ``m - 1`` places after it. All ``E``-sized buffers are :func:`~graphattn._alloc.large_empty`
+sort either way. The union then drops repeated keys; the intersection sorts the distinct keys
+of every graph together the same way, and a key is in all ``m`` graphs iff it equals the key
+``m - 1`` places after it. All ``E``-sized buffers are :func:`~graphattn._alloc.large_empty`
 (huge pages), and the sources are recovered from the keys in place.
 """
 
