@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .graph import Graph
 
-__all__ = ["GraphCase", "adversarial_graphs", "loop_attention", "random_inputs"]
+__all__ = ["GraphCase", "adversarial_graphs", "custom_op_args", "loop_attention", "random_inputs"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,17 @@ def random_inputs(
         .to(dtype)
         .requires_grad_(requires_grad),
     }
+
+
+def custom_op_args(graph: Graph, inputs: dict[str, Tensor | None], scale: float) -> tuple:
+    """The positional arguments of ``torch.ops.graphattn.edge_attention_fwd`` (for ``opcheck``).
+
+    ``inputs`` as from :func:`random_inputs`; ``bias``, ``gate``, ``edge_key`` and
+    ``edge_value`` are ``None`` when absent or ``None``.
+    """
+    colptr, row, perm = graph.transpose
+    terms = (inputs.get(name) for name in ("bias", "gate", "edge_key", "edge_value"))
+    return (inputs["q"], inputs["k"], inputs["v"], graph.rowptr, graph.col, colptr, row, perm, *terms, scale)
 
 
 def loop_attention(

@@ -18,7 +18,7 @@ import torch
 
 from graphattn import Graph
 from graphattn.ops import attention_weights, edge_attention
-from graphattn.testing import GraphCase, adversarial_graphs, loop_attention, random_inputs
+from graphattn.testing import GraphCase, adversarial_graphs, custom_op_args, loop_attention, random_inputs
 
 # As in test_native.py (test modules cannot import each other under --import-mode=importlib).
 TOL = {torch.float32: {"atol": 1e-4, "rtol": 5e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
@@ -351,35 +351,16 @@ def test_attention_weights_with_edge_key():
 
 
 # ---------------------------------------------------------------------- the custom ops
-def _op_args(g, inputs):
-    colptr, row, perm = g.transpose
-    return (
-        inputs["q"],
-        inputs["k"],
-        inputs["v"],
-        g.rowptr,
-        g.col,
-        colptr,
-        row,
-        perm,
-        inputs["bias"],
-        inputs["gate"],
-        inputs["edge_key"],
-        inputs["edge_value"],
-        0.3,
-    )
-
-
 def test_opcheck_forward_op_with_terms():
     g = next(c.graph for c in ALL_GRAPHS if c.name == "empty_rows_in_middle")
     inputs = inputs_with_terms(g, 2, 8, 8, torch.float32, True)
-    torch.library.opcheck(torch.ops.graphattn.edge_attention_fwd.default, _op_args(g, inputs))
+    torch.library.opcheck(torch.ops.graphattn.edge_attention_fwd.default, custom_op_args(g, inputs, 0.3))
 
 
 def test_opcheck_backward_op_with_terms():
     g = next(c.graph for c in ALL_GRAPHS if c.name == "random")
     inputs = inputs_with_terms(g, 2, 8, 8, torch.float32)
-    fwd = _op_args(g, inputs)
+    fwd = custom_op_args(g, inputs, 0.3)
     out, lse = torch.ops.graphattn.edge_attention_fwd(*fwd)
     q, k, v, rowptr, col, colptr, row, perm, bias, gate, ek, ev, scale = fwd
     args = (torch.randn_like(out), torch.randn_like(lse), q, k, v, out, lse, rowptr, col, colptr, row, perm)
@@ -392,7 +373,7 @@ def test_opcheck_backward_op_with_terms():
 def test_direct_op_call_checks_the_terms():
     g = next(c.graph for c in ALL_GRAPHS if c.name == "random")
     inputs = inputs_with_terms(g, 2, 8, 6, torch.float32)
-    args = list(_op_args(g, inputs))
+    args = list(custom_op_args(g, inputs, 0.3))
     op = torch.ops.graphattn.edge_attention_fwd
     ek, ev = inputs["edge_key"], inputs["edge_value"]
     bad = [

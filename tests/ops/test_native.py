@@ -12,7 +12,7 @@ import torch
 
 from graphattn import Graph
 from graphattn.ops import backends, edge_attention, get_backend, native
-from graphattn.testing import GraphCase, adversarial_graphs, random_inputs
+from graphattn.testing import GraphCase, adversarial_graphs, custom_op_args, random_inputs
 
 GRAPHS = adversarial_graphs()
 
@@ -226,22 +226,8 @@ def _qkv(inputs):
 
 
 def _op_args(g, inputs, use_bias, use_gate):
-    colptr, row, perm = g.transpose
-    return (
-        inputs["q"],
-        inputs["k"],
-        inputs["v"],
-        g.rowptr,
-        g.col,
-        colptr,
-        row,
-        perm,
-        inputs["bias"] if use_bias else None,
-        inputs["gate"] if use_gate else None,
-        inputs.get("edge_key"),
-        inputs.get("edge_value"),
-        0.3,
-    )
+    terms = {"bias": inputs["bias"] if use_bias else None, "gate": inputs["gate"] if use_gate else None}
+    return custom_op_args(g, {**inputs, **terms}, 0.3)
 
 
 @pytest.mark.parametrize("use_bias,use_gate", [(False, False), (True, True)])
