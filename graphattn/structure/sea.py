@@ -138,10 +138,8 @@ class SEA(Structure):
         """
         length, h, c = idx.shape
         t, r = lk.shape[0], lq.shape[-1]
-        mq = lq.amax(-1, keepdim=True)
-        mk = lk.amax(0, keepdim=True).amax(-1, keepdim=True).clamp_min(torch.finfo(lk.dtype).min)
-        eq = (lq - mq).exp()
-        ek = (lk - mk).exp().transpose(0, 1).reshape(h * t, r)  # row h·T + item
+        eq, mq, ek, mk = _shifted_exp(lq, lk)
+        ek = ek.transpose(0, 1).reshape(h * t, r)  # row h·T + item
         shift = torch.arange(h, device=lq.device)[None, :, None] * t
         rows = max(1, max_elements // max(1, h * c * r))
         out = []
@@ -287,10 +285,16 @@ def _log_mass(lq: Tensor, kb: Tensor) -> Tensor:
     One matrix product in a numerically safe form: features are shifted by their maxima (per
     query; per head for the bins) and the shifts added back.
     """
-    mq = lq.amax(-1, keepdim=True)
-    mk = kb.amax(0, keepdim=True).amax(-1, keepdim=True).clamp_min(torch.finfo(kb.dtype).min)
-    mass = torch.einsum("lhr,thr->lht", (lq - mq).exp(), (kb - mk).exp())
+    eq, mq, ek, mk = _shifted_exp(lq, kb)
+    mass = torch.einsum("lhr,thr->lht", eq, ek)
     return mass.clamp_min(1e-30).log() + mq + mk
+
+
+def _shifted_exp(lq: Tensor, lk: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(exp(lq - mq), mq, exp(lk - mk), mk)``: shifts per query and per head (over items and features)."""
+    mq = lq.amax(-1, keepdim=True)
+    mk = lk.amax(0, keepdim=True).amax(-1, keepdim=True).clamp_min(torch.finfo(lk.dtype).min)
+    return (lq - mq).exp(), mq, (lk - mk).exp(), mk
 
 
 # ---------------------------------------------------------------------- distillation
