@@ -20,6 +20,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -33,6 +34,10 @@
 #include <immintrin.h>
 #endif
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "edge_attention_checks.h"
 #include "edge_attention_math.h"
 
@@ -40,6 +45,37 @@ namespace graphattn {
 namespace {
 
 using namespace math;
+
+// ================================================================ output buffers
+
+// The C++ side of graphattn/_alloc.py::large_empty, for outputs (out, the gradients) above
+// glibc's largest mmap threshold (32 MiB on 64-bit): glibc maps each such allocation afresh, and
+// with transparent huge pages in `madvise` mode (the Debian / Ubuntu default) the first touch of
+// the mapping faults once per 4 KiB page (16384 faults for the 64 MB `out` at N = 65536, H = 4,
+// D = 64). These get a mapping advised for huge pages instead (32 faults). Smaller tensors keep
+// at::empty, whose memory glibc reuses from call to call (a fresh mapping would be zeroed by the
+// kernel every time), and so do other systems.
+at::Tensor large_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr size_t kHuge = size_t(2) << 20, kMin = size_t(32) << 20;
+  size_t bytes = at::elementSize(at::typeMetaToScalarType(options.dtype()));
+  for (const int64_t s : sizes) bytes *= static_cast<size_t>(s);
+  if (bytes > kMin) {
+    const size_t body = (bytes + kHuge - 1) / kHuge * kHuge, len = body + kHuge;
+    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw != MAP_FAILED) {
+      // Keep the 2 MiB-aligned `body` bytes of the mapping, unmap the rest.
+      char* const first = static_cast<char*>(raw);
+      char* const p = first + (kHuge - reinterpret_cast<uintptr_t>(first) % kHuge) % kHuge;
+      if (p > first) munmap(first, p - first);
+      if (first + len > p + body) munmap(p + body, first + len - (p + body));
+      madvise(p, body, MADV_HUGEPAGE);  // advice only: on failure the pages are 4 KiB ones
+      return at::from_blob(p, sizes, [body](void* d) { munmap(d, body); }, options);
+    }
+  }
+#endif
+  return at::empty(sizes, options);
+}
 
 // ================================================================ load balance
 
@@ -884,7 +920,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_fwd (CPU kernel) got q on ", q.device());
   const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate, edge_key, edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
-  at::Tensor out = at::empty({sz.n_dst, sz.heads, sz.dv}, q.options());
+  at::Tensor out = large_empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -962,9 +998,9 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
                                   need_edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
   const int64_t H = sz.heads, D = sz.d, Dv = sz.dv, E = sz.edges;
-  at::Tensor dq = at::empty(q.sizes(), q.options());
-  at::Tensor dk = need_kv ? at::empty(k.sizes(), k.options()) : at::empty({0}, q.options());
-  at::Tensor dv = need_kv ? at::empty(v.sizes(), v.options()) : at::empty({0}, q.options());
+  at::Tensor dq = large_empty(q.sizes(), q.options());
+  at::Tensor dk = need_kv ? large_empty(k.sizes(), k.options()) : at::empty({0}, q.options());
+  at::Tensor dv = need_kv ? large_empty(v.sizes(), v.options()) : at::empty({0}, q.options());
   // ds and gate * p live only between the two passes: a per-thread workspace reused across calls,
   // because fresh pages cost more than the pass itself here (first-touch faults). ds becomes the
   // bias gradient when one is asked for, so it is then a tensor of its own.
@@ -972,12 +1008,12 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
   thread_local std::vector<int64_t> workspace;  // int64_t: aligned for double
   const int64_t ws_bytes = (need_bias ? 1 : 2) * E * H * acc_size;
   workspace.resize(std::max<int64_t>(workspace.size(), (ws_bytes + 7) / 8));
-  at::Tensor ds = need_bias ? at::empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor ds = need_bias ? large_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
   void* ds_ptr = need_bias ? ds.data_ptr() : workspace.data();
   void* pg_ptr = reinterpret_cast<char*>(workspace.data()) + (need_bias ? 0 : E * H * acc_size);
-  at::Tensor dgate = need_gate ? at::empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
-  at::Tensor dek = need_edge_key ? at::empty({E, H, D}, q.options()) : no_grad_tensor(q);
-  at::Tensor dev = need_edge_value ? at::empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
+  at::Tensor dgate = need_gate ? large_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor dek = need_edge_key ? large_empty({E, H, D}, q.options()) : no_grad_tensor(q);
+  at::Tensor dev = need_edge_value ? large_empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
   at::Tensor delta = at::empty({sz.n_dst, H}, q.options().dtype(acc_type));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_bwd_cpu", [&] {

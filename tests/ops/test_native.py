@@ -205,6 +205,31 @@ def test_odd_sizes_d59_n97():
         assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
 
 
+def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensors():
+    # out, grad_q, grad_k and grad_v of 36 MB each take the kernels' huge-page mapping
+    # (large_empty in cuda/edge_attention_cpu.cpp), k / v the one of 18 MB on the small side.
+    n_dst, n_src, d = 147_456, 73_728, 64
+    gen = torch.Generator().manual_seed(11)
+    src = torch.cat([torch.randint(0, n_src, (n_dst,), generator=gen), torch.arange(n_dst) % n_src])
+    dst = torch.cat([torch.arange(n_dst), torch.arange(n_dst)])
+    g = Graph.from_edge_index(torch.stack([src, dst]), num_src=n_src, num_dst=n_dst)
+    assert n_dst * d * 4 > 32 << 20 > n_src * d * 4
+    inputs = random_inputs(g, heads=1, head_dim=d, dtype=torch.float32, requires_grad=True)
+    got = run("native", g, inputs, use_bias=True, use_gate=False)
+    assert_same(got, run("reference", g, inputs, use_bias=True, use_gate=False), torch.float32)
+    out, _, grads = got
+    assert out.is_contiguous() and grads["q"].is_contiguous() and grads["q"].shape == (n_dst, 1, d)
+    # In-place arithmetic and gradient accumulation work on them as on any tensor.
+    before = out.clone()
+    out.add_(1.0)
+    torch.testing.assert_close(out, before + 1.0)
+    q = inputs["q"]
+    for _ in range(2):
+        edge_attention(q, inputs["k"], inputs["v"], g, backend="native").sum().backward()
+    want = torch.autograd.grad(edge_attention(q, inputs["k"], inputs["v"], g, backend="reference").sum(), q)[0]
+    torch.testing.assert_close(q.grad, 2 * want, **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_error_within_twice_reference(dtype):
     g = window_graph(300, 24)
