@@ -60,31 +60,49 @@ class AssociativeRecall(Dataset):
     """``size`` seeded examples; ``ds[i] -> (tokens int64 [length], label int64)``.
 
     Examples are generated up front in a vectorized way (``size x length`` int64), so
-    the same ``(config, size, seed)`` always gives the same data.
+    the same ``(config, size, seed)`` always gives the same data. With ``resample=True``,
+    :meth:`set_epoch` (which ``graphattn train`` calls before every epoch, as for a
+    ``DistributedSampler``) draws a new set of ``size`` examples for each epoch > 0, so a model
+    cannot memorize the training set; epoch 0 is the ``seed``'s set, and every epoch's set is
+    reproducible.
     """
 
-    def __init__(self, size: int, config: RecallConfig = RecallConfig(), seed: int = 0) -> None:
+    def __init__(
+        self, size: int, config: RecallConfig = RecallConfig(), seed: int = 0, *, resample: bool = False
+    ) -> None:
         if size < 0:
             raise ValueError(f"size must be >= 0, got {size}")
-        self.config = c = config
-        gen = torch.Generator().manual_seed(seed)
-        body = c.length - 1  # positions after the query
-        tokens = torch.randint(0, c.num_filler, (size, c.length), generator=gen) + c.num_keys + c.num_values
-        # Distinct keys and their values per example.
-        keys = torch.argsort(torch.rand(size, c.num_keys, generator=gen), dim=1)[:, : c.num_pairs]
-        values = torch.randint(0, c.num_values, (size, c.num_pairs), generator=gen)
-        # Non-overlapping slots: choose num_pairs of the body // 2 two-token slots.
-        slots = torch.argsort(torch.rand(size, body // 2, generator=gen), dim=1)[:, : c.num_pairs]
-        rows = torch.arange(size)[:, None]
-        tokens[rows, 1 + 2 * slots] = keys
-        tokens[rows, 2 + 2 * slots] = values + c.num_keys
-        which = torch.randint(0, c.num_pairs, (size,), generator=gen)
-        tokens[:, 0] = keys[torch.arange(size), which]
-        self.tokens = tokens
-        self.labels = values[torch.arange(size), which]
+        self.config, self.size, self.seed, self.resample = config, size, seed, resample
+        self.tokens, self.labels = _generate(size, config, seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Switch to epoch ``epoch``'s examples (only with ``resample=True``; otherwise a no-op)."""
+        if self.resample:
+            # Epoch e > 0 draws from its own seed, above the small seeds the splits use.
+            self.tokens, self.labels = _generate(
+                self.size, self.config, self.seed if epoch == 0 else (self.seed << 20) + epoch
+            )
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.tokens[i], self.labels[i]
+
+
+def _generate(size: int, c: RecallConfig, seed: int) -> tuple[Tensor, Tensor]:
+    """``tokens [size, length]`` and ``labels [size]`` of ``size`` examples drawn from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    body = c.length - 1  # positions after the query
+    tokens = torch.randint(0, c.num_filler, (size, c.length), generator=gen) + c.num_keys + c.num_values
+    # Distinct keys and their values per example.
+    keys = torch.argsort(torch.rand(size, c.num_keys, generator=gen), dim=1)[:, : c.num_pairs]
+    values = torch.randint(0, c.num_values, (size, c.num_pairs), generator=gen)
+    # Non-overlapping slots: choose num_pairs of the body // 2 two-token slots.
+    slots = torch.argsort(torch.rand(size, body // 2, generator=gen), dim=1)[:, : c.num_pairs]
+    rows = torch.arange(size)[:, None]
+    tokens[rows, 1 + 2 * slots] = keys
+    tokens[rows, 2 + 2 * slots] = values + c.num_keys
+    which = torch.randint(0, c.num_pairs, (size,), generator=gen)
+    tokens[:, 0] = keys[torch.arange(size), which]
+    return tokens, values[torch.arange(size), which]

@@ -201,6 +201,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for epoch in range(state["epoch"], cfg.epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
+            if hasattr(train_set, "set_epoch"):  # a training set that changes per epoch (recall's resample)
+                train_set.set_epoch(epoch)
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for batch in bar:

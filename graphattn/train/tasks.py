@@ -180,7 +180,8 @@ class SequenceTask(Task):
 
 
 class RecallTask(SequenceTask):
-    """Associative recall (:mod:`graphattn.datasets.recall`); options ``length``, ``pairs``, ``train_size``."""
+    """Associative recall (:mod:`graphattn.datasets.recall`); options ``length``, ``pairs``, ``train_size``,
+    ``eval_size`` and ``resample`` (1: a new training set of ``train_size`` examples every epoch)."""
 
     name = "recall"
     pooling = "first"  # the query leads the sequence
@@ -195,7 +196,7 @@ class RecallTask(SequenceTask):
         # Disjoint seeds per split; cfg.seed moves all of them.
         base = 1000 * cfg.seed
         return (
-            AssociativeRecall(n_train, rc, seed=base + 1),
+            AssociativeRecall(n_train, rc, seed=base + 1, resample=bool(int(_opt(cfg, "resample", 0)))),
             AssociativeRecall(n_eval, rc, seed=base + 2),
             AssociativeRecall(n_eval, rc, seed=base + 3),
         )
