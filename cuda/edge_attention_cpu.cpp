@@ -125,9 +125,6 @@ Plan make_plan(const int64_t* ptr, int64_t n) {
   return p;
 }
 
-// whole(r, h): a non-hub row and head, done in one go. segment(s, seg): one piece of a hub into
-// slot s of a scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
-// Heads are the inner loop: a row's sources are read for all heads while they are in cache.
 // Runs body(i) for i in [0, n) on the intra-op threads, handing out indices dynamically: on a
 // shared machine a thread that is descheduled does not hold up the others (each index is an
 // independent unit of equal cost, and which thread runs it does not change the result).
