@@ -206,8 +206,8 @@ def test_odd_sizes_d59_n97():
 
 
 def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensors():
-    # out, grad_q, grad_k and grad_v of 36 MB each take the kernels' huge-page mapping
-    # (large_empty in cuda/edge_attention_cpu.cpp), k / v the one of 18 MB on the small side.
+    # out and grad_q (36 MB each) take the kernels' huge-page mapping (large_empty in
+    # cuda/edge_attention_cpu.cpp), grad_k and grad_v (18 MB) at::empty: both paths in one call.
     n_dst, n_src, d = 147_456, 73_728, 64
     gen = torch.Generator().manual_seed(11)
     src = torch.cat([torch.randint(0, n_src, (n_dst,), generator=gen), torch.arange(n_dst) % n_src])
