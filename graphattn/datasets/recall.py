@@ -74,14 +74,18 @@ class AssociativeRecall(Dataset):
             raise ValueError(f"size must be >= 0, got {size}")
         self.config, self.size, self.seed, self.resample = config, size, seed, resample
         self.tokens, self.labels = _generate(size, config, seed)
+        self._drawn_from = seed  # the seed of the examples held now
 
     def set_epoch(self, epoch: int) -> None:
         """Switch to epoch ``epoch``'s examples (only with ``resample=True``; otherwise a no-op)."""
-        if self.resample:
-            # Epoch e > 0 draws from its own seed, above the small seeds the splits use.
-            self.tokens, self.labels = _generate(
-                self.size, self.config, self.seed if epoch == 0 else (self.seed << 20) + epoch
-            )
+        if not self.resample:
+            return
+        # Epoch e > 0 draws from its own seed, above the small seeds the splits use; the set
+        # held now is kept when it is already that epoch's (epoch 0 right after construction).
+        seed = self.seed if epoch == 0 else (self.seed << 20) + epoch
+        if seed != self._drawn_from:
+            self.tokens, self.labels = _generate(self.size, self.config, seed)
+            self._drawn_from = seed
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

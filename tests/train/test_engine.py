@@ -196,6 +196,9 @@ def test_recall_resample_draws_a_new_reproducible_training_set_each_epoch():
     fixed = AssociativeRecall(64, c, seed=5)
     ds = AssociativeRecall(64, c, seed=5, resample=True)
     assert torch.equal(ds.tokens, fixed.tokens) and torch.equal(ds.labels, fixed.labels)
+    held = ds.tokens
+    ds.set_epoch(0)  # the constructor's set is epoch 0's: kept, not drawn again
+    assert ds.tokens is held
     sets = {}
     for epoch in (1, 2, 1, 0):
         ds.set_epoch(epoch)
