@@ -82,6 +82,11 @@ def _layer_inputs(model: ImageClassifier, layer: int, images: Tensor) -> list[Te
     return seen
 
 
+def _mean_recall(sea_layer: nn.Module, dense: nn.Module, inputs: list[Tensor], k: int) -> float:
+    """:func:`~graphattn.structure.sea.topk_recall` averaged over ``inputs`` (one tensor per image)."""
+    return sum(topk_recall(sea_layer, dense, x, k) for x in inputs) / len(inputs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=3000, help="training images of the teacher")
@@ -138,13 +143,14 @@ def main() -> None:
 
     student = copy.deepcopy(teacher)
     layers = []
+    # Recall is measured on the layer inputs of 20 held-out images; the teacher is frozen, so they
+    # are computed once per layer and serve before and after distillation.
+    recall_inputs = [_layer_inputs(teacher, i, test_x[:20]) for i in range(args.layers)]
     for i in range(args.layers):
         dense = teacher.encoder.layers[i].self_attn
         sea_layer = to_sea(dense, k)
-        test_in = _layer_inputs(teacher, i, test_x[:20])
-        before = sum(topk_recall(sea_layer, dense, x, k) for x in test_in) / len(test_in)
         student.encoder.layers[i].self_attn = sea_layer
-        layers.append({"layer": i, "recall_before": before})
+        layers.append({"layer": i, "recall_before": _mean_recall(sea_layer, dense, recall_inputs[i], k)})
     student_before = _accuracy(student, test_x, test_y, 25)
     print(
         f"student before distillation: accuracy {student_before:.3f}, recall {[r['recall_before'] for r in layers]}",
@@ -156,8 +162,7 @@ def main() -> None:
         sea_layer = student.encoder.layers[i].self_attn
         examples = _layer_inputs(teacher, i, train_x[: args.distill_images])
         losses = distill(sea_layer, dense, examples, steps=args.steps)
-        test_in = _layer_inputs(teacher, i, test_x[:20])
-        row["recall_after"] = sum(topk_recall(sea_layer, dense, x, k) for x in test_in) / len(test_in)
+        row["recall_after"] = _mean_recall(sea_layer, dense, recall_inputs[i], k)
         row["distill_loss_first_last"] = [losses[0], losses[-1]]
     distill_s = time.perf_counter() - t1
     student_after = _accuracy(student, test_x, test_y, 25)
