@@ -152,6 +152,7 @@ class SequenceTask(Task):
     num_classes: int = 0
     max_len: int = 0
     pooling: str = "mean"
+    positional: str | None = "sinusoidal"
 
     def collate(self, items: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         tokens = [t for t, _ in items]
@@ -171,6 +172,7 @@ class SequenceTask(Task):
             dropout=cfg.dropout,
             structure=make_structure(cfg.attention, cfg, self.max_len),
             pooling=self.pooling,
+            positional=self.positional,
             in_features=self.in_features,
         )
 
@@ -181,16 +183,30 @@ class SequenceTask(Task):
 
 class RecallTask(SequenceTask):
     """Associative recall (:mod:`graphattn.datasets.recall`); options ``length``, ``pairs``, ``train_size``,
-    ``eval_size`` and ``resample`` (1: a new training set of ``train_size`` examples every epoch)."""
+    ``eval_size``, ``resample`` (1: a new training set of ``train_size`` examples every epoch) and
+    ``pair_tokens`` (1: one token per key-value pair, the answer one attention hop from the query)."""
 
     name = "recall"
     pooling = "first"  # the query leads the sequence
+    _features: Tensor | None = None  # the id -> multi-hot table with pair_tokens
 
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.recall import AssociativeRecall, RecallConfig
 
-        rc = RecallConfig(length=int(_opt(cfg, "length", 1024)), num_pairs=int(_opt(cfg, "pairs", 8)))
-        self.vocab_size, self.num_classes, self.max_len = rc.vocab_size, rc.num_values, rc.length
+        rc = RecallConfig(
+            length=int(_opt(cfg, "length", 1024)),
+            num_pairs=int(_opt(cfg, "pairs", 8)),
+            pair_tokens=bool(int(_opt(cfg, "pair_tokens", 0))),
+        )
+        self.num_classes, self.max_len = rc.num_values, rc.length
+        # Pair tokens are read through their key and value one-hots (see RecallConfig.token_features).
+        self._features = rc.token_features() if rc.pair_tokens else None
+        if self._features is None:
+            self.vocab_size, self.in_features, self.positional = rc.vocab_size, None, "sinusoidal"
+        else:
+            # No positional code: order carries nothing in this layout, and a sinusoidal code
+            # (norm sqrt(d / 2)) is ~5x the embedding of a one-hot row at init, burying the key.
+            self.vocab_size, self.in_features, self.positional = None, self._features.shape[1], None
         n_train = int(_opt(cfg, "train_size", 4000))
         n_eval = int(_opt(cfg, "eval_size", 500))
         # Disjoint seeds per split; cfg.seed moves all of them.
@@ -200,6 +216,12 @@ class RecallTask(SequenceTask):
             AssociativeRecall(n_eval, rc, seed=base + 2),
             AssociativeRecall(n_eval, rc, seed=base + 3),
         )
+
+    def collate(self, items: Sequence[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+        batch = super().collate(items)
+        if self._features is not None:
+            batch["tokens"] = self._features[batch["tokens"]]
+        return batch
 
 
 class _TokenSequences(Dataset):
