@@ -3,9 +3,10 @@
 1. The op: attention over a sequence window graph and over a batch of real molecule graphs
    (built from SMILES with RDKit through ``ogb.utils.smiles2graph``, when installed), checked
    against dense masked attention (``scaled_dot_product_attention``), with timings.
-2. The main job: ``graphattn train`` on associative recall (key-value pairs scattered in a long
-   sequence, generated from a seed) with a local window against content-based structures on the
-   same budget, printing accuracy, speed and peak memory of each run.
+2. The main job: ``graphattn train`` on associative recall (key-value pairs, one token each,
+   scattered in a long sequence generated from a seed; see :mod:`graphattn.datasets.recall`) with a
+   local window against content-based routing on the same budget, printing accuracy, speed and
+   peak memory of each run.
 
 Run ``python -m graphattn.demo --help`` for the knobs; ``--quick`` is a 1-minute smoke version.
 """
@@ -90,7 +91,8 @@ def part_one() -> None:
 
 def part_two(structures: list[str], args: argparse.Namespace) -> None:
     print(
-        f"\n2. graphattn train --task recall (length {args.length}, {args.pairs} key-value pairs, chance 1/16), "
+        f"\n2. graphattn train --task recall (length {args.length}, {args.pairs} key-value pairs of one token each, "
+        "chance 1/16), "
         f"{args.epochs} epochs of {args.train_size} examples each"
     )
     rows = []
@@ -103,7 +105,7 @@ def part_two(structures: list[str], args: argparse.Namespace) -> None:
                 "--batch-size", "32", "--no-progress", "--out", str(out),
                 "--option", f"length={args.length}", "--option", f"pairs={args.pairs}",
                 "--option", f"train_size={args.train_size}", "--option", "eval_size=500",
-                "--option", "window=8",
+                "--option", "pair_tokens=1", "--option", "window=8",
             ]  # fmt: skip
             print(f"   training {name} ...", flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
