@@ -36,7 +36,8 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
 
     Options (``--option KEY=VALUE``): ``window`` (local width, default 16), ``global`` (global
     tokens, 2), ``random`` (random sources, 3), ``clusters`` (routing centroids, default
-    ``sqrt(max_len)``), ``sbm_clusters`` (32), ``edges`` (SAC edges per node, 16),
+    ``sqrt(max_len)``), ``sbm_clusters`` (32), ``sbm_degree`` (SBM's expected sampled in-edges per
+    node at initialization, 16), ``edges`` (SAC edges per node, 16),
     ``sac_mode`` (``reinforce``), ``region`` (Combiner region size, default ``sqrt(L)``),
     ``k`` (SEA keys per query, 32).
     """
@@ -58,7 +59,8 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     if name == "sbm":
         from ..structure.sbm import SBM
 
-        return SBM(heads, head_dim, int(_opt(cfg, "sbm_clusters", 32)), init_density=min(1.0, 16 / max_len))
+        degree = float(_opt(cfg, "sbm_degree", 16))
+        return SBM(heads, head_dim, int(_opt(cfg, "sbm_clusters", 32)), init_density=min(1.0, degree / max_len))
     if name == "sac":
         from ..structure.sac import SAC
 
