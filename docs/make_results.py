@@ -121,6 +121,7 @@ RUNS: dict[str, list[str]] = {
         f"recall/{a}": ["--task", "recall", "--attention", a, *_RECALL]
         for a in ("routing", "sbm", "sac", "bigbird", "full")
     },
+    "recall/sac-st": ["--task", "recall", "--attention", "sac", "--option", "sac_mode=straight_through", *_RECALL],
 }  # fmt: skip
 
 # Published numbers shown beside ours (task -> [(model, value, source)]).
@@ -187,7 +188,8 @@ NOTES: dict[str, str] = {
     "each (key and value one-hots, `--option pair_tokens=1`), scattered in filler; the query key leads "
     "and the answer is one of 16 values (chance 6.25%). 2 layers, d = 64, 4 heads, 6 epochs of 2,000 "
     "freshly drawn examples (`resample=1`), batch 32, lr 3e-3, one seed; `window-64` is the local window "
-    "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges.",
+    "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges; "
+    "`sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate.",
 }
 
 
