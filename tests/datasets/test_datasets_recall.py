@@ -90,6 +90,29 @@ def test_same_seed_same_examples_other_seed_other_examples():
     assert not torch.equal(a.tokens, other.tokens)
 
 
+def test_resample_draws_a_new_reproducible_training_set_each_epoch():
+    c = RecallConfig(length=16, num_pairs=2)
+    fixed = AssociativeRecall(64, c, seed=5)
+    ds = AssociativeRecall(64, c, seed=5, resample=True)
+    assert torch.equal(ds.tokens, fixed.tokens) and torch.equal(ds.labels, fixed.labels)
+    held = ds.tokens
+    ds.set_epoch(0)  # the constructor's set is epoch 0's: kept, not drawn again
+    assert ds.tokens is held
+    sets = {}
+    for epoch in (1, 2, 1, 0):
+        ds.set_epoch(epoch)
+        if epoch in sets:
+            assert torch.equal(ds.tokens, sets[epoch])  # reproducible
+        sets[epoch] = ds.tokens.clone()
+        # Each example still answers its query.
+        for tokens, label in zip(ds.tokens, ds.labels, strict=True):
+            assert int(label) == _decode(tokens, c)[int(tokens[0])]
+    assert torch.equal(sets[0], fixed.tokens)
+    assert not torch.equal(sets[1], sets[0]) and not torch.equal(sets[2], sets[1])
+    fixed.set_epoch(3)  # without resample: a no-op
+    assert torch.equal(fixed.tokens, sets[0])
+
+
 def test_recall_task_reads_pair_tokens_as_features():
     from graphattn.train.engine import TrainConfig
     from graphattn.train.tasks import get_task

@@ -189,31 +189,6 @@ def test_optimizer_choice(tmp_path):
         train(_cfg(tmp_path, optimizer="sgd"))
 
 
-def test_recall_resample_draws_a_new_reproducible_training_set_each_epoch():
-    from graphattn.datasets.recall import AssociativeRecall, RecallConfig
-
-    c = RecallConfig(length=16, num_pairs=2)
-    fixed = AssociativeRecall(64, c, seed=5)
-    ds = AssociativeRecall(64, c, seed=5, resample=True)
-    assert torch.equal(ds.tokens, fixed.tokens) and torch.equal(ds.labels, fixed.labels)
-    held = ds.tokens
-    ds.set_epoch(0)  # the constructor's set is epoch 0's: kept, not drawn again
-    assert ds.tokens is held
-    sets = {}
-    for epoch in (1, 2, 1, 0):
-        ds.set_epoch(epoch)
-        if epoch in sets:
-            assert torch.equal(ds.tokens, sets[epoch])  # reproducible
-        sets[epoch] = ds.tokens.clone()
-        # Each example still answers its query: the label is the value right after the query's key.
-        pos = (ds.tokens[:, 1:] == ds.tokens[:, :1]).int().argmax(1) + 1
-        assert torch.equal(ds.tokens[torch.arange(64), pos + 1] - c.num_keys, ds.labels)
-    assert torch.equal(sets[0], fixed.tokens)
-    assert not torch.equal(sets[1], sets[0]) and not torch.equal(sets[2], sets[1])
-    fixed.set_epoch(3)  # without resample: a no-op
-    assert torch.equal(fixed.tokens, sets[0])
-
-
 def test_train_tells_the_training_set_its_epoch(tmp_path, monkeypatch):
     from graphattn.datasets.recall import AssociativeRecall
 
