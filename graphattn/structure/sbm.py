@@ -11,13 +11,14 @@ mixed-membership stochastic block model over the layer's queries and keys:
 
 **Sampling in expected O(E + N·k)** (fastRG, Rohe et al. 2018, "A note on quickly sampling a
 sparse matrix with low rank expectation", https://arxiv.org/abs/1703.02998): with column sums
-``y_a = sum_i Y_ia`` and ``z_c = sum_j Z_jc``, draw the edge count ``m ~ Poisson(sum_ac y_a S_ac
-z_c)``, each edge's block pair ``(a, c)`` with probability proportional to ``y_a S_ac z_c``,
-then its destination ``i ~ Y[:, a] / y_a`` and source ``j ~ Z[:, c] / z_c``. The number of
-draws of a pair ``(i, j)`` is then exactly ``Poisson(p_ij)``. Every categorical draw is one
-``searchsorted`` into concatenated cumulative sums, vectorized over examples, heads and
-clusters; nothing of size ``N x N`` (or ``E x k`` beyond the sampled edges) is formed. The
-authors' published code draws a dense ``N x N`` Bernoulli mask instead.
+``y_a = sum_i Y_ia`` and ``z_c = sum_j Z_jc``, draw the number of edges of each block pair
+``(a, c)`` from ``Poisson(y_a S_ac z_c)`` (equivalently, fastRG's total ``Poisson(sum_ac y_a
+S_ac z_c)`` split by a multinomial), then each edge's destination ``i ~ Y[:, a] / y_a`` and
+source ``j ~ Z[:, c] / z_c``. The number of draws of a pair ``(i, j)`` is then exactly
+``Poisson(p_ij)``. Every endpoint draw is one ``searchsorted`` into concatenated cumulative
+sums, vectorized over examples, heads and clusters, with the draws grouped by block so the
+searches stay in cache; nothing of size ``N x N`` is formed. The authors' published code draws
+a dense ``N x N`` Bernoulli mask instead.
 
 **Multigraph or simple graph**: ``dedup=True`` (default) keeps each sampled pair once, so an
 edge is present with probability ``1 - exp(-p_ij)`` (``≈ p_ij`` for sparse graphs);
@@ -47,19 +48,6 @@ from ._segments import check_int
 from .base import Structure, StructureOutput
 
 __all__ = ["SBM", "sample_fastrg"]
-
-
-def _categorical(cum: Tensor, block: Tensor, size: int, gen: torch.Generator | None) -> Tensor:
-    """Draw one index per entry of ``block`` from the block's distribution.
-
-    ``cum [num_blocks * size]`` holds, block after block, each block's normalized cumulative
-    sum (ending at 1) plus the block's number, so the whole array is non-decreasing; a uniform
-    ``u`` in block ``b`` is found by one ``searchsorted`` of ``b + u``. float64 keeps the
-    offsets exact. Returns indices within the block, ``[M]``.
-    """
-    u = torch.rand(block.shape, generator=gen, dtype=torch.float64, device=cum.device)
-    pos = torch.searchsorted(cum, block.to(torch.float64) + u, right=True)
-    return (pos - block * size).clamp_(0, size - 1)
 
 
 def _example_ids(ptr: Tensor, n: int) -> Tensor:
@@ -95,17 +83,16 @@ def sample_fastrg(
         example = _example_ids(ptr, n)
         ysum, zsum = _column_sums(y, example, b), _column_sums(z, example, b)
         w = ysum[:, :, :, None] * s[None] * zsum[:, :, None, :]  # [B, H, k, k] block-pair weights
-        total = w.sum((2, 3))  # [B, H] expected edge counts
-        m = torch.poisson(total, generator=generator).long()  # [B, H]
-        bh = torch.repeat_interleave(torch.arange(b * h, device=dev), m.reshape(-1))  # draw -> (b, h)
-        if bh.numel() == 0:
+        # Independent Poisson counts per block pair: their total is Poisson(sum w) and, given
+        # the total, they are multinomial(w / sum w), so this is fastRG's draw; it also leaves
+        # the draws grouped by (example, head, a, c), which keeps each endpoint search below
+        # inside one block's cumulative sums (cache-resident) instead of anywhere in [H, k, N].
+        counts = torch.poisson(w, generator=generator).long().reshape(-1)
+        draw = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
+        if draw.numel() == 0:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return empty, empty, empty.clone()
-        # Block pair (a, c) of each draw.
-        wn = (w / total.clamp_min(1e-300)[:, :, None, None]).reshape(b * h, k * k)
-        cum_w = (wn.cumsum(1) + torch.arange(b * h, device=dev, dtype=torch.float64)[:, None]).reshape(-1)
-        pair = _categorical(cum_w, bh, k * k, generator)
-        a, c = pair // k, pair % k
+        c, a, bh = draw % k, (draw // k) % k, draw // (k * k)
         ex, hd = bh // h, bh % h
 
         # Endpoints: i ~ Y[:, h, a] / ysum within the example; blocks ordered (h, a, example).
@@ -220,10 +207,11 @@ class SBM(Structure):
                 loops = torch.arange(h * n, device=q.device)
                 dst, src = torch.cat([dst, loops]), torch.cat([src, loops])
             g = graph_from_edges(dst, src, n, ptr, num_heads=h, dedup=self.dedup)
-            fdst, fsrc = g.dst(), g.col
-            hd, i, j = fdst // n, fdst % n, fsrc % n
-        # p_e = (Y S)_i . Z_j on the sampled edges only: [N, k] + [E, k] work, never [N, N].
-        p = (torch.einsum("nha,hac->nhc", y, s)[i, hd] * z[j, hd]).sum(-1)
+        # p_e = (Y S)_i . Z_j on the sampled edges only: [N, k] + [E, k] work, never [N, N]. The
+        # folded node ids (h * N + i) index rows of the head-major [H * N, k] memberships.
+        ys = torch.einsum("nha,hac->hnc", y, s).reshape(h * n, -1)
+        zf = z.transpose(0, 1).reshape(h * n, -1)
+        p = torch.linalg.vecdot(ys.index_select(0, g.dst()), zf.index_select(0, g.col))
         gate = straight_through_ones(p)[:, None]
         lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
         example = _example_ids(ptr, n)
