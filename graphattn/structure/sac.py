@@ -5,10 +5,14 @@ and is trained with the task. Here:
 
 * **Candidates** (our change; the paper scores all ``L²`` pairs with an LSTM): each destination
   scores a candidate set of size ``O(c)``: its local window, ``random`` uniform sources, and
-  ``projection`` neighbours along a fixed random direction (queries and keys projected onto it
-  and sorted per example: the keys ranked next to a query's value are its candidates, a
-  one-hash LSH nearest-neighbour search that costs one sort). Candidate cost is ``O(N·c)``; no
-  ``N x N`` tensor is formed.
+  ``projection`` neighbours in each of ``rounds`` random directions of the scorer's own space:
+  the unit vectors ``A q̄_i / |A q̄_i|`` and ``B k̄_j / |B k̄_j|`` are projected onto a fixed
+  random direction and sorted per example, and the keys ranked next to a query are its
+  candidates (angular LSH by random projections, one sort per round). Because they live in
+  the scorer's space, the candidates are an approximate search for the sources the predictor
+  itself scores highest among all ``L``, and they follow it as it learns, as the paper's
+  all-pairs scorer would. Candidate cost is ``O(N·c + rounds·N log N)``; no ``N x N`` tensor
+  is formed.
 * **Scores** ``s_ij = <A q̄_i, B k̄_j> / sqrt(d)`` with ``q̄``, ``k̄`` the head-averaged projected
   queries and keys, and ``A``, ``B`` learned; softmax over each destination's candidates.
 * **Choice**: ``edges_per_node`` sources per destination (``alpha`` in the paper, ``alpha·N``
@@ -79,7 +83,8 @@ class SAC(Structure):
         edges_per_node: sources chosen per destination (``alpha``).
         window: local candidates: sources with ``|i - j| < window``.
         random: uniformly random candidates per destination.
-        projection: candidates nearest in rank along a random direction (see the module docstring).
+        projection: candidates nearest in rank along each random direction (see the module docstring).
+        rounds: random directions for the projection candidates.
         hidden: width of the scorer projections ``A``, ``B`` (default ``D``).
         mode: ``"reinforce"`` or ``"straight_through"`` (see the module docstring).
         entropy_weight: weight of the entropy bonus (the auxiliary loss is ``-weight · entropy``).
@@ -101,6 +106,7 @@ class SAC(Structure):
         window: int = 4,
         random: int = 16,
         projection: int = 16,
+        rounds: int = 4,
         hidden: int | None = None,
         mode: str = "reinforce",
         entropy_weight: float = 1e-3,
@@ -115,6 +121,7 @@ class SAC(Structure):
         self.window = check_int("window", window, minimum=1)
         self.random = check_int("random", random, minimum=0)
         self.projection = check_int("projection", projection, minimum=0)
+        self.rounds = check_int("rounds", rounds, minimum=1)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
         if not 0.0 <= baseline_decay < 1.0:
@@ -124,8 +131,8 @@ class SAC(Structure):
         self.keep_input, self.generator = keep_input, generator
         self.score_q = nn.Linear(head_dim, hidden, bias=False)
         self.score_k = nn.Linear(head_dim, hidden, bias=False)
-        # A fixed random direction for the projection candidates (not learned: it runs under no_grad).
-        self.register_buffer("direction", torch.nn.functional.normalize(torch.randn(head_dim), dim=0))
+        # Fixed random directions in the scorer's space for the projection candidates (not learned).
+        self.register_buffer("directions", torch.nn.functional.normalize(torch.randn(rounds, hidden), dim=1))
         self.register_buffer("baseline", torch.zeros(()))
         self.register_buffer("baseline_ready", torch.zeros((), dtype=torch.bool))
         self._log_prob: Tensor | None = None
@@ -133,28 +140,31 @@ class SAC(Structure):
     def extra_repr(self) -> str:
         return (
             f"num_heads={self.num_heads}, head_dim={self.head_dim}, edges_per_node={self.edges_per_node}, "
-            f"window={self.window}, random={self.random}, projection={self.projection}, mode={self.mode!r}"
+            f"window={self.window}, random={self.random}, projection={self.projection}, rounds={self.rounds}, "
+            f"mode={self.mode!r}"
         )
 
     # ------------------------------------------------------------------ candidates
-    def _projection_candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> Graph:
-        """For each query, the ``projection`` keys of its example nearest to it along ``direction``."""
+    def _projection_candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> list[Graph]:
+        """Per direction, a graph: each query's ``projection`` keys of its example nearest to it in rank."""
         n = qb.shape[0]
         lengths = ptr[1:] - ptr[:-1]
         example = torch.repeat_interleave(torch.arange(lengths.numel(), device=qb.device), lengths, output_size=n)
-        # sigmoid maps each value into (0, 1); adding the example id keeps examples apart in one sort.
-        kv = torch.sigmoid(kb @ self.direction).double() + example
-        qv = torch.sigmoid(qb @ self.direction).double() + example
-        order = torch.argsort(kv)  # keys sorted, example-major
-        rank = torch.searchsorted(kv[order], qv)  # where each query falls among the keys
+        qs = torch.nn.functional.normalize(self.score_q(qb), dim=1) @ self.directions.T  # [N, rounds] in [-1, 1]
+        ks = torch.nn.functional.normalize(self.score_k(kb), dim=1) @ self.directions.T
         p = min(self.projection, int(lengths.max()) if lengths.numel() else 0)
-        deg = torch.full((n,), p, dtype=torch.long, device=qb.device)
-        deg = torch.minimum(deg, lengths[example])
+        deg = torch.minimum(torch.full((n,), p, dtype=torch.long, device=qb.device), lengths[example])
         _, row, slot = expand_rows(deg)
         lo, hi = ptr[example[row]], ptr[example[row] + 1]  # the example's key ranks are [lo, hi)
-        start = torch.clamp(rank[row] - deg[row] // 2, min=lo)
-        start = torch.minimum(start, hi - deg[row])
-        return graph_from_rows(row, order[start + slot], n, n, ptr=ptr)
+        offset = 4.0 * example.double()  # keeps examples apart in one sort
+        graphs = []
+        for r in range(self.rounds):
+            kv, qv = ks[:, r].double() + offset, qs[:, r].double() + offset
+            order = torch.argsort(kv)  # keys sorted, example-major
+            rank = torch.searchsorted(kv[order], qv)  # where each query falls among the keys
+            start = torch.minimum(torch.clamp(rank[row] - deg[row] // 2, min=lo), hi - deg[row])
+            graphs.append(graph_from_rows(row, order[start + slot], n, n, ptr=ptr))
+        return graphs
 
     def candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> Graph:
         """The candidate graph: local window, random and projection neighbours (each edge once)."""
@@ -163,7 +173,7 @@ class SAC(Structure):
         if self.random > 0:
             parts.append(random_graph(None, self.random, lengths=lengths, generator=self.generator))
         if self.projection > 0:
-            parts.append(self._projection_candidates(qb, kb, ptr))
+            parts.extend(self._projection_candidates(qb, kb, ptr))
         return union(*parts)
 
     # ------------------------------------------------------------------ forward

@@ -37,6 +37,28 @@ def test_chooses_edges_per_node_candidates_inside_the_example(mode):
     assert keys <= set((cand.dst() * 40 + cand.col).tolist())
 
 
+def test_projection_candidates_find_the_best_scored_source_anywhere_in_the_example():
+    # Each query of the 22-node example is given a far key whose scorer embedding points the same
+    # way as its own in the scorer's space; the others point elsewhere. Each round ranks it next to it.
+    gen = torch.Generator().manual_seed(3)
+    n, d = 40, 8
+    qb, kb = torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
+    partner = {i: 3 + (i - 3 + 11) % 22 for i in range(3, 25)}  # 11 positions away, same example
+    b = torch.randn(d, d, generator=gen)  # the key scorer: B k_j = 2 q_i (A = identity), k_j != q_i
+    for i, j in partner.items():
+        kb[j] = torch.linalg.solve(b, 2.0 * qb[i])
+    sac = SAC(2, d, edges_per_node=2, window=1, random=0, projection=2, rounds=3)
+    with torch.no_grad():
+        sac.score_q.weight.copy_(torch.eye(d))
+        sac.score_k.weight.copy_(b)
+    cand = sac.candidates(qb, kb, PTR)
+    ex = _example(PTR, n)
+    assert torch.equal(ex[cand.col], ex[cand.dst()])
+    assert bool((cand.in_degree()[3:25] <= 1 + 3 * 2).all())  # self + projection per round
+    for i, j in partner.items():
+        assert j in cand.col[cand.rowptr[i] : cand.rowptr[i + 1]].tolist(), (i, j)
+
+
 def test_eval_picks_the_top_scoring_candidates_deterministically():
     q, k, _ = _qk()
     sac = SAC(2, 8, edges_per_node=3, random=0).eval()
@@ -106,6 +128,7 @@ def test_seeded_sampling_is_reproducible():
     [
         ({"edges_per_node": 0}, ValueError, r"edges_per_node must be >= 1, got 0"),
         ({"window": 0}, ValueError, r"window must be >= 1, got 0"),
+        ({"rounds": 0}, ValueError, r"rounds must be >= 1, got 0"),
         ({"mode": "gumbel"}, ValueError, r"mode must be one of \('reinforce', 'straight_through'\), got 'gumbel'"),
         ({"baseline_decay": 1.5}, ValueError, r"baseline_decay must be in \[0, 1\), got 1.5"),
     ],
