@@ -114,8 +114,9 @@ RUNS: dict[str, list[str]] = {
     },
     **{
         f"listops/{a}": ["--task", "listops", "--attention", a, *_LISTOPS]
-        for a in ("window", "bigbird", "full", "combiner", "sea")
+        for a in ("window", "bigbird", "full", "combiner", "sea", "routing", "sbm")
     },
+    "listops/sac-st": ["--task", "listops", "--attention", "sac", "--option", "sac_mode=straight_through", *_LISTOPS],
     "recall/window-64": ["--task", "recall", "--attention", "window", "--option", "window=64", *_RECALL],
     **{
         f"recall/{a}": ["--task", "recall", "--attention", a, *_RECALL]
