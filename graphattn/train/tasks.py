@@ -37,7 +37,7 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     Options (``--option KEY=VALUE``): ``window`` (local width, default 16), ``global`` (global
     tokens, 2), ``random`` (random sources, 3), ``clusters`` (routing centroids, default
     ``sqrt(max_len)``), ``sbm_clusters`` (32), ``sbm_degree`` (SBM's expected sampled in-edges per
-    node at initialization, 16), ``edges`` (SAC edges per node, 16),
+    node at initialization, 16), ``edges`` (SAC edges per node, 32),
     ``sac_mode`` (``reinforce``), ``region`` (Combiner region size, default ``sqrt(L)``),
     ``k`` (SEA keys per query, 32).
     """
@@ -64,7 +64,7 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     if name == "sac":
         from ..structure.sac import SAC
 
-        return SAC(heads, head_dim, int(_opt(cfg, "edges", 16)), window=w, mode=str(_opt(cfg, "sac_mode", "reinforce")))
+        return SAC(heads, head_dim, int(_opt(cfg, "edges", 32)), window=w, mode=str(_opt(cfg, "sac_mode", "reinforce")))
     if name in ("combiner", "combiner-logsparse", "combiner-mixture"):
         from ..structure.combiner import Combiner
 
