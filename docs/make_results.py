@@ -190,7 +190,8 @@ NOTES: dict[str, str] = {
     "and the answer is one of 16 values (chance 6.25%). 2 layers, d = 64, 4 heads, 6 epochs of 2,000 "
     "freshly drawn examples (`resample=1`), batch 32, lr 3e-3, one seed; `window-64` is the local window "
     "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges; "
-    "`sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate.",
+    "SAC chooses 32 sources per token (shared by the heads) from its window, 16 random and 4 x 16 LSH "
+    "candidates; `sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate.",
 }
 
 
