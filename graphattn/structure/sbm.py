@@ -16,8 +16,8 @@ sparse matrix with low rank expectation", https://arxiv.org/abs/1703.02998): wit
 S_ac z_c)`` split by a multinomial), then each edge's destination ``i ~ Y[:, a] / y_a`` and
 source ``j ~ Z[:, c] / z_c``. The number of draws of a pair ``(i, j)`` is then exactly
 ``Poisson(p_ij)``. Every endpoint draw is one ``searchsorted`` into concatenated cumulative
-sums, vectorized over examples, heads and clusters, with the draws grouped by block so the
-searches stay in cache; nothing of size ``N x N`` is formed. The authors' published code draws
+sums, vectorized over examples, heads and clusters, with the draws grouped by block so
+consecutive searches fall in one block's sums; nothing of size ``N x N`` is formed. The authors' published code draws
 a dense ``N x N`` Bernoulli mask instead.
 
 **Multigraph or simple graph**: ``dedup=True`` (default) keeps each sampled pair once, so an
@@ -86,7 +86,7 @@ def sample_fastrg(
         # Independent Poisson counts per block pair: their total is Poisson(sum w) and, given
         # the total, they are multinomial(w / sum w), so this is fastRG's draw; it also leaves
         # the draws grouped by (example, head, a, c), which keeps each endpoint search below
-        # inside one block's cumulative sums (cache-resident) instead of anywhere in [H, k, N].
+        # inside one block's cumulative sums instead of anywhere in [H, k, N].
         counts = torch.poisson(w, generator=generator).long().reshape(-1)
         draw = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
         if draw.numel() == 0:
