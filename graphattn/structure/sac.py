@@ -46,6 +46,7 @@ from ..graph import Graph
 from ._adaptive import self_attention_ptr, straight_through_ones
 from ._segments import check_int, expand_rows, graph_from_rows
 from .base import Structure, StructureOutput
+from .batch import ptr_to_batch
 from .random import random as random_graph
 from .setops import union
 from .window import window as window_graph
@@ -149,7 +150,7 @@ class SAC(Structure):
         """Per direction, a graph: each query's ``projection`` keys of its example nearest to it in rank."""
         n = qb.shape[0]
         lengths = ptr[1:] - ptr[:-1]
-        example = torch.repeat_interleave(torch.arange(lengths.numel(), device=qb.device), lengths, output_size=n)
+        example = ptr_to_batch(ptr, n)
         qs = torch.nn.functional.normalize(self.score_q(qb), dim=1) @ self.directions.T  # [N, rounds] in [-1, 1]
         ks = torch.nn.functional.normalize(self.score_k(kb), dim=1) @ self.directions.T
         p = min(self.projection, int(lengths.max()) if lengths.numel() else 0)

@@ -46,13 +46,9 @@ from ..graph import Graph
 from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_ones
 from ._segments import check_int
 from .base import Structure, StructureOutput
+from .batch import ptr_to_batch
 
 __all__ = ["SBM", "sample_fastrg"]
-
-
-def _example_ids(ptr: Tensor, n: int) -> Tensor:
-    """``[N]``: the example of each node."""
-    return torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1], output_size=n)
 
 
 def _column_sums(x: Tensor, example: Tensor, num_examples: int) -> Tensor:
@@ -80,7 +76,7 @@ def sample_fastrg(
     dev = y.device
     with torch.no_grad():
         y, s, z = y.double(), s.double(), z.double()
-        example = _example_ids(ptr, n)
+        example = ptr_to_batch(ptr, n)
         ysum, zsum = _column_sums(y, example, b), _column_sums(z, example, b)
         w = ysum[:, :, :, None] * s[None] * zsum[:, :, None, :]  # [B, H, k, k] block-pair weights
         # Independent Poisson counts per block pair: their total is Poisson(sum w) and, given
@@ -214,7 +210,7 @@ class SBM(Structure):
         p = torch.linalg.vecdot(ys.index_select(0, g.dst()), zf.index_select(0, g.col))
         gate = straight_through_ones(p)[:, None]
         lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
-        example = _example_ids(ptr, n)
+        example = ptr_to_batch(ptr, n)
         ysum, zsum = _column_sums(y, example, lengths.numel()), _column_sums(z, example, lengths.numel())
         expected = torch.einsum("bha,hac,bhc->bh", ysum, s, zsum)  # sum_ij p_ij per example and head
         nonempty = lengths > 0
