@@ -1,6 +1,7 @@
 # The README's commands. Each creates or reuses the virtual environment in .venv.
 #   make demo   the main job on an embedded default (no download)
 #   make test   lint + docs (warnings are errors) + the full test suite (what CI runs)
+#   make test-cuda  the GPU suite (tests/cuda), where torch sees a CUDA device
 #   make docs   the documentation site into site/
 #   make bench  the op benchmark (see benchmarks/README.md)
 
@@ -13,7 +14,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= dev,pyg,dgl,ogb,docs
 STAMP  := $(VENV)/.graphattn-installed
 
-.PHONY: demo test lint docs bench install clean
+.PHONY: demo test test-cuda lint docs bench install clean
 
 install: $(STAMP)
 
@@ -36,6 +37,9 @@ docs: $(STAMP)
 
 test: lint docs
 	$(PY) -m pytest -q
+
+test-cuda: $(STAMP)
+	$(PY) -m pytest -q -m cuda tests/cuda
 
 bench: $(STAMP)
 	$(PY) benchmarks/ops/bench_edge_attention.py

@@ -13,8 +13,27 @@ import torch
 from torch import Tensor
 
 from .graph import Graph
+from .ops import edge_attention
 
-__all__ = ["GraphCase", "adversarial_graphs", "custom_op_args", "loop_attention", "random_inputs"]
+__all__ = [
+    "GraphCase",
+    "TOLERANCES",
+    "adversarial_graphs",
+    "assert_same_run",
+    "custom_op_args",
+    "loop_attention",
+    "random_inputs",
+    "run_with_grads",
+    "source_hub_graph",
+    "window_graph",
+]
+
+#: ``assert_close`` tolerances of a fused path against the reference: float32 sums of up to
+#: 10,000 terms (the hub) in another order than the reference's; float64 near rounding.
+TOLERANCES = {
+    torch.float32: {"atol": 1e-4, "rtol": 5e-4},
+    torch.float64: {"atol": 1e-10, "rtol": 1e-9},
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,23 @@ def adversarial_graphs(seed: int = 0, hub_degree: int = 10_000) -> list[GraphCas
     return cases
 
 
+def source_hub_graph(n: int = 5000) -> Graph:
+    """``n`` destinations attending to source 0 (plus one of sources 1..7): a source row of ``n`` edges.
+
+    The transpose's hub: the backward's source pass sees one row longer than any work segment.
+    """
+    src = torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n) % 7 + 1], 1).reshape(-1)
+    dst = torch.arange(n).repeat_interleave(2)
+    return Graph.from_edge_index(torch.stack([src, dst]), num_src=8, num_dst=n)
+
+
+def window_graph(n: int, k: int) -> Graph:
+    """Each of ``n`` nodes attends to ``k`` consecutive nodes around it (shifted inward at the ends)."""
+    start = (torch.arange(n) - k // 2).clamp(0, max(n - k, 0))
+    src = (start[:, None] + torch.arange(k)).reshape(-1)
+    return Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(k)]), n)
+
+
 def random_inputs(
     graph: Graph,
     heads: int = 2,
@@ -87,6 +123,48 @@ def random_inputs(
         .to(dtype)
         .requires_grad_(requires_grad),
     }
+
+
+_OP_INPUTS = ("q", "k", "v", "bias", "gate", "edge_key", "edge_value")
+
+
+def run_with_grads(
+    backend: str | None, graph: Graph, inputs: dict[str, Tensor | None], *, seed: int = 1, wrt: dict | None = None
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """``out``, ``lse`` and the gradients of a random linear loss of both, for one backend.
+
+    ``inputs`` are the op's tensors by name (``None`` entries are left out); gradients are taken
+    w.r.t. every tensor of ``wrt`` (default ``inputs``) that requires grad. The loss weights come
+    from ``seed`` on the CPU, so two backends or devices see the same loss; rows with
+    ``lse = -inf`` (empty) are left out of the ``lse`` term.
+    """
+    given = {n: t for n, t in inputs.items() if t is not None}
+    out, lse = edge_attention(graph=graph, return_lse=True, backend=backend, **given)
+    gen = torch.Generator().manual_seed(seed)
+    w_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
+    w_lse = torch.randn(lse.shape, generator=gen, dtype=torch.float64).to(lse.device, lse.dtype)
+    loss = (out * w_out).sum() + (torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)) * w_lse).sum()
+    wrt = given if wrt is None else wrt
+    named = {n: wrt[n] for n in _OP_INPUTS if wrt.get(n) is not None and wrt[n].requires_grad}
+    grads = torch.autograd.grad(loss, list(named.values()))
+    return out, lse, dict(zip(named, grads, strict=True))
+
+
+def assert_same_run(got: tuple, want: tuple, dtype: torch.dtype) -> None:
+    """Two :func:`run_with_grads` results agree within :data:`TOLERANCES` (compared on the CPU).
+
+    Also: no NaN anywhere, ``lse = -inf`` on the same rows, the same set of gradients.
+    """
+    (out, lse, grads), (w_out, w_lse, w_grads) = got, want
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(out.cpu(), w_out.cpu(), **tol)
+    torch.testing.assert_close(lse.cpu(), w_lse.cpu(), **tol)
+    assert not out.isnan().any() and not lse.isnan().any()
+    assert grads.keys() == w_grads.keys(), (grads.keys(), w_grads.keys())
+    for name in grads:
+        assert not grads[name].isnan().any(), name
+        msg = lambda m, n=name: f"grad {n}: {m}"  # noqa: E731
+        torch.testing.assert_close(grads[name].cpu(), w_grads[name].cpu(), **tol, msg=msg)
 
 
 def custom_op_args(graph: Graph, inputs: dict[str, Tensor | None], scale: float) -> tuple:

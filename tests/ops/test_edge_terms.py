@@ -18,24 +18,20 @@ import torch
 
 from graphattn import Graph
 from graphattn.ops import attention_weights, edge_attention
-from graphattn.testing import GraphCase, adversarial_graphs, custom_op_args, loop_attention, random_inputs
+from graphattn.testing import (
+    TOLERANCES,
+    GraphCase,
+    adversarial_graphs,
+    assert_same_run,
+    custom_op_args,
+    loop_attention,
+    random_inputs,
+    run_with_grads,
+    source_hub_graph,
+    window_graph,
+)
 
-# As in test_native.py (test modules cannot import each other under --import-mode=importlib).
-TOL = {torch.float32: {"atol": 1e-4, "rtol": 5e-4}, torch.float64: {"atol": 1e-10, "rtol": 1e-9}}
-
-
-def source_hub_graph() -> Graph:
-    """5000 destinations attending to source 0 (plus one other): a source row longer than a segment."""
-    n = 5000
-    src = torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n) % 7 + 1], 1).reshape(-1)
-    return Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(2)]), num_src=8, num_dst=n)
-
-
-def window_graph(n: int, k: int) -> Graph:
-    start = (torch.arange(n) - k // 2).clamp(0, max(n - k, 0))
-    src = (start[:, None] + torch.arange(k)).reshape(-1)
-    return Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(k)]), n)
-
+TOL = TOLERANCES
 
 ALL_GRAPHS = [*adversarial_graphs(), GraphCase("source_hub", source_hub_graph())]
 SMALL = adversarial_graphs(hub_degree=40)
@@ -69,32 +65,6 @@ def as_edge_sources(graph: Graph, inputs: dict) -> tuple[Graph, dict]:
     return own, {**inputs, "k": k, "v": v, "edge_key": None, "edge_value": None}
 
 
-def run(backend, graph, inputs, seed=1, wrt=None):
-    """out, lse and the gradients of a loss using both, w.r.t. every tensor of ``wrt`` (default:
-    ``inputs``) that requires grad."""
-    out, lse = edge_attention(graph=graph, return_lse=True, backend=backend, **inputs)
-    gen = torch.Generator().manual_seed(seed)
-    w_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
-    w_lse = torch.randn(lse.shape, generator=gen, dtype=torch.float64).to(lse.dtype)
-    loss = (out * w_out).sum() + (torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)) * w_lse).sum()
-    wrt = inputs if wrt is None else wrt
-    named = {n: wrt[n] for n in NAMES if wrt.get(n) is not None and wrt[n].requires_grad}
-    grads = torch.autograd.grad(loss, list(named.values()), allow_unused=False)
-    return out, lse, dict(zip(named, grads, strict=True))
-
-
-def assert_same(got, want, dtype):
-    out, lse, grads = got
-    w_out, w_lse, w_grads = want
-    torch.testing.assert_close(out, w_out, **TOL[dtype])
-    torch.testing.assert_close(lse, w_lse, **TOL[dtype])
-    assert not out.isnan().any() and not lse.isnan().any()
-    assert grads.keys() == w_grads.keys()
-    for name in grads:
-        assert not grads[name].isnan().any(), name
-        torch.testing.assert_close(grads[name], w_grads[name], **TOL[dtype], msg=lambda m, n=name: f"grad {n}: {m}")
-
-
 def pick(inputs, *, bias=True, gate=True, key=True, value=True):
     keep = {"bias": bias, "gate": gate, "edge_key": key, "edge_value": value}
     return {n: (t if keep.get(n, True) else None) for n, t in inputs.items()}
@@ -115,10 +85,10 @@ def test_reference_matches_loop_oracle_on_edge_sources(case, use_bias, use_gate)
 @pytest.mark.parametrize("case", SMALL, ids=repr)
 def test_reference_gradients_match_edge_sources(case):
     inputs = inputs_with_terms(case.graph, d=3, dv=4, requires_grad=True)
-    got = run("reference", case.graph, inputs)
+    got = run_with_grads("reference", case.graph, inputs)
     own, flat = as_edge_sources(case.graph, inputs)
-    want = run("reference", own, flat, wrt=inputs)  # grads reach k, v and the terms through the gathers
-    assert_same(got, want, torch.float64)
+    want = run_with_grads("reference", own, flat, wrt=inputs)  # grads reach k, v and the terms through the gathers
+    assert_same_run(got, want, torch.float64)
 
 
 # ---------------------------------------------------------------------- native against the reference
@@ -130,7 +100,8 @@ CONFIGS = [(torch.float32, 5, 5), (torch.float32, 64, 64), (torch.float32, 8, 20
 @pytest.mark.parametrize("use_bias_gate", [False, True], ids=["plain", "bias_gate"])
 def test_native_matches_reference(case, dtype, d, dv, use_bias_gate):
     inputs = pick(inputs_with_terms(case.graph, 2, d, dv, dtype, True), bias=use_bias_gate, gate=use_bias_gate)
-    assert_same(run("native", case.graph, inputs), run("reference", case.graph, inputs), dtype)
+    got = run_with_grads("native", case.graph, inputs)
+    assert_same_run(got, run_with_grads("reference", case.graph, inputs), dtype)
 
 
 @pytest.mark.parametrize("name", ["empty_rows_in_middle", "hub_beside_degree_one", "bipartite_more_dst", "random"])
@@ -139,7 +110,7 @@ def test_native_matches_reference(case, dtype, d, dv, use_bias_gate):
 def test_native_matches_reference_with_one_term(name, dtype, d, dv, which):
     g = next(c.graph for c in ALL_GRAPHS if c.name == name)
     inputs = pick(inputs_with_terms(g, 2, d, dv, dtype, True), key=which == "key_only", value=which == "value_only")
-    assert_same(run("native", g, inputs), run("reference", g, inputs), dtype)
+    assert_same_run(run_with_grads("native", g, inputs), run_with_grads("reference", g, inputs), dtype)
 
 
 # float32 head dims for the blocked kernels (AVX-512: 16 floats a vector, AVX2: 8): one short
@@ -162,7 +133,8 @@ def test_float32_blocked_kernels_match_reference(case, d, dv, terms):
     """Values, lse and every gradient of the float32 blocked kernels, full and tail blocks of edges
     (hubs cut into segments, rows of 1 to 10,000 edges) and of head dims, with and without each term."""
     inputs = pick(inputs_with_terms(case.graph, 2, d, dv, torch.float32, True), **TERMS[terms])
-    assert_same(run("native", case.graph, inputs), run("reference", case.graph, inputs), torch.float32)
+    got = run_with_grads("native", case.graph, inputs)
+    assert_same_run(got, run_with_grads("reference", case.graph, inputs), torch.float32)
 
 
 def _cpu_flags() -> set[str]:
@@ -197,18 +169,18 @@ def test_same_tensor_as_key_and_value_gets_the_sum_of_both_gradients(backend, dt
     inputs = inputs_with_terms(g, 3, d, d, dtype, True)
     e = inputs["edge_key"]
     shared = {**inputs, "edge_value": e}
-    out, lse, grads = run(backend, g, shared)
+    out, lse, grads = run_with_grads(backend, g, shared)
     torch.testing.assert_close(grads["edge_key"], grads["edge_value"], rtol=0, atol=0)  # one tensor, one gradient
     # Two distinct leaves holding the same values: the shared gradient is the sum of theirs.
     twin = e.detach().clone().requires_grad_()
     two = {**inputs, "edge_key": e, "edge_value": twin}
-    out2, lse2, grads2 = run(backend, g, two)
+    out2, lse2, grads2 = run_with_grads(backend, g, two)
     torch.testing.assert_close(out, out2, rtol=0, atol=0)
     torch.testing.assert_close(lse, lse2, rtol=0, atol=0)
     torch.testing.assert_close(grads["edge_key"], grads2["edge_key"] + grads2["edge_value"], **TOL[dtype])
     assert (grads2["edge_key"] != 0).any() and (grads2["edge_value"] != 0).any()
     if backend == "native":
-        assert_same((out, lse, grads), run("reference", g, shared), dtype)
+        assert_same_run((out, lse, grads), run_with_grads("reference", g, shared), dtype)
 
 
 def test_terms_change_the_result():
@@ -291,7 +263,7 @@ def test_bitwise_deterministic_across_runs_and_thread_counts(name):
     inputs = inputs_with_terms(g, 3, 32, 32, torch.float32, True)
 
     def once():
-        out, lse, grads = run("native", g, inputs)
+        out, lse, grads = run_with_grads("native", g, inputs)
         return [out, lse, *grads.values()]
 
     first, second = once(), once()
@@ -312,14 +284,14 @@ def test_non_contiguous_terms():
     inputs["edge_key"] = torch.randn(g.num_edges, 16, 2, generator=gen).transpose(1, 2).requires_grad_()
     inputs["edge_value"] = torch.randn(g.num_edges, 2, 32, generator=gen)[:, :, ::2].requires_grad_()
     assert not inputs["edge_key"].is_contiguous() and not inputs["edge_value"].is_contiguous()
-    assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
+    assert_same_run(run_with_grads("native", g, inputs), run_with_grads("reference", g, inputs), torch.float32)
 
 
 def test_no_edges_gives_zero_and_empty_term_gradients():
     g = next(c.graph for c in ALL_GRAPHS if c.name == "no_edges")
     inputs = inputs_with_terms(g, 2, 4, 4, torch.float32, True)
     assert inputs["edge_key"].shape == (0, 2, 4)
-    out, lse, grads = run("native", g, inputs)
+    out, lse, grads = run_with_grads("native", g, inputs)
     assert (out == 0).all() and torch.isneginf(lse).all()
     assert grads["edge_key"].shape == (0, 2, 4) and grads["edge_value"].shape == (0, 2, 4)
     assert (grads["q"] == 0).all() and (grads["k"] == 0).all()

@@ -12,60 +12,29 @@ import torch
 
 from graphattn import Graph
 from graphattn.ops import backends, edge_attention, get_backend, native
-from graphattn.testing import GraphCase, adversarial_graphs, custom_op_args, random_inputs
+from graphattn.testing import (
+    TOLERANCES,
+    GraphCase,
+    adversarial_graphs,
+    assert_same_run,
+    custom_op_args,
+    random_inputs,
+    run_with_grads,
+    source_hub_graph,
+    window_graph,
+)
 
 GRAPHS = adversarial_graphs()
 
-TOL = {
-    # float32 sums of up to 10,000 terms (the hubs) in a different order than the reference.
-    torch.float32: {"atol": 1e-4, "rtol": 5e-4},
-    torch.float64: {"atol": 1e-10, "rtol": 1e-9},
-}
-
-
-def source_hub_graph() -> Graph:
-    """5000 destinations attending to source 0 (plus one other): a source row longer than a segment."""
-    n = 5000
-    src = torch.stack([torch.zeros(n, dtype=torch.long), torch.arange(n) % 7 + 1], 1).reshape(-1)
-    dst = torch.arange(n).repeat_interleave(2)
-    return Graph.from_edge_index(torch.stack([src, dst]), num_src=8, num_dst=n)
-
-
-def window_graph(n: int, k: int) -> Graph:
-    start = (torch.arange(n) - k // 2).clamp(0, max(n - k, 0))
-    src = (start[:, None] + torch.arange(k)).reshape(-1)
-    return Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(k)]), n)
-
+TOL = TOLERANCES
 
 ALL_GRAPHS = [*GRAPHS, GraphCase("source_hub", source_hub_graph())]
 
 
 def run(backend, graph, inputs, use_bias=True, use_gate=True, seed=1):
-    """out, lse and the gradients of a loss that uses both out and lse, for one backend."""
-    q, k, v = inputs["q"], inputs["k"], inputs["v"]
-    bias = inputs["bias"] if use_bias else None
-    gate = inputs["gate"] if use_gate else None
-    out, lse = edge_attention(q, k, v, graph, bias=bias, gate=gate, return_lse=True, backend=backend)
-    gen = torch.Generator().manual_seed(seed)
-    w_out = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
-    w_lse = torch.randn(lse.shape, generator=gen, dtype=torch.float64).to(lse.dtype)
-    # lse = -inf on empty rows: leave those out of the loss (their gradient is 0 either way).
-    loss = (out * w_out).sum() + (torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)) * w_lse).sum()
-    named = {n: t for n, t in zip(("q", "k", "v", "bias", "gate"), (q, k, v, bias, gate), strict=True) if t is not None}
-    grads = torch.autograd.grad(loss, list(named.values()))
-    return out, lse, dict(zip(named, grads, strict=True))
-
-
-def assert_same(native_res, ref_res, dtype):
-    out, lse, grads = native_res
-    r_out, r_lse, r_grads = ref_res
-    torch.testing.assert_close(out, r_out, **TOL[dtype])
-    torch.testing.assert_close(lse, r_lse, **TOL[dtype])  # -inf on the same rows
-    assert not out.isnan().any() and not lse.isnan().any()
-    assert grads.keys() == r_grads.keys()
-    for name in grads:
-        assert not grads[name].isnan().any(), name
-        torch.testing.assert_close(grads[name], r_grads[name], **TOL[dtype], msg=lambda m, n=name: f"grad {n}: {m}")
+    """out, lse and the gradients of a loss that uses both, with or without bias / gate."""
+    terms = {"bias": inputs["bias"] if use_bias else None, "gate": inputs["gate"] if use_gate else None}
+    return run_with_grads(backend, graph, {**inputs, **terms}, seed=seed)
 
 
 def test_library_is_loaded_and_native_is_preferred():
@@ -96,7 +65,7 @@ def test_matches_reference(case, dtype, d, dv, use_bias, use_gate):
     inputs = random_inputs(case.graph, heads=2, head_dim=d, value_dim=dv, dtype=dtype, requires_grad=True)
     got = run("native", case.graph, inputs, use_bias, use_gate)
     want = run("reference", case.graph, inputs, use_bias, use_gate)
-    assert_same(got, want, dtype)
+    assert_same_run(got, want, dtype)
 
 
 def test_empty_rows_give_zero_and_minus_inf():
@@ -190,7 +159,7 @@ def test_non_contiguous_inputs():
     gate = (torch.rand(g.num_edges, 2 * h, generator=gen) + 0.5)[:, ::2].requires_grad_()
     assert not any(t.is_contiguous() for t in (q, k, v, bias, gate))
     inputs = {"q": q, "k": k, "v": v, "bias": bias, "gate": gate}
-    assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
+    assert_same_run(run("native", g, inputs), run("reference", g, inputs), torch.float32)
 
 
 def test_odd_sizes_d59_n97():
@@ -202,7 +171,7 @@ def test_odd_sizes_d59_n97():
     g = Graph.from_edge_index(torch.stack([src, torch.arange(n).repeat_interleave(deg)]), n)
     for d, dv in ((59, 59), (59, 33)):
         inputs = random_inputs(g, heads=3, head_dim=d, value_dim=dv, dtype=torch.float32, requires_grad=True)
-        assert_same(run("native", g, inputs), run("reference", g, inputs), torch.float32)
+        assert_same_run(run("native", g, inputs), run("reference", g, inputs), torch.float32)
 
 
 def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensors():
@@ -216,7 +185,7 @@ def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensor
     assert n_dst * d * 4 > 32 << 20 > n_src * d * 4
     inputs = random_inputs(g, heads=1, head_dim=d, dtype=torch.float32, requires_grad=True)
     got = run("native", g, inputs, use_bias=True, use_gate=False)
-    assert_same(got, run("reference", g, inputs, use_bias=True, use_gate=False), torch.float32)
+    assert_same_run(got, run("reference", g, inputs, use_bias=True, use_gate=False), torch.float32)
     out, _, grads = got
     assert out.is_contiguous() and grads["q"].is_contiguous() and grads["q"].shape == (n_dst, 1, d)
     # In-place arithmetic and gradient accumulation work on them as on any tensor.
