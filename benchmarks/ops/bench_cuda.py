@@ -87,8 +87,12 @@ def make_impl(impl: str, spec: dict, src, dst, n: int):
             start = (qi - k // 2).clamp(0, n - k)
             return (kv >= start) & (kv < start + k)
 
-        block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda")
-        compiled = torch.compile(flex_attention)
+        # A fresh, static-shape compile per workload: a recompile for a new N would otherwise turn
+        # dynamic and fall back to the dense math path (an N x N score tensor). The mask is built
+        # compiled too (torch 2.11's eager create_block_mask materializes N x N: 64 GiB at 65536).
+        torch._dynamo.reset()
+        block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda", _compile=True)
+        compiled = torch.compile(flex_attention, dynamic=False)
         return (lambda q, k_, v: compiled(q, k_, v, block_mask=block_mask)), (1, HEADS, n, DIM)
     if impl == "sdpa":
         if n > 16384:
@@ -114,7 +118,6 @@ def measure(impl: str, name: str, spec: dict, dtype_name: str, repeats: int) -> 
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(shape, generator=gen, device="cuda", dtype=dtype) for _ in range(3))
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
-    grad = torch.randn_like(fn(q, k, v))
 
     def fwd():
         with torch.no_grad():
@@ -124,6 +127,7 @@ def measure(impl: str, name: str, spec: dict, dtype_name: str, repeats: int) -> 
         torch.autograd.grad(fn(qg, kg, vg), (qg, kg, vg), grad)
 
     try:
+        grad = torch.randn_like(fn(q, k, v))
         fwd_ms = cuda_ms(fwd, repeats)
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -131,7 +135,7 @@ def measure(impl: str, name: str, spec: dict, dtype_name: str, repeats: int) -> 
         fb_ms = cuda_ms(fwd_bwd, repeats)
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     except torch.OutOfMemoryError as exc:
-        return {**row, "skipped": f"out of memory: {str(exc).splitlines()[0]}"}
+        return {**row, "skipped": "out of memory: " + str(exc).split(". ")[1]}
     tflops = 4 * edges * HEADS * DIM / (fwd_ms * 1e-3) / 1e12
     return {**row, "fwd_ms": fwd_ms, "fwd_bwd_ms": fb_ms, "peak_extra_mib": peak, "fwd_tflops": tflops}
 
