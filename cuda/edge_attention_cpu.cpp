@@ -25,7 +25,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -48,33 +51,121 @@ using namespace math;
 
 // ================================================================ output buffers
 
-// The C++ side of graphattn/_alloc.py::large_empty, for outputs (out, the gradients) above
-// glibc's largest mmap threshold (32 MiB on 64-bit): glibc maps each such allocation afresh, and
-// with transparent huge pages in `madvise` mode (the Debian / Ubuntu default) the first touch of
-// the mapping faults once per 4 KiB page (16384 faults for the 64 MB `out` at N = 65536, H = 4,
-// D = 64). These get a mapping advised for huge pages instead (32 faults). Smaller tensors keep
-// at::empty, whose memory glibc reuses from call to call (a fresh mapping would be zeroed by the
-// kernel every time), and so do other systems.
-at::Tensor large_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr size_t kHuge = size_t(2) << 20, kMin = size_t(32) << 20;
+// Outputs (out, the gradients) of 1 MiB or more come from a cache of page-aligned mappings, not
+// from malloc. Fresh pages cost a fault (and the kernel's zeroing) on first touch, 4 KiB at a time
+// unless advised for huge pages, and glibc gives them fresh more often than not at these sizes:
+// above 32 MiB it maps every allocation afresh, and below it trims the heap top whenever more
+// than twice its mmap threshold is free there, which a backward's freed gradients often are
+// (the molecule batch of the benchmark, 22 MB tensors: 0 to 16,000 faults per forward + backward
+// from one call to the next; N = 65536: 16,384 per 64 MB output). A freed output's mapping goes
+// back to the cache and the next output that fits (no more than twice its size) takes it with its
+// pages resident: a training loop or benchmark faults on its first step only. Mappings of 4 MiB
+// or more are 2 MiB-aligned and advised for huge pages (as NumPy does). The cache keeps at most
+// GRAPHATTN_CPU_CACHE_MB (default 1024) of freed mappings; graphattn::empty_cpu_cache unmaps them
+// (graphattn.ops.native.empty_cache()).
+class OutputCache {
+ public:
+  static OutputCache& instance() {
+    static OutputCache* cache = new OutputCache();  // never destroyed: tensors may die after exit handlers
+    return *cache;
+  }
+
+  // A mapping of at least `bytes` (its true size in `cap`), or nullptr if none could be made.
+  void* take(size_t bytes, size_t& cap) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = free_.lower_bound(bytes);
+      if (it != free_.end() && it->first <= 2 * bytes) {
+        cap = it->first;
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= cap;
+        return p;
+      }
+    }
+    return map(bytes, cap);
+  }
+
+  void give(void* p, size_t cap) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (cached_ + cap <= limit_) {
+        free_.emplace(cap, p);
+        cached_ += cap;
+        return;
+      }
+    }
+    munmap(p, cap);
+  }
+
+  // Unmaps every cached mapping; returns the bytes given back.
+  int64_t clear() {
+    std::multimap<size_t, void*> freed;
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      freed.swap(free_);
+      cached_ = 0;
+    }
+    int64_t bytes = 0;
+    for (const auto& [cap, p] : freed) {
+      munmap(p, cap);
+      bytes += static_cast<int64_t>(cap);
+    }
+    return bytes;
+  }
+
+ private:
+  static constexpr size_t kPage = size_t(4) << 10, kHuge = size_t(2) << 20;
+
+  OutputCache() {
+    const char* env = std::getenv("GRAPHATTN_CPU_CACHE_MB");
+    limit_ = (env && *env ? static_cast<size_t>(std::strtoull(env, nullptr, 10)) : 1024) << 20;
+  }
+
+  static void* map(size_t bytes, size_t& cap) {
+    const bool huge = bytes >= 2 * kHuge;
+    const size_t align = huge ? kHuge : kPage;
+    cap = (bytes + align - 1) / align * align;
+    const size_t len = cap + (huge ? kHuge : 0);
+    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return nullptr;
+    char* const first = static_cast<char*>(raw);
+    char* const p = first + (align - reinterpret_cast<uintptr_t>(first) % align) % align;
+    if (p > first) munmap(first, p - first);  // keep the aligned `cap` bytes, unmap the rest
+    if (first + len > p + cap) munmap(p + cap, first + len - (p + cap));
+#if defined(MADV_HUGEPAGE)
+    if (huge) madvise(p, cap, MADV_HUGEPAGE);  // advice only: on failure the pages are 4 KiB ones
+#endif
+    return p;
+  }
+
+  std::mutex mutex_;
+  std::multimap<size_t, void*> free_;  // cap -> mapping, for best fit
+  size_t cached_ = 0, limit_ = 0;
+};
+
+// An uninitialized CPU tensor for an op's output: from OutputCache at 1 MiB or more (on Linux),
+// at::empty below (glibc's heap reuses small blocks without faults).
+at::Tensor output_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+#if defined(__linux__)
   size_t bytes = at::elementSize(at::typeMetaToScalarType(options.dtype()));
   for (const int64_t s : sizes) bytes *= static_cast<size_t>(s);
-  if (bytes > kMin) {
-    const size_t body = (bytes + kHuge - 1) / kHuge * kHuge, len = body + kHuge;
-    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw != MAP_FAILED) {
-      // Keep the 2 MiB-aligned `body` bytes of the mapping, unmap the rest.
-      char* const first = static_cast<char*>(raw);
-      char* const p = first + (kHuge - reinterpret_cast<uintptr_t>(first) % kHuge) % kHuge;
-      if (p > first) munmap(first, p - first);
-      if (first + len > p + body) munmap(p + body, first + len - (p + body));
-      madvise(p, body, MADV_HUGEPAGE);  // advice only: on failure the pages are 4 KiB ones
-      return at::from_blob(p, sizes, [body](void* d) { munmap(d, body); }, options);
+  if (bytes >= (size_t(1) << 20)) {
+    size_t cap = 0;
+    if (void* p = OutputCache::instance().take(bytes, cap)) {
+      return at::from_blob(p, sizes, [cap](void* d) { OutputCache::instance().give(d, cap); }, options);
     }
   }
 #endif
   return at::empty(sizes, options);
+}
+
+int64_t empty_cpu_cache() {
+#if defined(__linux__)
+  return OutputCache::instance().clear();
+#else
+  return 0;
+#endif
 }
 
 // ================================================================ load balance
@@ -917,7 +1008,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_fwd (CPU kernel) got q on ", q.device());
   const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate, edge_key, edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
-  at::Tensor out = large_empty({sz.n_dst, sz.heads, sz.dv}, q.options());
+  at::Tensor out = output_empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -995,9 +1086,9 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
                                   need_edge_value);
   const auto acc_type = at::toOpMathType(q.scalar_type());
   const int64_t H = sz.heads, D = sz.d, Dv = sz.dv, E = sz.edges;
-  at::Tensor dq = large_empty(q.sizes(), q.options());
-  at::Tensor dk = need_kv ? large_empty(k.sizes(), k.options()) : at::empty({0}, q.options());
-  at::Tensor dv = need_kv ? large_empty(v.sizes(), v.options()) : at::empty({0}, q.options());
+  at::Tensor dq = output_empty(q.sizes(), q.options());
+  at::Tensor dk = need_kv ? output_empty(k.sizes(), k.options()) : at::empty({0}, q.options());
+  at::Tensor dv = need_kv ? output_empty(v.sizes(), v.options()) : at::empty({0}, q.options());
   // ds and gate * p live only between the two passes: a per-thread workspace reused across calls,
   // because fresh pages cost more than the pass itself here (first-touch faults). ds becomes the
   // bias gradient when one is asked for, so it is then a tensor of its own.
@@ -1005,12 +1096,12 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
   thread_local std::vector<int64_t> workspace;  // int64_t: aligned for double
   const int64_t ws_bytes = (need_bias ? 1 : 2) * E * H * acc_size;
   workspace.resize(std::max<int64_t>(workspace.size(), (ws_bytes + 7) / 8));
-  at::Tensor ds = need_bias ? large_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor ds = need_bias ? output_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
   void* ds_ptr = need_bias ? ds.data_ptr() : workspace.data();
   void* pg_ptr = reinterpret_cast<char*>(workspace.data()) + (need_bias ? 0 : E * H * acc_size);
-  at::Tensor dgate = need_gate ? large_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
-  at::Tensor dek = need_edge_key ? large_empty({E, H, D}, q.options()) : no_grad_tensor(q);
-  at::Tensor dev = need_edge_value ? large_empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
+  at::Tensor dgate = need_gate ? output_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
+  at::Tensor dek = need_edge_key ? output_empty({E, H, D}, q.options()) : no_grad_tensor(q);
+  at::Tensor dev = need_edge_value ? output_empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
   at::Tensor delta = at::empty({sz.n_dst, H}, q.options().dtype(acc_type));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_bwd_cpu", [&] {
@@ -1132,5 +1223,8 @@ TORCH_LIBRARY_IMPL(graphattn, CPU, m) {
   m.impl("edge_attention_fwd", &edge_attention_fwd_cpu);
   m.impl("edge_attention_bwd", &edge_attention_bwd_cpu);
 }
+
+// No tensor arguments: the dispatcher has no device to go by.
+TORCH_LIBRARY_IMPL(graphattn, CompositeExplicitAutograd, m) { m.impl("empty_cpu_cache", &empty_cpu_cache); }
 
 }  // namespace graphattn

@@ -19,4 +19,6 @@ TORCH_LIBRARY(graphattn, m) {
       "Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor perm, Tensor? bias, Tensor? gate, "
       "Tensor? edge_key, Tensor? edge_value, float scale, bool need_kv, bool need_bias, bool need_gate, "
       "bool need_edge_key, bool need_edge_value) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Unmaps the CPU kernels' cached output buffers; returns the bytes given back.
+  m.def("empty_cpu_cache() -> int");
 }

@@ -7,6 +7,10 @@ of graphs and options, then gradients, determinism, layouts, and the custom-op m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -174,9 +178,9 @@ def test_odd_sizes_d59_n97():
         assert_same_run(run("native", g, inputs), run("reference", g, inputs), torch.float32)
 
 
-def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensors():
-    # out and grad_q (36 MB each) take the kernels' huge-page mapping (large_empty in
-    # cuda/edge_attention_cpu.cpp), grad_k and grad_v (18 MB) at::empty: both paths in one call.
+def test_large_outputs_behave_like_tensors():
+    # out and grad_q (36 MB each, huge-page mappings) and grad_k, grad_v (18 MB) come from the
+    # kernels' output cache (OutputCache in cuda/edge_attention_cpu.cpp).
     n_dst, n_src, d = 147_456, 73_728, 64
     gen = torch.Generator().manual_seed(11)
     src = torch.cat([torch.randint(0, n_src, (n_dst,), generator=gen), torch.arange(n_dst) % n_src])
@@ -197,6 +201,68 @@ def test_outputs_above_32_mib_come_from_their_own_mapping_and_behave_like_tensor
         edge_attention(q, inputs["k"], inputs["v"], g, backend="native").sum().backward()
     want = torch.autograd.grad(edge_attention(q, inputs["k"], inputs["v"], g, backend="reference").sum(), q)[0]
     torch.testing.assert_close(q.grad, 2 * want, **TOL[torch.float32])
+
+
+def test_output_cache_reuses_freed_buffers_and_never_live_ones():
+    g = window_graph(4096, 8)
+    inputs = random_inputs(g, heads=4, head_dim=32, dtype=torch.float32)  # out: 2 MiB
+    qkv = (inputs["q"], inputs["k"], inputs["v"])
+    want = edge_attention(*qkv, g, backend="reference")
+    native.empty_cache()
+    first = edge_attention(*qkv, g, backend="native")
+    ptr = first.data_ptr()
+    del first
+    assert native.empty_cache() >= 2 << 20  # the freed output was cached, and is now unmapped
+    assert native.empty_cache() == 0
+    a = edge_attention(*qkv, g, backend="native")
+    ptr = a.data_ptr()
+    del a
+    b = edge_attention(*qkv, g, backend="native")  # takes the freed mapping ...
+    c = edge_attention(*qkv, g, backend="native")  # ... and c, with b alive, a new one
+    assert b.data_ptr() == ptr and c.data_ptr() != ptr
+    assert abs(c.data_ptr() - b.data_ptr()) >= b.numel() * b.element_size()
+    for t in (b, c):
+        torch.testing.assert_close(t, want, **TOL[torch.float32])
+    del b, c
+    # Best fit, wasting at most half: a freed 4 MiB output serves a 2.05 MiB request, not a 1.03 MiB one.
+    g8 = window_graph(8192, 8)
+    i8 = random_inputs(g8, heads=4, head_dim=32, dtype=torch.float32)  # out: 512 B per row
+    native.empty_cache()
+    big = edge_attention(i8["q"], i8["k"], i8["v"], g8, backend="native")
+    ptr = big.data_ptr()
+    del big
+    small = edge_attention(i8["q"][:2100], i8["k"], i8["v"], _rows(g8, 2100), backend="native")
+    assert small.data_ptr() != ptr
+    medium = edge_attention(i8["q"][:4200], i8["k"], i8["v"], _rows(g8, 4200), backend="native")
+    assert medium.data_ptr() == ptr
+    want = edge_attention(i8["q"][:4200], i8["k"], i8["v"], _rows(g8, 4200), backend="reference")
+    torch.testing.assert_close(medium, want, **TOL[torch.float32])
+    del small, medium
+    native.empty_cache()
+
+
+def _rows(g: Graph, n: int) -> Graph:
+    """The first n destination rows of g."""
+    return Graph(g.rowptr[: n + 1], g.col[: int(g.rowptr[n])], g.num_src)
+
+
+def test_output_cache_can_be_turned_off(tmp_path):
+    code = (
+        "import torch\n"
+        "from graphattn.ops import edge_attention, native\n"
+        "from graphattn.testing import random_inputs, window_graph\n"
+        "g = window_graph(4096, 8)\n"
+        "i = random_inputs(g, heads=4, head_dim=32, dtype=torch.float32)\n"
+        "out = edge_attention(i['q'], i['k'], i['v'], g, backend='native')\n"
+        "del out\n"
+        "print(native.empty_cache())\n"
+    )
+    env = {**os.environ, "GRAPHATTN_CPU_CACHE_MB": "0"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "0"
+    env["GRAPHATTN_CPU_CACHE_MB"] = "64"
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(res.stdout.strip()) >= 2 << 20
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
