@@ -62,7 +62,8 @@ using namespace math;
 // pages resident: a training loop or benchmark faults on its first step only. Mappings of 4 MiB
 // or more are 2 MiB-aligned and advised for huge pages (as NumPy does). The cache keeps at most
 // GRAPHATTN_CPU_CACHE_MB (default 1024) of freed mappings; graphattn::empty_cpu_cache unmaps them
-// (graphattn.ops.native.empty_cache()).
+// (graphattn.ops.native.empty_cache()). Linux only; elsewhere outputs are at::empty.
+#if defined(__linux__)
 class OutputCache {
  public:
   static OutputCache& instance() {
@@ -143,6 +144,7 @@ class OutputCache {
   std::multimap<size_t, void*> free_;  // cap -> mapping, for best fit
   size_t cached_ = 0, limit_ = 0;
 };
+#endif
 
 // An uninitialized CPU tensor for an op's output: from OutputCache at 1 MiB or more (on Linux),
 // at::empty below (glibc's heap reuses small blocks without faults).
