@@ -146,15 +146,16 @@ class SAC(Structure):
         )
 
     # ------------------------------------------------------------------ candidates
-    def _projection_candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> list[Graph]:
-        """Per direction, a graph: each query's ``projection`` keys of its example nearest to it in rank."""
-        n = qb.shape[0]
+    def _projection_candidates(self, sq: Tensor, sk: Tensor, ptr: Tensor) -> list[Graph]:
+        """Per direction, a graph: each query's ``projection`` keys of its example nearest to it in
+        rank. ``sq``, ``sk``: the scorer's embeddings of the head-averaged queries and keys."""
+        n = sq.shape[0]
         lengths = ptr[1:] - ptr[:-1]
         example = ptr_to_batch(ptr, n)
-        qs = torch.nn.functional.normalize(self.score_q(qb), dim=1) @ self.directions.T  # [N, rounds] in [-1, 1]
-        ks = torch.nn.functional.normalize(self.score_k(kb), dim=1) @ self.directions.T
+        qs = torch.nn.functional.normalize(sq, dim=1) @ self.directions.T  # [N, rounds] in [-1, 1]
+        ks = torch.nn.functional.normalize(sk, dim=1) @ self.directions.T
         p = min(self.projection, int(lengths.max()) if lengths.numel() else 0)
-        deg = torch.minimum(torch.full((n,), p, dtype=torch.long, device=qb.device), lengths[example])
+        deg = torch.minimum(torch.full((n,), p, dtype=torch.long, device=sq.device), lengths[example])
         _, row, slot = expand_rows(deg)
         lo, hi = ptr[example[row]], ptr[example[row] + 1]  # the example's key ranks are [lo, hi)
         offset = 4.0 * example.double()  # keeps examples apart in one sort
@@ -168,13 +169,18 @@ class SAC(Structure):
         return graphs
 
     def candidates(self, qb: Tensor, kb: Tensor, ptr: Tensor) -> Graph:
-        """The candidate graph: local window, random and projection neighbours (each edge once)."""
+        """The candidate graph of head-averaged queries / keys ``qb``, ``kb`` ``[N, D]``: local
+        window, random and projection neighbours (each edge once)."""
+        with torch.no_grad():
+            return self._candidates(self.score_q(qb), self.score_k(kb), ptr)
+
+    def _candidates(self, sq: Tensor, sk: Tensor, ptr: Tensor) -> Graph:
         lengths = ptr[1:] - ptr[:-1]
         parts = [window_graph(None, self.window, lengths=lengths)]
         if self.random > 0:
             parts.append(random_graph(None, self.random, lengths=lengths, generator=self.generator))
         if self.projection > 0:
-            parts.extend(self._projection_candidates(qb, kb, ptr))
+            parts.extend(self._projection_candidates(sq, sk, ptr))
         return union(*parts)
 
     # ------------------------------------------------------------------ forward
@@ -189,11 +195,13 @@ class SAC(Structure):
     ) -> StructureOutput:
         n = q.shape[0]
         ptr = self_attention_ptr("SAC", q, k, ptr, src_ptr, graph, self.num_heads, self.head_dim)
-        qb, kb = q.mean(1), k.mean(1)  # [N, D]: one graph for all heads
+        # The scorer's embeddings of the head-averaged q, k ([N, D]: one graph for all heads) rank
+        # the candidates and, detached, place them (the projection candidates).
+        sq, sk = self.score_q(q.mean(1)), self.score_k(k.mean(1))
         with torch.no_grad():
-            cand = self.candidates(qb.detach(), kb.detach(), ptr)
+            cand = self._candidates(sq.detach(), sk.detach(), ptr)
         dst, src = cand.dst(), cand.col
-        scores = (self.score_q(qb)[dst] * self.score_k(kb)[src]).sum(-1) / math.sqrt(self.score_q.out_features)
+        scores = (sq[dst] * sk[src]).sum(-1) / math.sqrt(self.score_q.out_features)
         log_p = _segment_log_softmax(scores, dst, n)
         entropy = -(log_p.exp() * log_p).sum() / max(n, 1)
         with torch.no_grad():

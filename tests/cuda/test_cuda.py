@@ -185,7 +185,7 @@ def test_half_precision_gradients_close_to_float64(dtype):
         assert err <= 0.05 * scale, (name, float(err), float(scale))
 
 
-def test_head_dim_over_256_is_a_clear_error_or_falls_back():
+def test_head_dim_over_256_is_a_clear_error_and_dispatch_falls_back():
     g = window_graph(20, 3).to("cuda")
     inputs = on_cuda(random_inputs(g, heads=1, head_dim=300, dtype=torch.float32))
     with pytest.raises(RuntimeError, match="head dim 300"):
@@ -204,11 +204,11 @@ def test_inputs_on_different_devices_are_a_clear_error():
         edge_attention(inputs["q"].cuda(), inputs["k"].cuda(), inputs["v"].cuda(), g, backend="native")
 
 
-@pytest.mark.parametrize("with_terms_", [False, True])
-def test_opcheck(with_terms_):
+@pytest.mark.parametrize("terms_given", [False, True])
+def test_opcheck(terms_given):
     g = next(c.graph for c in GRAPHS if c.name == "empty_rows_in_middle").to("cuda")
     inputs = on_cuda(random_inputs(g.to("cpu"), heads=2, head_dim=8, dtype=torch.float32, requires_grad=True))
-    if not with_terms_:
+    if not terms_given:
         inputs["bias"] = inputs["gate"] = None
     torch.library.opcheck(torch.ops.graphattn.edge_attention_fwd.default, custom_op_args(g, inputs, 0.3))
 
