@@ -190,7 +190,8 @@ NOTES: dict[str, str] = {
     "sst": "SST sentence level, 5 classes, released train / dev / test, words as a sequence.",
     "recall": "Associative recall (`graphattn.datasets.recall`) at length 1024: 8 key-value pairs, one token "
     "each (key and value one-hots, `--option pair_tokens=1`), scattered in filler; the query key leads "
-    "and the answer is one of 16 values (chance 6.25%). 2 layers, d = 64, 4 heads, 6 epochs (sac-st 12) of 2,000 "
+    "and the answer is one of 16 values (chance 6.25%). 2 layers, d = 64, 4 heads, 6 epochs "
+    "(sac-st 12, its epochs 5 to 12 resumed on two threads) of 2,000 "
     "freshly drawn examples (`resample=1`), batch 32, lr 3e-3, one seed; `window-64` is the local window "
     "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges; "
     "SAC chooses 32 sources per token (shared by the heads) from its window, 16 random and 4 x 16 LSH "
