@@ -16,12 +16,14 @@ from .graph import Graph
 from .ops import edge_attention
 
 __all__ = [
+    "OP_INPUTS",
     "GraphCase",
     "TOLERANCES",
     "adversarial_graphs",
     "assert_same_run",
     "custom_op_args",
     "loop_attention",
+    "random_edge_terms",
     "random_inputs",
     "run_with_grads",
     "source_hub_graph",
@@ -125,7 +127,27 @@ def random_inputs(
     }
 
 
-_OP_INPUTS = ("q", "k", "v", "bias", "gate", "edge_key", "edge_value")
+def random_edge_terms(
+    graph: Graph,
+    heads: int,
+    head_dim: int,
+    value_dim: int,
+    *,
+    dtype: torch.dtype = torch.float64,
+    seed: int = 7,
+    requires_grad: bool = False,
+) -> dict[str, Tensor]:
+    """Random per-edge ``edge_key [E, H, D]`` and ``edge_value [E, H, Dv]`` for ``graph``."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape: int) -> Tensor:
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(requires_grad)
+
+    return {"edge_key": rnd(graph.num_edges, heads, head_dim), "edge_value": rnd(graph.num_edges, heads, value_dim)}
+
+
+#: The op's tensor inputs by name, in ``edge_attention``'s order.
+OP_INPUTS = ("q", "k", "v", "bias", "gate", "edge_key", "edge_value")
 
 
 def run_with_grads(
@@ -145,7 +167,7 @@ def run_with_grads(
     w_lse = torch.randn(lse.shape, generator=gen, dtype=torch.float64).to(lse.device, lse.dtype)
     loss = (out * w_out).sum() + (torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse)) * w_lse).sum()
     wrt = given if wrt is None else wrt
-    named = {n: wrt[n] for n in _OP_INPUTS if wrt.get(n) is not None and wrt[n].requires_grad}
+    named = {n: wrt[n] for n in OP_INPUTS if wrt.get(n) is not None and wrt[n].requires_grad}
     grads = torch.autograd.grad(loss, list(named.values()))
     return out, lse, dict(zip(named, grads, strict=True))
 

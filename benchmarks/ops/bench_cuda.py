@@ -37,9 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_utils import RESULTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_edge_attention import random_edges, window_edges
+from bench_edge_attention import DIM, HEADS, random_edges, window_edges
 
-HEADS, DIM = 4, 64
 IMPLS = ["native", "reference", "flex", "sdpa"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -20,6 +20,7 @@ from graphattn.testing import (
     adversarial_graphs,
     assert_same_run,
     custom_op_args,
+    random_edge_terms,
     random_inputs,
     run_with_grads,
     source_hub_graph,
@@ -49,12 +50,8 @@ def on_cuda(inputs: dict) -> dict:
 
 def with_terms(graph: Graph, heads: int, d: int, dv: int, dtype: torch.dtype, terms: tuple[str, ...]) -> dict:
     inputs = random_inputs(graph, heads=heads, head_dim=d, value_dim=dv, dtype=dtype, requires_grad=True)
-    gen = torch.Generator().manual_seed(7)
-    inputs["edge_key"] = torch.randn(graph.num_edges, heads, d, generator=gen, dtype=torch.float64).to(dtype)
-    inputs["edge_value"] = torch.randn(graph.num_edges, heads, dv, generator=gen, dtype=torch.float64).to(dtype)
-    for n in TERMS:
-        inputs[n] = inputs[n].requires_grad_() if n in terms else None
-    return inputs
+    inputs.update(random_edge_terms(graph, heads, d, dv, dtype=dtype, requires_grad=True))
+    return {n: t if n in ("q", "k", "v") or n in terms else None for n, t in inputs.items()}
 
 
 # (dtype, D, Dv): lanes per row 1 (D <= 32), 2, 4 and 8 (D <= 256), tails that are not a multiple of

@@ -19,38 +19,28 @@ import torch
 from graphattn import Graph
 from graphattn.ops import attention_weights, edge_attention
 from graphattn.testing import (
+    OP_INPUTS,
     TOLERANCES,
     GraphCase,
     adversarial_graphs,
     assert_same_run,
     custom_op_args,
     loop_attention,
+    random_edge_terms,
     random_inputs,
     run_with_grads,
     source_hub_graph,
     window_graph,
 )
 
-TOL = TOLERANCES
-
 ALL_GRAPHS = [*adversarial_graphs(), GraphCase("source_hub", source_hub_graph())]
 SMALL = adversarial_graphs(hub_degree=40)
-NAMES = ("q", "k", "v", "bias", "gate", "edge_key", "edge_value")
-
-
-def edge_terms(graph: Graph, heads: int, d: int, dv: int, dtype=torch.float64, seed=7, requires_grad=False):
-    gen = torch.Generator().manual_seed(seed)
-
-    def rnd(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(requires_grad)
-
-    return {"edge_key": rnd(graph.num_edges, heads, d), "edge_value": rnd(graph.num_edges, heads, dv)}
 
 
 def inputs_with_terms(graph, heads=2, d=5, dv=None, dtype=torch.float64, requires_grad=False):
     dv = d if dv is None else dv
     inputs = random_inputs(graph, heads=heads, head_dim=d, value_dim=dv, dtype=dtype, requires_grad=requires_grad)
-    inputs.update(edge_terms(graph, heads, d, dv, dtype, requires_grad=requires_grad))
+    inputs.update(random_edge_terms(graph, heads, d, dv, dtype=dtype, requires_grad=requires_grad))
     return inputs
 
 
@@ -177,7 +167,7 @@ def test_same_tensor_as_key_and_value_gets_the_sum_of_both_gradients(backend, dt
     out2, lse2, grads2 = run_with_grads(backend, g, two)
     torch.testing.assert_close(out, out2, rtol=0, atol=0)
     torch.testing.assert_close(lse, lse2, rtol=0, atol=0)
-    torch.testing.assert_close(grads["edge_key"], grads2["edge_key"] + grads2["edge_value"], **TOL[dtype])
+    torch.testing.assert_close(grads["edge_key"], grads2["edge_key"] + grads2["edge_value"], **TOLERANCES[dtype])
     assert (grads2["edge_key"] != 0).any() and (grads2["edge_value"] != 0).any()
     if backend == "native":
         assert_same_run((out, lse, grads), run_with_grads("reference", g, shared), dtype)
@@ -225,7 +215,7 @@ def test_gradcheck_float64(name, use_bias_gate):
         )
         return out, torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
 
-    assert torch.autograd.gradcheck(f, tuple(inputs[n] for n in NAMES), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(f, tuple(inputs[n] for n in OP_INPUTS), eps=1e-6, atol=1e-6)
 
 
 def test_gradcheck_float64_shared_term():
@@ -253,7 +243,7 @@ def test_gradcheck_float32_small(d):
         )
 
     assert torch.autograd.gradcheck(
-        f, tuple(inputs[n] for n in NAMES), eps=1e-2, atol=2e-2, rtol=2e-2, fast_mode=False, raise_exception=True
+        f, tuple(inputs[n] for n in OP_INPUTS), eps=1e-2, atol=2e-2, rtol=2e-2, fast_mode=False, raise_exception=True
     )
 
 

@@ -30,8 +30,6 @@ from graphattn.testing import (
 
 GRAPHS = adversarial_graphs()
 
-TOL = TOLERANCES
-
 ALL_GRAPHS = [*GRAPHS, GraphCase("source_hub", source_hub_graph())]
 
 
@@ -200,7 +198,7 @@ def test_large_outputs_behave_like_tensors():
     for _ in range(2):
         edge_attention(q, inputs["k"], inputs["v"], g, backend="native").sum().backward()
     want = torch.autograd.grad(edge_attention(q, inputs["k"], inputs["v"], g, backend="reference").sum(), q)[0]
-    torch.testing.assert_close(q.grad, 2 * want, **TOL[torch.float32])
+    torch.testing.assert_close(q.grad, 2 * want, **TOLERANCES[torch.float32])
 
 
 def test_output_cache_reuses_freed_buffers_and_never_live_ones():
@@ -222,7 +220,7 @@ def test_output_cache_reuses_freed_buffers_and_never_live_ones():
     assert b.data_ptr() == ptr and c.data_ptr() != ptr
     assert abs(c.data_ptr() - b.data_ptr()) >= b.numel() * b.element_size()
     for t in (b, c):
-        torch.testing.assert_close(t, want, **TOL[torch.float32])
+        torch.testing.assert_close(t, want, **TOLERANCES[torch.float32])
     del b, c
     # Best fit, wasting at most half: a freed 4 MiB output serves a 2.05 MiB request, not a 1.03 MiB one.
     g8 = window_graph(8192, 8)
@@ -236,7 +234,7 @@ def test_output_cache_reuses_freed_buffers_and_never_live_ones():
     medium = edge_attention(i8["q"][:4200], i8["k"], i8["v"], _rows(g8, 4200), backend="native")
     assert medium.data_ptr() == ptr
     want = edge_attention(i8["q"][:4200], i8["k"], i8["v"], _rows(g8, 4200), backend="reference")
-    torch.testing.assert_close(medium, want, **TOL[torch.float32])
+    torch.testing.assert_close(medium, want, **TOLERANCES[torch.float32])
     del small, medium
     native.empty_cache()
 
