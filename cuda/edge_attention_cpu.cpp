@@ -176,6 +176,9 @@ int64_t empty_cpu_cache() {
 // function of the thread count) so that two runs give bitwise equal results on any machine.
 constexpr int64_t kSegment = 2048;
 
+// Most heads the short-row kernels take (their per-head state lives on the stack).
+constexpr int64_t kShortHeads = 16;
+
 struct Segment {
   int64_t row, lo, hi;
 };
@@ -232,16 +235,14 @@ void parallel_dynamic(int64_t n, const Body& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
-// whole(r, h): a non-hub row and head, done in one go. segment(s, seg): one piece of a hub into
-// slot s of a scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
-// Heads are the inner loop: a row's sources are read for all heads while they are in cache.
+// whole(r): every head of a non-hub row, done in one go (heads inside a row: its sources are read
+// for all heads while they are in cache). segment(s, seg): one piece of a hub into slot s of a
+// scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
 template <class Whole, class Seg, class Merge>
-void run_balanced(const Plan& p, const int64_t* ptr, int64_t heads, const Whole& whole, const Seg& segment,
-                  const Merge& merge) {
+void run_balanced(const Plan& p, const int64_t* ptr, const Whole& whole, const Seg& segment, const Merge& merge) {
   parallel_dynamic(static_cast<int64_t>(p.chunk_start.size()) - 1, [&](int64_t c) {
     for (int64_t r = p.chunk_start[c]; r < p.chunk_start[c + 1]; ++r) {
-      if (is_hub(ptr, r)) continue;
-      for (int64_t h = 0; h < heads; ++h) whole(r, h);
+      if (!is_hub(ptr, r)) whole(r);
     }
   });
   parallel_dynamic(static_cast<int64_t>(p.segments.size()), [&](int64_t s) { segment(s, p.segments[s]); });
@@ -265,11 +266,11 @@ struct FwdArgs {
 template <typename scalar_t>
 struct BwdArgs {
   using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t *q, *k, *v, *dout, *bias, *gate;
+  const scalar_t *q, *k, *v, *dout, *out, *bias, *gate;
   const scalar_t *ek, *ev;  // edge_key [E, H, D], edge_value [E, H, Dv]; null when absent
   scalar_t *gek, *gev;      // their gradients (same shapes); null when not asked for
   const int64_t *rowptr, *col, *colptr, *row, *perm;
-  const acc_t *lse, *delta;
+  const acc_t *lse, *grad_lse;  // grad_lse may be null (lse unused by the caller)
   acc_t *ds, *pg, *dgate;  // [E, H] each; dgate may be null
   int64_t H, D, Dv;
   acc_t scale;
@@ -351,7 +352,9 @@ void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t l
   const scalar_t* qp = a.q + (i * H + h) * D;
   const scalar_t* op = a.dout + (i * H + h) * Dv;
   const acc_t shift = prob_shift(a.lse[i * H + h]);
-  const acc_t delta = a.delta[i * H + h];
+  const scalar_t* no_edge = nullptr;
+  const acc_t delta = row_delta(dot_edge<acc_t>(op, a.out + (i * H + h) * Dv, no_edge, Dv),
+                                a.grad_lse ? a.grad_lse[i * H + h] : acc_t(0));
   for (int64_t e = lo; e < hi; ++e) {
     const int64_t j = a.col[e];
     const scalar_t* kp = a.k + (j * H + h) * D;
@@ -701,6 +704,18 @@ GA_INLINE void block_axpy(typename VT::reg* acc, typename VT::mask tail, const f
   }
 }
 
+// Scores of the edges e0 .. e0 + n - 1 (n <= W) of a row, head h, whose query row is in qv:
+// scale * <q_i, k_j (+ kappa_e)> (+ bias_e), and -inf on the lanes past n (weight 0).
+template <class VT, int NV, bool FULL, class Args>
+GA_INLINE typename VT::reg block_scores(const Args& a, const typename VT::reg* qv, typename VT::mask km, int64_t h,
+                                        int64_t e0, int n, float* buf) {
+  using V = Vec<VT>;
+  const V scale = splat<VT>(a.scale);
+  V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, a.H * a.D, h * a.D)};
+  s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, a.H, h, buf)}) : score(s, scale);
+  return VT::first(n, s.x, VT::set1(kNegInf));
+}
+
 // Edges scored before one softmax update: the max / exp / sum of a run of blocks is one
 // dependency chain instead of one per block, so the dot products of the blocks pipeline freely.
 constexpr int64_t kRun = 256;
@@ -721,7 +736,6 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
     acc[u] = VT::zero();
   }
   SoftmaxState<float> st = softmax_init<float>();
-  const V scale = splat<VT>(a.scale);
   alignas(64) float sbuf[kRun];
   alignas(64) float buf[W];
   for (int64_t r0 = lo; r0 < hi; r0 += kRun) {
@@ -731,11 +745,9 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
     for (int b = 0; b < blocks; ++b) {
       const int64_t e0 = r0 + W * b;
       const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
-      V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
-      s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
-      s.x = VT::first(n, s.x, VT::set1(kNegInf));  // past n: weight 0
-      vmax = VT::max(vmax, s.x);
-      VT::store(sbuf + W * b, s.x);
+      const R s = block_scores<VT, NV, FULL>(a, qv, km, h, e0, n, buf);
+      vmax = VT::max(vmax, s);
+      VT::store(sbuf + W * b, s);
     }
     float alpha;
     if (!softmax_rescale(st, VT::reduce_max(vmax), alpha)) continue;
@@ -767,94 +779,188 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
   return st;
 }
 
-// Three phases per run of kRun edges, each with one row in registers: the scores (q), the
-// probabilities and score gradients (dO), then grad_q (its accumulator). Holding q, dO and grad_q
-// at once would need 3 * NV registers, which AVX2 does not have for D = 64: the spilled rows would
-// then be re-read from the stack for every edge instead of once per run.
+// Rows of 1 to W edges (molecules: ~3 in-edges per node), every head: one block of edges per head,
+// and the heads' phases interleaved (the scores of every head, then their softmax, then their
+// weighted sums). One head of a short row is a dependency chain of a few hundred cycles (dots,
+// horizontal reductions, exp, the sum, the normalization) and little else; run head after head,
+// the out-of-order core barely overlaps one head's chain with the next, and a row cost the same
+// ~0.2 us per head with 1 edge as with 8. Phase by phase the heads' chains are independent
+// neighbours. Per head the operations are fwd_blocked's on one run of edges, followed by the
+// normalization the launcher does for the long rows.
+
 template <class VT, int NV, bool FULL>
-void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
+void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float* out, float* lse) {
   using R = typename VT::reg;
   using V = Vec<VT>;
   constexpr int W = VT::W;
   const int64_t H = a.H, D = a.D, Dv = a.Dv;
+  const int n = static_cast<int>(hi - lo);
   const auto km = VT::tail(D, NV), vm = VT::tail(Dv, NV);
-  const float* qp = a.q + (i * H + h) * D;
-  const float* op = a.dout + (i * H + h) * Dv;
+  alignas(64) float w[kShortHeads * W];
+  alignas(64) float buf[W];
+  SoftmaxState<float> st[kShortHeads];
+  for (int64_t h = 0; h < H; ++h) {  // scores (lanes past n: -inf, weight 0)
+    R qv[NV];
+    const float* qp = a.q + (i * H + h) * D;
 #pragma GCC unroll 16
-  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, VT::zero());
+    for (int u = 0; u < NV; ++u) qv[u] = load_row<VT, NV, FULL>(qp, u, km);
+    VT::store(w + W * h, block_scores<VT, NV, FULL>(a, qv, km, h, lo, n, buf));
+  }
+  for (int64_t h = 0; h < H; ++h) {  // softmax weights (gated)
+    const V s{VT::load(w + W * h)};
+    st[h] = softmax_init<float>();
+    float alpha;
+    if (!softmax_rescale(st[h], VT::reduce_max(s.x), alpha)) continue;  // no finite score: empty-row rule
+    V wt = edge_weight(s, splat<VT>(st[h].m));
+    st[h].l += VT::reduce_add(wt.x);
+    if (a.gate) wt = value_weight(wt, V{load_edges<VT>(a.gate, lo, n, H, h, buf)});
+    VT::store(w + W * h, wt.x);
+  }
+  for (int64_t h = 0; h < H; ++h) {  // out = sum of weighted values / l
+    R acc[NV];
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) acc[u] = VT::zero();
+    if (st[h].m > kNegInf) block_axpy<VT, NV, FULL>(acc, vm, w + W * h, a.v, a.ev, a.col, lo, n, H * Dv, h * Dv);
+    float inv;
+    softmax_finalize(st[h], lse[h], inv);
+    const R iv = VT::set1(inv);
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(out + h * Dv, u, vm, VT::mul(acc[u], iv));
+  }
+}
+
+// The destination pass of the backward runs three phases per run of edges [r0, r1) of row i,
+// head h, each with one row in registers: the scores (q), the probabilities and score gradients
+// (dO), then grad_q (its accumulator). Holding q, dO and grad_q at once would need 3 * NV
+// registers, which AVX2 does not have for D = 64: the spilled rows would then be re-read from the
+// stack for every edge instead of once per run. sbuf holds one value per edge of the run between
+// the phases: the score, then grad_dot(ds_e).
+
+// Phase 1: sbuf = the scores (-inf past the run's end within its last block).
+template <class VT, int NV, bool FULL>
+GA_INLINE void dst_scores(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t r0, int64_t r1, float* sbuf) {
+  using R = typename VT::reg;
+  constexpr int W = VT::W;
+  const auto km = VT::tail(a.D, NV);
+  alignas(64) float buf[W];
+  R qv[NV];
+  const float* qp = a.q + (i * a.H + h) * a.D;
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) qv[u] = load_row<VT, NV, FULL>(qp, u, km);
+  for (int64_t e0 = r0; e0 < r1; e0 += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
+    VT::store(sbuf + (e0 - r0), block_scores<VT, NV, FULL>(a, qv, km, h, e0, n, buf));
+  }
+}
+
+// Phase 2: delta_i = <dO_i, out_i> (- grad_lse_i), then p_e, ds_e, gate_e p_e, grad_gate_e, grad_nu_e;
+// sbuf becomes grad_dot(ds_e). (A hub's segments each recompute its delta: same value, no extra pass.)
+template <class VT, int NV, bool FULL>
+GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t r0, int64_t r1, float* sbuf) {
+  using R = typename VT::reg;
+  using V = Vec<VT>;
+  constexpr int W = VT::W;
+  const int64_t H = a.H, Dv = a.Dv;
+  const auto vm = VT::tail(Dv, NV);
   const V scale = splat<VT>(a.scale);
   const V shift = splat<VT>(prob_shift(a.lse[i * H + h]));
-  const V delta = splat<VT>(a.delta[i * H + h]);
-  alignas(64) float sbuf[kRun];
   alignas(64) float buf[W];
+  R ov[NV];
+  const float* op = a.dout + (i * H + h) * Dv;
+  const float* outp = a.out + (i * H + h) * Dv;
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) ov[u] = load_row<VT, NV, FULL>(op, u, vm);
+  R dot = VT::mul(ov[0], load_row<VT, NV, FULL>(outp, 0, vm));
+#pragma GCC unroll 16
+  for (int u = 1; u < NV; ++u) dot = VT::fmadd(ov[u], load_row<VT, NV, FULL>(outp, u, vm), dot);
+  const V delta = splat<VT>(row_delta(VT::reduce_add(dot), a.grad_lse ? a.grad_lse[i * H + h] : 0.f));
+  for (int64_t e0 = r0; e0 < r1; e0 += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
+    const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
+    const V p = edge_prob(V{VT::load(sbuf + (e0 - r0))}, shift);  // 0 on lanes past n
+    V ds, pg;
+    if (a.gate) {
+      const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
+      ds = grad_score(p, gated_dp(dp, g), delta);
+      pg = value_weight(p, g);
+    } else {
+      ds = grad_score(p, dp, delta);
+      pg = p;
+    }
+    store_edges<VT>(a.pg, pg.x, e0, n, H, h, buf);
+    if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
+      for (int t = 0; t < n; ++t) {
+        const V w = splat<VT>(buf[t]);
+        float* row = a.gev + ((e0 + t) * H + h) * Dv;
+#pragma GCC unroll 16
+        for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, vm, grad_edge_value(w, V{ov[u]}).x);
+      }
+    }
+    if (a.dgate) store_edges<VT>(a.dgate, grad_gate(p, dp).x, e0, n, H, h, buf);
+    store_edges<VT>(a.ds, ds.x, e0, n, H, h, buf);
+    VT::store(sbuf + (e0 - r0), grad_dot(ds, scale).x);
+  }
+}
+
+// Phase 3: gq_out += grad_dot(ds_e) (k_j + kappa_e); grad_kappa_e = grad_dot(ds_e) q_i, one row per edge.
+template <class VT, int NV, bool FULL>
+GA_INLINE void dst_grad_q(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t r0, int64_t r1, const float* sbuf,
+                          float* gq_out) {
+  using R = typename VT::reg;
+  using V = Vec<VT>;
+  constexpr int W = VT::W;
+  const int64_t H = a.H, D = a.D;
+  const auto km = VT::tail(D, NV);
+  R gq[NV];
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) gq[u] = load_row<VT, NV, FULL>(gq_out, u, km);
+  for (int64_t e0 = r0; e0 < r1; e0 += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
+    block_axpy<VT, NV, FULL>(gq, km, sbuf + (e0 - r0), a.k, a.ek, a.col, e0, n, H * D, h * D);
+  }
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, gq[u]);
+  if (a.gek) {
+    const float* qp = a.q + (i * H + h) * D;
+    for (int64_t e = r0; e < r1; ++e) {
+      const V w = splat<VT>(sbuf[e - r0]);
+      float* row = a.gek + (e * H + h) * D;
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) {
+        store_row<VT, NV, FULL>(row, u, km, grad_edge_key(w, V{load_row<VT, NV, FULL>(qp, u, km)}).x);
+      }
+    }
+  }
+}
+
+template <class VT, int NV, bool FULL>
+void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi, float* gq_out) {
+  const auto km = VT::tail(a.D, NV);
+#pragma GCC unroll 16
+  for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, VT::zero());
+  alignas(64) float sbuf[kRun];
   for (int64_t r0 = lo; r0 < hi; r0 += kRun) {
     const int64_t r1 = std::min(hi, r0 + kRun);
-    const int blocks = static_cast<int>((r1 - r0 + W - 1) / W);
-    auto block_n = [&](int b) { return static_cast<int>(std::min<int64_t>(W, r1 - r0 - W * b)); };
-    {  // scores s_e (lanes past n: -inf, probability 0)
-      R qv[NV];
+    dst_scores<VT, NV, FULL>(a, i, h, r0, r1, sbuf);
+    dst_grads<VT, NV, FULL>(a, i, h, r0, r1, sbuf);
+    dst_grad_q<VT, NV, FULL>(a, i, h, r0, r1, sbuf, gq_out);
+  }
+}
+
+// The destination pass for every head of a row of 1 to W edges, phase by phase across the heads
+// (as fwd_short, for the same reason); gq_row is grad_q's row [H, D].
+template <class VT, int NV, bool FULL>
+void bwd_dst_short(const BwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float* gq_row) {
+  constexpr int W = VT::W;
+  const int64_t H = a.H, D = a.D;
+  const auto km = VT::tail(D, NV);
+  alignas(64) float sbuf[kShortHeads * W];
+  for (int64_t h = 0; h < H; ++h) dst_scores<VT, NV, FULL>(a, i, h, lo, hi, sbuf + W * h);
+  for (int64_t h = 0; h < H; ++h) dst_grads<VT, NV, FULL>(a, i, h, lo, hi, sbuf + W * h);
+  for (int64_t h = 0; h < H; ++h) {
 #pragma GCC unroll 16
-      for (int u = 0; u < NV; ++u) qv[u] = load_row<VT, NV, FULL>(qp, u, km);
-      for (int b = 0; b < blocks; ++b) {
-        const int64_t e0 = r0 + W * b;
-        const int n = block_n(b);
-        V s{block_dots<VT, NV, FULL>(qv, km, a.k, a.ek, a.col, e0, n, H * D, h * D)};
-        s = a.bias ? score(s, scale, V{load_edges<VT>(a.bias, e0, n, H, h, buf)}) : score(s, scale);
-        VT::store(sbuf + W * b, VT::first(n, s.x, VT::set1(kNegInf)));
-      }
-    }
-    {  // p_e, ds_e, gate_e p_e, grad_gate_e, grad_nu_e; sbuf becomes grad_dot(ds_e)
-      R ov[NV];
-#pragma GCC unroll 16
-      for (int u = 0; u < NV; ++u) ov[u] = load_row<VT, NV, FULL>(op, u, vm);
-      for (int b = 0; b < blocks; ++b) {
-        const int64_t e0 = r0 + W * b;
-        const int n = block_n(b);
-        const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
-        const V p = edge_prob(V{VT::load(sbuf + W * b)}, shift);  // 0 on lanes past n
-        V ds, pg;
-        if (a.gate) {
-          const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
-          ds = grad_score(p, gated_dp(dp, g), delta);
-          pg = value_weight(p, g);
-        } else {
-          ds = grad_score(p, dp, delta);
-          pg = p;
-        }
-        store_edges<VT>(a.pg, pg.x, e0, n, H, h, buf);
-        if (a.gev) {  // grad_nu_e = gate_e p_e dO_i, one row per edge (buf still holds gate * p)
-          for (int t = 0; t < n; ++t) {
-            const V w = splat<VT>(buf[t]);
-            float* row = a.gev + ((e0 + t) * H + h) * Dv;
-#pragma GCC unroll 16
-            for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(row, u, vm, grad_edge_value(w, V{ov[u]}).x);
-          }
-        }
-        if (a.dgate) store_edges<VT>(a.dgate, grad_gate(p, dp).x, e0, n, H, h, buf);
-        store_edges<VT>(a.ds, ds.x, e0, n, H, h, buf);
-        VT::store(sbuf + W * b, grad_dot(ds, scale).x);
-      }
-    }
-    {  // grad_q += grad_dot(ds_e) (k_j + kappa_e); grad_kappa_e = grad_dot(ds_e) q_i, one row per edge
-      R gq[NV];
-#pragma GCC unroll 16
-      for (int u = 0; u < NV; ++u) gq[u] = load_row<VT, NV, FULL>(gq_out, u, km);
-      for (int b = 0; b < blocks; ++b) {
-        block_axpy<VT, NV, FULL>(gq, km, sbuf + W * b, a.k, a.ek, a.col, r0 + W * b, block_n(b), H * D, h * D);
-      }
-#pragma GCC unroll 16
-      for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, gq[u]);
-    }
-    if (a.gek) {
-      for (int64_t e = r0; e < r1; ++e) {
-        const V w = splat<VT>(sbuf[e - r0]);
-        float* row = a.gek + (e * H + h) * D;
-#pragma GCC unroll 16
-        for (int u = 0; u < NV; ++u) {
-          store_row<VT, NV, FULL>(row, u, km, grad_edge_key(w, V{load_row<VT, NV, FULL>(qp, u, km)}).x);
-        }
-      }
-    }
+    for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_row + h * D, u, km, VT::zero());
+    dst_grad_q<VT, NV, FULL>(a, i, h, lo, hi, sbuf + W * h, gq_row + h * D);
   }
 }
 
@@ -923,6 +1029,11 @@ struct Kernels {
   SoftmaxState<acc_t> (*fwd)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*);
   void (*dst)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*);
   void (*src)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*, acc_t*);
+  // Every head of a row with 1 to short_edges edges at once (null: none): the forward's out and
+  // lse rows, normalized; the destination pass's grad_q row.
+  void (*fwd_short)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*, acc_t*) = nullptr;
+  void (*dst_short)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*) = nullptr;
+  int64_t short_edges = 0;
 };
 
 #ifdef GA_BLOCKED
@@ -936,8 +1047,12 @@ constexpr int kMaxNV = 128 / Blocked::W;
 
 template <int NV>
 Kernels<float> blocked_kernels(bool full) {
-  if (full) return {fwd_blocked<Blocked, NV, true>, bwd_dst_blocked<Blocked, NV, true>, bwd_src_blocked<Blocked, NV, true>};
-  return {fwd_blocked<Blocked, NV, false>, bwd_dst_blocked<Blocked, NV, false>, bwd_src_blocked<Blocked, NV, false>};
+  if (full) {
+    return {fwd_blocked<Blocked, NV, true>, bwd_dst_blocked<Blocked, NV, true>, bwd_src_blocked<Blocked, NV, true>,
+            fwd_short<Blocked, NV, true>, bwd_dst_short<Blocked, NV, true>, Blocked::W};
+  }
+  return {fwd_blocked<Blocked, NV, false>, bwd_dst_blocked<Blocked, NV, false>, bwd_src_blocked<Blocked, NV, false>,
+          fwd_short<Blocked, NV, false>, bwd_dst_short<Blocked, NV, false>, Blocked::W};
 }
 
 // NV in [1, kMaxNV] as a compile-time constant (NV vectors hold a row).
@@ -1041,10 +1156,15 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
       scalar_t* orow = o + (r * H + h) * Dv;
       for (int64_t d = 0; d < Dv; ++d) orow[d] = static_cast<scalar_t>(acc[d] * inv);
     };
-    auto whole = [&](int64_t r, int64_t h) {
+    auto whole = [&](int64_t r) {
+      const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
+      if (kern.fwd_short && hi - lo >= 1 && hi - lo <= kern.short_edges && H <= kShortHeads) {
+        kern.fwd_short(a, r, lo, hi, o + r * H * Dv, l + r * H);
+        return;
+      }
       thread_local std::vector<acc_t> acc;
       acc.resize(Dv + 16);
-      emit(r, h, kern.fwd(a, r, h, a.rowptr[r], a.rowptr[r + 1], acc.data()), acc.data());
+      for (int64_t h = 0; h < H; ++h) emit(r, h, kern.fwd(a, r, h, lo, hi, acc.data()), acc.data());
     };
     auto segment = [&](int64_t s, const Segment& g) {
       for (int64_t h = 0; h < H; ++h) {
@@ -1068,7 +1188,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
         emit(r, h, st, acc.data());
       }
     };
-    run_balanced(plan, a.rowptr, H, whole, segment, merge);
+    run_balanced(plan, a.rowptr, whole, segment, merge);
   });
   return {out, lse};
 }
@@ -1091,37 +1211,22 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
   at::Tensor dq = output_empty(q.sizes(), q.options());
   at::Tensor dk = need_kv ? output_empty(k.sizes(), k.options()) : at::empty({0}, q.options());
   at::Tensor dv = need_kv ? output_empty(v.sizes(), v.options()) : at::empty({0}, q.options());
-  // ds and gate * p live only between the two passes: a per-thread workspace reused across calls,
-  // because fresh pages cost more than the pass itself here (first-touch faults). ds becomes the
-  // bias gradient when one is asked for, so it is then a tensor of its own.
-  const int64_t acc_size = at::elementSize(acc_type);
-  thread_local std::vector<int64_t> workspace;  // int64_t: aligned for double
-  const int64_t ws_bytes = (need_bias ? 1 : 2) * E * H * acc_size;
-  workspace.resize(std::max<int64_t>(workspace.size(), (ws_bytes + 7) / 8));
-  at::Tensor ds = need_bias ? output_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
-  void* ds_ptr = need_bias ? ds.data_ptr() : workspace.data();
-  void* pg_ptr = reinterpret_cast<char*>(workspace.data()) + (need_bias ? 0 : E * H * acc_size);
+  // ds (the bias gradient when one is asked for) and gate * p per edge, from the destination pass
+  // to the source pass; from the output cache, so a training loop does not fault their pages in
+  // on every call.
+  at::Tensor ds = output_empty({E, H}, q.options().dtype(acc_type));
+  at::Tensor pg = output_empty({E, H}, q.options().dtype(acc_type));
   at::Tensor dgate = need_gate ? output_empty({E, H}, q.options().dtype(acc_type)) : at::Tensor();
   at::Tensor dek = need_edge_key ? output_empty({E, H, D}, q.options()) : no_grad_tensor(q);
   at::Tensor dev = need_edge_value ? output_empty({E, H, Dv}, q.options()) : no_grad_tensor(q);
-  at::Tensor delta = at::empty({sz.n_dst, H}, q.options().dtype(acc_type));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_bwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-    const scalar_t* o = out.const_data_ptr<scalar_t>();
-    const acc_t* gl = grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr;
-    acc_t* dl = delta.mutable_data_ptr<acc_t>();
-    at::parallel_for(0, sz.n_dst, 256, [&](int64_t r0, int64_t r1) {
-      for (int64_t x = r0 * H; x < r1 * H; ++x) {
-        const scalar_t* no_edge = nullptr;
-        dl[x] = row_delta(dot_edge<acc_t>(go + x * Dv, o + x * Dv, no_edge, Dv), gl ? gl[x] : acc_t(0));
-      }
-    });
     BwdArgs<scalar_t> a{q.const_data_ptr<scalar_t>(),
                         k.const_data_ptr<scalar_t>(),
                         v.const_data_ptr<scalar_t>(),
-                        go,
+                        grad_out.const_data_ptr<scalar_t>(),
+                        out.const_data_ptr<scalar_t>(),
                         bias ? bias->const_data_ptr<scalar_t>() : nullptr,
                         gate ? gate->const_data_ptr<scalar_t>() : nullptr,
                         edge_key ? edge_key->const_data_ptr<scalar_t>() : nullptr,
@@ -1134,30 +1239,51 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
                         need_kv ? row.const_data_ptr<int64_t>() : nullptr,
                         need_kv ? perm.const_data_ptr<int64_t>() : nullptr,
                         lse.const_data_ptr<acc_t>(),
-                        dl,
-                        static_cast<acc_t*>(ds_ptr),
-                        static_cast<acc_t*>(pg_ptr),
+                        grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr,
+                        ds.mutable_data_ptr<acc_t>(),
+                        pg.mutable_data_ptr<acc_t>(),
                         need_gate ? dgate.mutable_data_ptr<acc_t>() : nullptr,
                         H,
                         D,
                         Dv,
                         static_cast<acc_t>(scale)};
     const auto kern = pick_kernels<scalar_t>(D, Dv);
+    // A gradient's rows as the kernels' accumulator type when that is its own type (float, double:
+    // the kernels write straight into it), else null (half, bfloat16: through a row of acc_t).
+    auto acc_view = [](auto* p) -> acc_t* {  // generic: the discarded branch is not compiled
+      if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, acc_t>) {
+        return p;
+      } else {
+        return nullptr;
+      }
+    };
 
     // Destination pass: grad_q, the per-edge gradients (gate, edge_key, edge_value), and ds /
     // gate * p per edge for the source pass.
     {
       scalar_t* gq = dq.mutable_data_ptr<scalar_t>();
+      acc_t* const gq_acc = acc_view(gq);
       const Plan plan = make_plan(a.rowptr, sz.n_dst);
       std::vector<acc_t> scratch(plan.segments.size() * H * D);
       auto emit = [&](int64_t r, int64_t h, const acc_t* x) {
         for (int64_t d = 0; d < D; ++d) gq[(r * H + h) * D + d] = static_cast<scalar_t>(x[d]);
       };
-      auto whole = [&](int64_t r, int64_t h) {
-        thread_local std::vector<acc_t> x;
-        x.resize(D + 16);
-        kern.dst(a, r, h, a.rowptr[r], a.rowptr[r + 1], x.data());
-        emit(r, h, x.data());
+      auto whole = [&](int64_t r) {
+        const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
+        if (kern.dst_short && hi - lo >= 1 && hi - lo <= kern.short_edges && H <= kShortHeads) {
+          kern.dst_short(a, r, lo, hi, gq + r * H * D);
+          return;
+        }
+        for (int64_t h = 0; h < H; ++h) {
+          if (gq_acc) {
+            kern.dst(a, r, h, lo, hi, gq_acc + (r * H + h) * D);
+          } else {
+            thread_local std::vector<acc_t> x;
+            x.resize(D);
+            kern.dst(a, r, h, lo, hi, x.data());
+            emit(r, h, x.data());
+          }
+        }
       };
       auto segment = [&](int64_t s, const Segment& g) {
         for (int64_t h = 0; h < H; ++h) kern.dst(a, g.row, h, g.lo, g.hi, scratch.data() + (s * H + h) * D);
@@ -1172,13 +1298,15 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
           emit(r, h, x.data());
         }
       };
-      run_balanced(plan, a.rowptr, H, whole, segment, merge);
+      run_balanced(plan, a.rowptr, whole, segment, merge);
     }
 
     // Source pass over the transpose: grad_k, grad_v, each source row written by one thread.
     if (need_kv) {
       scalar_t* gk = dk.mutable_data_ptr<scalar_t>();
       scalar_t* gv = dv.mutable_data_ptr<scalar_t>();
+      acc_t* const gk_acc = acc_view(gk);
+      acc_t* const gv_acc = acc_view(gv);
       const int64_t slot = D + Dv;
       const Plan plan = make_plan(a.colptr, sz.n_src);
       std::vector<acc_t> scratch(plan.segments.size() * H * slot);
@@ -1186,11 +1314,18 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
         for (int64_t d = 0; d < D; ++d) gk[(j * H + h) * D + d] = static_cast<scalar_t>(x[d]);
         for (int64_t d = 0; d < Dv; ++d) gv[(j * H + h) * Dv + d] = static_cast<scalar_t>(x[D + d]);
       };
-      auto whole = [&](int64_t j, int64_t h) {
-        thread_local std::vector<acc_t> x;
-        x.resize(slot + 32);
-        kern.src(a, j, h, a.colptr[j], a.colptr[j + 1], x.data(), x.data() + D);
-        emit(j, h, x.data());
+      auto whole = [&](int64_t j) {
+        const int64_t lo = a.colptr[j], hi = a.colptr[j + 1];
+        for (int64_t h = 0; h < H; ++h) {
+          if (gk_acc) {
+            kern.src(a, j, h, lo, hi, gk_acc + (j * H + h) * D, gv_acc + (j * H + h) * Dv);
+          } else {
+            thread_local std::vector<acc_t> x;
+            x.resize(slot);
+            kern.src(a, j, h, lo, hi, x.data(), x.data() + D);
+            emit(j, h, x.data());
+          }
+        }
       };
       auto segment = [&](int64_t s, const Segment& g) {
         for (int64_t h = 0; h < H; ++h) {
@@ -1208,7 +1343,7 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
           emit(j, h, x.data());
         }
       };
-      run_balanced(plan, a.colptr, H, whole, segment, merge);
+      run_balanced(plan, a.colptr, whole, segment, merge);
     }
   });
 

@@ -70,6 +70,15 @@ def test_matches_reference(case, dtype, d, dv, use_bias, use_gate):
     assert_same_run(got, want, dtype)
 
 
+@pytest.mark.parametrize("case", ALL_GRAPHS, ids=lambda c: c.name)
+@pytest.mark.parametrize("heads", [16, 17])
+def test_short_rows_every_head_at_once_or_one_by_one(case, heads):
+    """float32 rows of at most one vector block of edges run all heads phase by phase up to 16
+    heads (the short-row kernels' limit) and head by head above it: both match the reference."""
+    inputs = random_inputs(case.graph, heads=heads, head_dim=16, dtype=torch.float32, requires_grad=True)
+    assert_same_run(run("native", case.graph, inputs), run("reference", case.graph, inputs), torch.float32)
+
+
 def test_empty_rows_give_zero_and_minus_inf():
     g = next(c.graph for c in GRAPHS if c.name == "empty_rows_in_middle")
     inputs = random_inputs(g, heads=3, head_dim=16, dtype=torch.float32)
