@@ -3,6 +3,8 @@ assembling a (possibly per-head, folded) graph from unsorted edge lists."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -28,6 +30,52 @@ def straight_through_ones(p: Tensor) -> Tensor:
     the gradient a gate receives is treated as the gradient of the edge's probability ``p``.
     """
     return _StraightThroughOnes.apply(p)
+
+
+def _csr_matmul(ptr: Tensor, idx: Tensor, values: Tensor, dense: Tensor, num_cols: int) -> Tensor:
+    """``out[r] = sum_{e in row r} values[e] * dense[idx[e]]``: a sparse (CSR) times dense product,
+    without forming the ``[E, k]`` rows it sums."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product itself is stable
+        warnings.simplefilter("ignore", UserWarning)
+        a = torch.sparse_csr_tensor(
+            ptr, idx, values, (ptr.numel() - 1, num_cols), dtype=values.dtype, check_invariants=False
+        )
+        return a @ dense
+
+
+class _StraightThroughEdgeGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, graph: Graph) -> Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.graph = graph
+        return a.new_ones(graph.num_edges)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, b = ctx.saved_tensors
+        g: Graph = ctx.graph
+        dt = torch.promote_types(a.dtype, torch.float32)  # sparse products run in float32 / float64
+        w = grad.clamp(-1.0, 1.0).to(dt)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:  # d p_e / d a_i = b_j
+            ga = _csr_matmul(g.rowptr, g.col, w, b.to(dt), g.num_src).to(a.dtype)
+        if ctx.needs_input_grad[1]:  # d p_e / d b_j = a_i, summed per source over the transpose
+            colptr, row, perm = g.transpose
+            gb = _csr_matmul(colptr, row, w[perm], a.to(dt), g.num_dst).to(b.dtype)
+        return ga, gb, None
+
+
+def straight_through_edge_gate(a: Tensor, b: Tensor, graph: Graph) -> Tensor:
+    """``straight_through_ones(p)`` with ``p_e = <a[dst_e], b[src_e]>``, without forming ``p``.
+
+    ``a [N_dst, k]`` and ``b [N_src, k]``; returns ``[E]`` ones (edge order of ``graph``). The
+    forward value does not depend on ``p``, so it is never computed; the backward hands the
+    clipped gate gradient ``w`` to ``a`` and ``b`` as two sparse-times-dense products,
+    ``grad_a = A_w b`` and ``grad_b = A_w^T a`` (``A_w`` the graph's adjacency weighted by ``w``,
+    its transpose from ``graph.transpose``), accumulated in float32 or wider, so no ``[E, k]``
+    tensor is formed either way.
+    """
+    return _StraightThroughEdgeGate.apply(a, b, graph)
 
 
 def self_attention_ptr(

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import Graph
-from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_ones
+from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_edge_gate
 from ._segments import check_int
 from .base import Structure, StructureOutput
 from .batch import ptr_to_batch
@@ -203,12 +203,12 @@ class SBM(Structure):
                 loops = torch.arange(h * n, device=q.device)
                 dst, src = torch.cat([dst, loops]), torch.cat([src, loops])
             g = graph_from_edges(dst, src, n, ptr, num_heads=h, dedup=self.dedup)
-        # p_e = (Y S)_i . Z_j on the sampled edges only: [N, k] + [E, k] work, never [N, N]. The
-        # folded node ids (h * N + i) index rows of the head-major [H * N, k] memberships.
+        # Gate 1 whose gradient goes to p_e = (Y S)_i . Z_j on the sampled edges only (never
+        # [N, N], and no [E, k] either: two sparse products in the backward). The folded node ids
+        # (h * N + i) index rows of the head-major [H * N, k] memberships.
         ys = torch.einsum("nha,hac->hnc", y, s).reshape(h * n, -1)
         zf = z.transpose(0, 1).reshape(h * n, -1)
-        p = torch.linalg.vecdot(ys.index_select(0, g.dst()), zf.index_select(0, g.col))
-        gate = straight_through_ones(p)[:, None]
+        gate = straight_through_edge_gate(ys, zf, g)[:, None]
         lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
         example = ptr_to_batch(ptr, n)
         ysum, zsum = _column_sums(y, example, lengths.numel()), _column_sums(z, example, lengths.numel())

@@ -7,8 +7,9 @@ import torch
 
 from graphattn.ops import edge_attention
 from graphattn.structure import fold, unfold
-from graphattn.structure._adaptive import straight_through_ones
+from graphattn.structure._adaptive import straight_through_edge_gate, straight_through_ones
 from graphattn.structure.sbm import SBM, sample_fastrg
+from graphattn.testing import adversarial_graphs
 
 
 def _small_model(seed=0):
@@ -70,6 +71,30 @@ def test_straight_through_gate_is_one_and_clips_gradient():
     assert torch.equal(gate, torch.ones(2))
     (gate * torch.tensor([5.0, -0.5])).sum().backward()
     assert torch.equal(p.grad, torch.tensor([1.0, -0.5]))
+
+
+@pytest.mark.parametrize("case", adversarial_graphs(hub_degree=500), ids=lambda c: c.name)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_edge_gate_equals_the_gate_of_the_gathered_dot_product(case, dtype):
+    """straight_through_edge_gate(a, b, g) == straight_through_ones(<a[dst], b[src]>): the value, and
+    the gradients of a and b (through the transpose; empty rows, duplicates, a hub, N_src != N_dst)
+    against the gathered form in float64."""
+    g, k = case.graph, 5
+    torch.manual_seed(0)
+    a64, b64 = torch.randn(g.num_dst, k, dtype=torch.float64), torch.randn(g.num_src, k, dtype=torch.float64)
+    weight = 3 * torch.randn(g.num_edges, dtype=torch.float64)  # beyond [-1, 1]: the clip is exercised
+    a, b = a64.to(dtype).requires_grad_(), b64.to(dtype).requires_grad_()
+    got = straight_through_edge_gate(a, b, g)
+    assert got.dtype == dtype and torch.equal(got, torch.ones(g.num_edges, dtype=dtype))
+    got_grads = torch.autograd.grad((got * weight.to(dtype)).sum(), (a, b))
+    a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+    want = straight_through_ones(torch.linalg.vecdot(a64[g.dst()], b64[g.col]))
+    want_grads = torch.autograd.grad((want * weight.to(dtype).double()).sum(), (a64, b64), allow_unused=True)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    for x, y in zip(got_grads, want_grads, strict=True):
+        y = y if y is not None else torch.zeros_like(x, dtype=torch.float64)  # no edges: no gradient
+        scale = 1 + (y.abs().max().item() if y.numel() else 0.0)
+        torch.testing.assert_close(x.double(), y, atol=tol * scale, rtol=tol)
 
 
 def test_gradients_reach_every_parameter_through_attention():
