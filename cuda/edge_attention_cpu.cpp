@@ -1034,6 +1034,11 @@ struct Kernels {
   void (*fwd_short)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*, acc_t*) = nullptr;
   void (*dst_short)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*) = nullptr;
   int64_t short_edges = 0;
+
+  // Whether a row of `edges` edges and `heads` heads runs fwd_short / dst_short.
+  bool is_short(int64_t edges, int64_t heads) const {
+    return edges >= 1 && edges <= short_edges && heads <= kShortHeads;
+  }
 };
 
 #ifdef GA_BLOCKED
@@ -1158,7 +1163,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
     };
     auto whole = [&](int64_t r) {
       const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
-      if (kern.fwd_short && hi - lo >= 1 && hi - lo <= kern.short_edges && H <= kShortHeads) {
+      if (kern.is_short(hi - lo, H)) {
         kern.fwd_short(a, r, lo, hi, o + r * H * Dv, l + r * H);
         return;
       }
@@ -1270,7 +1275,7 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
       };
       auto whole = [&](int64_t r) {
         const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
-        if (kern.dst_short && hi - lo >= 1 && hi - lo <= kern.short_edges && H <= kShortHeads) {
+        if (kern.is_short(hi - lo, H)) {
           kern.dst_short(a, r, lo, hi, gq + r * H * D);
           return;
         }
