@@ -75,43 +75,58 @@ def sample_fastrg(
     b = ptr.numel() - 1
     dev = y.device
     with torch.no_grad():
-        y, s, z = y.double(), s.double(), z.double()
-        example = ptr_to_batch(ptr, n)
-        ysum, zsum = _column_sums(y, example, b), _column_sums(z, example, b)
-        w = ysum[:, :, :, None] * s[None] * zsum[:, :, None, :]  # [B, H, k, k] block-pair weights
-        # Independent Poisson counts per block pair: their total is Poisson(sum w) and, given
-        # the total, they are multinomial(w / sum w), so this is fastRG's draw; it also leaves
-        # the draws grouped by (example, head, a, c), which keeps each endpoint search below
-        # inside one block's cumulative sums instead of anywhere in [H, k, N].
+        # Entry r * (N + 1) + i of a side's cumulative table is the mass of nodes < i in row
+        # r = head * k + cluster, over the row's total, plus r: the nodes of block (head,
+        # cluster, example) are entries first..last of it, so an endpoint draw is one search
+        # into one monotone array, and a block's mass is a difference of two entries.
+        row = torch.arange(h * k, device=dev).reshape(h, k, 1)
+        first = row * (n + 1) + ptr[:-1]  # [H, k, B]
+        last = row * (n + 1) + ptr[1:]
+        cum_y, total_y = _cumulative(y)
+        cum_z, total_z = _cumulative(z)
+        ysum = (cum_y[last] - cum_y[first]) * total_y  # [H, k, B] column sums per example
+        zsum = (cum_z[last] - cum_z[first]) * total_z
+        w = ysum.permute(2, 0, 1)[..., :, None] * s.double()[None] * zsum.permute(2, 0, 1)[..., None, :]
+        # Independent Poisson counts per block pair [B, H, k, k]: their total is Poisson(sum w)
+        # and, given the total, they are multinomial(w / sum w), so this is fastRG's draw; it
+        # also leaves the draws grouped by (example, head, a, c), so consecutive destination
+        # searches stay inside one block's entries.
         counts = torch.poisson(w, generator=generator).long().reshape(-1)
-        draw = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
-        if draw.numel() == 0:
+        pair = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
+        if pair.numel() == 0:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return empty, empty, empty.clone()
-        c, a, bh = draw % k, (draw // k) % k, draw // (k * k)
+        c, a, bh = pair % k, (pair // k) % k, pair // (k * k)
         ex, hd = bh // h, bh % h
-
-        # Endpoints: i ~ Y[:, h, a] / ysum within the example; blocks ordered (h, a, example).
-        def endpoints(x: Tensor, xsum: Tensor, cluster: Tensor) -> Tensor:
-            # Cumulative sums restart at each example: subtract the running total before it.
-            xt = x.permute(1, 2, 0)  # [H, k, N]
-            run = xt.cumsum(-1)
-            before = torch.cat([torch.zeros_like(run[..., :1]), run], -1)[..., ptr[:-1]]  # [H, k, B]
-            within = run - torch.repeat_interleave(before, ptr[1:] - ptr[:-1], dim=-1, output_size=n)
-            norm = xsum.permute(1, 2, 0).clamp_min(1e-300)  # [H, k, B]
-            cdf = within / torch.repeat_interleave(norm, ptr[1:] - ptr[:-1], dim=-1, output_size=n)
-            block_of_node = ((torch.arange(h * k, device=dev)[:, None] * b) + example[None]).reshape(h, k, n)
-            cum = (cdf.clamp_(max=1.0) + block_of_node).reshape(-1)
-            block = (hd * k + cluster) * b + ex
-            # Each (h, a, example) block spans that example's nodes inside row (h, a) of length N.
-            u = torch.rand(block.shape, generator=generator, dtype=torch.float64, device=dev)
-            pos = torch.searchsorted(cum, block.to(torch.float64) + u, right=True)
-            node = pos - (hd * k + cluster) * n
-            return torch.minimum(torch.maximum(node, ptr[ex]), ptr[ex + 1] - 1)
-
-        dst = endpoints(y, ysum, a)
-        src = endpoints(z, zsum, c)
+        dst = _draw(cum_y, first[hd, a, ex], last[hd, a, ex], generator) - (hd * k + a) * (n + 1)
+        src = _draw(cum_z, first[hd, c, ex], last[hd, c, ex], generator) - (hd * k + c) * (n + 1)
     return hd, dst, src
+
+
+def _cumulative(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The draw table of ``x [N, H, k]`` and its row totals ``[H, k, 1]`` (float64).
+
+    The table is flat ``[H·k·(N + 1)]``: row ``r`` holds ``r + (x_0 + ... + x_{i-1}) / total_r``
+    for ``i = 0 .. N``, so it never decreases, and each row is normalized on its own (a row of
+    small memberships keeps its relative precision whatever the other rows hold).
+    """
+    n, h, k = x.shape
+    table = x.new_zeros(h, k, n + 1, dtype=torch.float64)
+    table[..., 1:] = x.permute(1, 2, 0)
+    table.cumsum_(-1)
+    total = table[..., -1:].clone()
+    table /= total.clamp_min(1e-300)
+    table += torch.arange(h * k, device=x.device, dtype=torch.float64).reshape(h, k, 1)
+    return table.reshape(-1), total
+
+
+def _draw(table: Tensor, first: Tensor, last: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Per draw, one entry ``i`` in ``[first, last)`` with probability ``∝ table[i + 1] - table[i]``."""
+    lo = table[first]
+    u = torch.rand(lo.shape, generator=generator, dtype=torch.float64, device=lo.device)
+    at = torch.searchsorted(table, lo + u * (table[last] - lo), right=True) - 1
+    # Rounding can put lo + u * mass on the block's last entry: keep that draw in the block.
+    return torch.minimum(at, last - 1)
 
 
 class SBM(Structure):

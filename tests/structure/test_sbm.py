@@ -8,7 +8,7 @@ import torch
 from graphattn.ops import edge_attention
 from graphattn.structure import fold, unfold
 from graphattn.structure._adaptive import straight_through_edge_gate, straight_through_ones
-from graphattn.structure.sbm import SBM, sample_fastrg
+from graphattn.structure.sbm import SBM, _cumulative, _draw, sample_fastrg
 from graphattn.testing import adversarial_graphs
 
 
@@ -35,6 +35,26 @@ def test_fastrg_edge_counts_have_mean_p_ij():
     freq = counts / t
     # Poisson(p) counts: standard error sqrt(p / T); allow 5 of them.
     assert bool(((freq - p).abs() <= 5 * (p / t).sqrt() + 1e-3).all()), (freq - p).abs().max()
+
+
+def test_endpoint_draws_keep_their_precision_in_a_row_of_tiny_memberships():
+    # Node masses 1e-12 beside a row of masses 1e6: one running sum over both rows would round
+    # every tiny increment away; each row's own normalization keeps them. Two examples per row
+    # (nodes 0-3 and 4-6); node 2 has mass 0 and must never be drawn.
+    x = torch.zeros(7, 1, 2, dtype=torch.float64)
+    x[:, 0, 0] = 1e6 * torch.arange(1.0, 8.0, dtype=torch.float64)
+    x[:, 0, 1] = 1e-12 * torch.tensor([1.0, 3.0, 0.0, 4.0, 2.0, 5.0, 1.0], dtype=torch.float64)
+    table, total = _cumulative(x)
+    assert torch.allclose(total.reshape(-1), x.sum(0).reshape(-1), rtol=1e-12)
+    t = 200_000
+    for node_first, node_last in ((0, 4), (4, 7)):
+        first = torch.full((t,), 8 + node_first)  # row 1 starts at entry 1 * (N + 1)
+        last = torch.full((t,), 8 + node_last)
+        node = _draw(table, first, last, torch.Generator().manual_seed(node_first)) - 8
+        freq = torch.bincount(node, minlength=7).double() / t
+        p = torch.zeros(7, dtype=torch.float64)
+        p[node_first:node_last] = x[node_first:node_last, 0, 1] / x[node_first:node_last, 0, 1].sum()
+        assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq, p)
 
 
 def test_saturated_memberships_sample_every_pair_in_expectation():
