@@ -75,58 +75,122 @@ def sample_fastrg(
     b = ptr.numel() - 1
     dev = y.device
     with torch.no_grad():
-        # Entry r * (N + 1) + i of a side's cumulative table is the mass of nodes < i in row
-        # r = head * k + cluster, over the row's total, plus r: the nodes of block (head,
-        # cluster, example) are entries first..last of it, so an endpoint draw is one search
-        # into one monotone array, and a block's mass is a difference of two entries.
-        row = torch.arange(h * k, device=dev).reshape(h, k, 1)
-        first = row * (n + 1) + ptr[:-1]  # [H, k, B]
-        last = row * (n + 1) + ptr[1:]
-        cum_y, total_y = _cumulative(y)
-        cum_z, total_z = _cumulative(z)
-        ysum = (cum_y[last] - cum_y[first]) * total_y  # [H, k, B] column sums per example
-        zsum = (cum_z[last] - cum_z[first]) * total_z
+        # Entry r * (N + 1) + i of a side's table is the mass of nodes < i in row r = head * k +
+        # cluster over the row's total: the nodes of block (head, cluster, example) are entries
+        # first..last of it, and a block's mass is a difference of two entries.
+        row = torch.arange(h * k, device=dev).reshape(h, k, 1) * (n + 1)
+        first, last = row + ptr[:-1], row + ptr[1:]  # [H, k, B]: block (head, cluster, example)
+        table_y, guide_y, total_y = _draw_table(y)
+        table_z, guide_z, total_z = _draw_table(z)
+        ysum = (table_y[last] - table_y[first]) * total_y  # [H, k, B] column sums per example
+        zsum = (table_z[last] - table_z[first]) * total_z
         w = ysum.permute(2, 0, 1)[..., :, None] * s.double()[None] * zsum.permute(2, 0, 1)[..., None, :]
         # Independent Poisson counts per block pair [B, H, k, k]: their total is Poisson(sum w)
         # and, given the total, they are multinomial(w / sum w), so this is fastRG's draw; it
         # also leaves the draws grouped by (example, head, a, c), so consecutive destination
-        # searches stay inside one block's entries.
+        # draws stay inside one block's entries.
         counts = torch.poisson(w, generator=generator).long().reshape(-1)
         pair = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
         if pair.numel() == 0:
             empty = torch.zeros(0, dtype=torch.long, device=dev)
             return empty, empty, empty.clone()
-        c, a, bh = pair % k, (pair // k) % k, pair // (k * k)
-        ex, hd = bh // h, bh % h
-        dst = _draw(cum_y, first[hd, a, ex], last[hd, a, ex], generator) - (hd * k + a) * (n + 1)
-        src = _draw(cum_z, first[hd, c, ex], last[hd, c, ex], generator) - (hd * k + c) * (n + 1)
-    return hd, dst, src
+        # Per block pair (example, head, a, c): its head, and each side's row start and block
+        # ends in the tables, gathered once per draw.
+        hd = torch.arange(h, device=dev).reshape(1, h, 1, 1)
+        a = torch.arange(k, device=dev).reshape(1, 1, k, 1)
+        c = a.reshape(1, 1, 1, k)
+        shape = (b, h, k, k)
+        head = hd.expand(shape).reshape(-1).index_select(0, pair)
+        dst = _draw(table_y, guide_y, n, (hd * k + a) * (n + 1), ptr, shape, pair, generator)
+        src = _draw(table_z, guide_z, n, (hd * k + c) * (n + 1), ptr, shape, pair, generator)
+    return head, dst, src
 
 
-def _cumulative(x: Tensor) -> tuple[Tensor, Tensor]:
-    """The draw table of ``x [N, H, k]`` and its row totals ``[H, k, 1]`` (float64).
+def _draw_table(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The cumulative table of ``x [N, H, k]``, its guide table, and its row totals ``[H, k, 1]``.
 
-    The table is flat ``[H·k·(N + 1)]``: row ``r`` holds ``r + (x_0 + ... + x_{i-1}) / total_r``
-    for ``i = 0 .. N``, so it never decreases, and each row is normalized on its own (a row of
-    small memberships keeps its relative precision whatever the other rows hold).
+    The table is float64, flat ``[H·k·(N + 1)]``: row ``r`` holds ``(x_0 + ... + x_{i-1}) /
+    total_r`` for ``i = 0 .. N``. Each row is normalized on its own, so a row of small
+    memberships keeps its relative precision whatever the other rows hold.
+
+    The guide (Chen and Asau's guide table, 1974) cuts each row's ``[0, 1]`` into ``N`` cells:
+    entry ``r * (N + 1) + t`` is the table index of the node whose interval holds ``t / N``
+    (the last one, ``t = N``, is the row's last node), so a draw that falls in cell ``t`` lies
+    between entries ``t`` and ``t + 1`` of the guide, usually the same node or the next. Built
+    in ``O(N)`` per row: node ``i`` owns the cells ``ceil(N F_i) .. ceil(N F_{i+1}) - 1``.
     """
     n, h, k = x.shape
-    table = x.new_zeros(h, k, n + 1, dtype=torch.float64)
-    table[..., 1:] = x.permute(1, 2, 0)
+    table = x.new_zeros(h * k, n + 1, dtype=torch.float64)
+    table[:, 1:] = x.permute(1, 2, 0).reshape(h * k, n)
     table.cumsum_(-1)
-    total = table[..., -1:].clone()
+    total = table[:, -1:].clone()
     table /= total.clamp_min(1e-300)
-    table += torch.arange(h * k, device=x.device, dtype=torch.float64).reshape(h, k, 1)
-    return table.reshape(-1), total
+    table[:, -1] = 1.0  # exactly (also for a row without mass: none of its draws happen)
+    cells = torch.ceil(table * n).long()
+    node = torch.arange(h * k * (n + 1), device=x.device).reshape(h * k, n + 1)[:, :-1]
+    guide = torch.repeat_interleave(node.reshape(-1), (cells[:, 1:] - cells[:, :-1]).reshape(-1)).reshape(h * k, n)
+    guide = torch.cat([guide, node[:, -1:]], 1)
+    return table.reshape(-1), guide.reshape(-1), total.reshape(h, k, 1)
 
 
-def _draw(table: Tensor, first: Tensor, last: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Per draw, one entry ``i`` in ``[first, last)`` with probability ``∝ table[i + 1] - table[i]``."""
-    lo = table[first]
-    u = torch.rand(lo.shape, generator=generator, dtype=torch.float64, device=lo.device)
-    at = torch.searchsorted(table, lo + u * (table[last] - lo), right=True) - 1
-    # Rounding can put lo + u * mass on the block's last entry: keep that draw in the block.
-    return torch.minimum(at, last - 1)
+def _draw(
+    table: Tensor,
+    guide: Tensor,
+    n: int,
+    base: Tensor,
+    ptr: Tensor,
+    shape: tuple[int, ...],
+    pair: Tensor,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """One node per draw: draw ``e``, of block pair ``pair[e]`` in example ``x``, takes node
+    ``i`` of ``ptr[x] .. ptr[x + 1] - 1`` with probability ``∝ table[base + i + 1] - table[base +
+    i]`` (see :func:`_draw_table`). ``base``, the table row's start per block pair, broadcasts
+    to the block pairs' ``shape`` ``[B, ...]``.
+
+    Inverse transform: ``f = table[first] + u (table[last] - table[first])`` over the block's
+    entries ``first .. last``, then the largest entry ``<= f``, searched between the guide's
+    bounds for ``f``'s cell, all draws halving their ranges together: a few vectorized gathers
+    instead of one binary search per draw over the whole table (dependent loads that miss the
+    cache at every level once the table outgrows it).
+    """
+
+    def per_draw(x: Tensor) -> Tensor:
+        return x.expand(shape).reshape(-1).index_select(0, pair)
+
+    starts = ptr.reshape(-1, *[1] * (len(shape) - 1))
+    first, last = per_draw(base + starts[:-1]), per_draw(base + starts[1:])
+    start = table.index_select(0, first)
+    f = torch.rand(start.shape, generator=generator, dtype=torch.float64, device=start.device)
+    f = f.mul_(table.index_select(0, last).sub_(start)).add_(start)
+    cell = f.mul(n).long().clamp_(0, max(n - 1, 0)).add_(per_draw(base))
+    hi = torch.minimum(guide.index_select(0, cell.add_(1)), last.sub_(1))
+    lo = torch.minimum(torch.maximum(guide.index_select(0, cell.sub_(1)), first), hi)
+    # Largest i in [lo, hi] with table[i] <= f; the draws whose range is closed drop out once
+    # they are half of those left, so a few wide ranges (many tiny masses in one cell) do not
+    # keep every draw iterating.
+    out, where = lo, None
+    while True:
+        open_ = hi > lo
+        left = int(open_.sum())
+        if left == 0:
+            break
+        if 2 * left <= lo.numel():
+            keep = open_.nonzero().squeeze(1)
+            if where is None:
+                out, where = lo, keep
+            else:
+                out.index_copy_(0, where, lo)
+                where = where.index_select(0, keep)
+            lo, hi, f = lo.index_select(0, keep), hi.index_select(0, keep), f.index_select(0, keep)
+        mid = (lo + hi + 1).div_(2, rounding_mode="floor")
+        go = table.index_select(0, mid) <= f
+        lo = torch.where(go, mid, lo)
+        hi = torch.where(go, hi, mid.sub_(1))
+    if where is not None:
+        out.index_copy_(0, where, lo)
+        lo = out
+    return lo.sub_(per_draw(base))
 
 
 class SBM(Structure):

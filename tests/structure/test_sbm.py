@@ -8,7 +8,7 @@ import torch
 from graphattn.ops import edge_attention
 from graphattn.structure import fold, unfold
 from graphattn.structure._adaptive import straight_through_edge_gate, straight_through_ones
-from graphattn.structure.sbm import SBM, _cumulative, _draw, sample_fastrg
+from graphattn.structure.sbm import SBM, _draw, _draw_table, sample_fastrg
 from graphattn.testing import adversarial_graphs
 
 
@@ -44,17 +44,33 @@ def test_endpoint_draws_keep_their_precision_in_a_row_of_tiny_memberships():
     x = torch.zeros(7, 1, 2, dtype=torch.float64)
     x[:, 0, 0] = 1e6 * torch.arange(1.0, 8.0, dtype=torch.float64)
     x[:, 0, 1] = 1e-12 * torch.tensor([1.0, 3.0, 0.0, 4.0, 2.0, 5.0, 1.0], dtype=torch.float64)
-    table, total = _cumulative(x)
+    table, guide, total = _draw_table(x)
     assert torch.allclose(total.reshape(-1), x.sum(0).reshape(-1), rtol=1e-12)
-    t = 200_000
-    for node_first, node_last in ((0, 4), (4, 7)):
-        first = torch.full((t,), 8 + node_first)  # row 1 starts at entry 1 * (N + 1)
-        last = torch.full((t,), 8 + node_last)
-        node = _draw(table, first, last, torch.Generator().manual_seed(node_first)) - 8
+    t, ptr, row_start = 200_000, torch.tensor([0, 4, 7]), torch.tensor([[8]])  # row 1 starts at entry 1 * (N + 1)
+    for example, (node_first, node_last) in enumerate(((0, 4), (4, 7))):
+        pair = torch.full((t,), example)  # block pair `example` of shape (2, 1): that example's block of row 1
+        node = _draw(table, guide, 7, row_start, ptr, (2, 1), pair, torch.Generator().manual_seed(example))
         freq = torch.bincount(node, minlength=7).double() / t
         p = torch.zeros(7, dtype=torch.float64)
         p[node_first:node_last] = x[node_first:node_last, 0, 1] / x[node_first:node_last, 0, 1].sum()
         assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq, p)
+
+
+def test_endpoint_draws_match_a_skewed_row_whose_tiny_masses_share_guide_cells():
+    # Two heavy nodes and 62 light ones holding 3% of the mass: the light ones fall into two or
+    # three of the row's 64 guide cells, so their draws search wide ranges (and drop out of the
+    # search at different rounds).
+    n, t = 64, 400_000
+    mass = torch.full((n,), 1e-3, dtype=torch.float64)
+    mass[0], mass[-1], mass[30] = 1.0, 1.0, 0.0
+    table, guide, _ = _draw_table(mass.reshape(n, 1, 1))
+    pair = torch.zeros(t, dtype=torch.long)
+    node = _draw(
+        table, guide, n, torch.tensor([[0]]), torch.tensor([0, n]), (1, 1), pair, torch.Generator().manual_seed(0)
+    )
+    freq = torch.bincount(node, minlength=n).double() / t
+    p = mass / mass.sum()
+    assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq - p).abs().max()
 
 
 def test_saturated_memberships_sample_every_pair_in_expectation():
