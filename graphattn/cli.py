@@ -118,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
 
         info_main()
         return 0
+    malloc = os.environ.get("GRAPHATTN_MALLOC", "system")
+    if malloc not in ("system", "retain"):
+        raise SystemExit(f"GRAPHATTN_MALLOC must be 'system' or 'retain', got {malloc!r}")
+    if malloc == "retain":
+        from .train.engine import retain_freed_memory
+
+        if not retain_freed_memory():
+            print("GRAPHATTN_MALLOC=retain: the C library is not glibc; nothing changed", file=sys.stderr)
     if args.command == "bench":
         script = Path(__file__).resolve().parent.parent / "benchmarks" / "ops" / "bench_edge_attention.py"
         if not script.is_file():

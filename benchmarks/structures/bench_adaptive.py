@@ -10,6 +10,11 @@ process's RSS after set-up.
     python benchmarks/structures/bench_adaptive.py            # N = 1k .. 64k, all structures
     python benchmarks/structures/bench_adaptive.py --quick    # N = 1k, 4k
     python benchmarks/structures/bench_adaptive.py --structures sea   # re-measure one; other rows kept
+    python benchmarks/structures/bench_adaptive.py --malloc retain     # glibc keeps freed blocks
+
+``--malloc retain`` calls :func:`graphattn.train.engine.retain_freed_memory` first (as
+``graphattn train`` does): large freed buffers are reused instead of unmapped, so a step's
+fresh tensors do not fault in their pages. Its rows are kept apart from ``system`` rows.
 """
 
 from __future__ import annotations
@@ -51,8 +56,14 @@ def _build(name: str, n: int, h: int, d: int):
     return SAC(h, d, edges_per_node=16, generator=torch.Generator().manual_seed(0))
 
 
-def run_one(name: str, n: int, repeats: int) -> dict:
+def run_one(name: str, n: int, repeats: int, malloc: str) -> dict:
     import torch
+
+    if malloc == "retain":
+        from graphattn.train.engine import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("--malloc retain needs glibc's malloc")
 
     torch.manual_seed(0)
     h, d = 4, 32
@@ -83,6 +94,7 @@ def run_one(name: str, n: int, repeats: int) -> dict:
         "median_cpu_ms": 1e3 * statistics.median(cpu),
         "load": os.getloadavg()[0],
         "peak_rss_above_setup_mib": _rss_mib() - base,
+        "malloc": malloc,
     }
 
 
@@ -94,10 +106,13 @@ def main() -> None:
     parser.add_argument(
         "--structures", default=",".join(STRUCTURES), help="comma-separated subset; other rows of --out are kept"
     )
+    parser.add_argument(
+        "--malloc", choices=("system", "retain"), default="system", help="retain: reuse freed blocks (see above)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("STRUCTURE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.repeats, args.malloc)))
         return
     sizes = [1024, 4096] if args.quick else [1024, 4096, 16384, 65536]
     names = [name for name in args.structures.split(",") if name]
@@ -108,6 +123,7 @@ def main() -> None:
     for name in names:
         for n in sizes:
             cmd = [sys.executable, __file__, "--one", name, str(n), "--repeats", str(args.repeats)]
+            cmd += ["--malloc", args.malloc]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             r = rows[-1]
@@ -119,9 +135,13 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     kept = [json.loads(line) for line in out_path.read_text().splitlines()] if out_path.exists() else []
-    measured = {(r["structure"], r["N"]) for r in rows}
-    rows = [r for r in kept if (r["structure"], r["N"]) not in measured] + rows  # re-measured rows replace old ones
-    rows.sort(key=lambda r: (STRUCTURES.index(r["structure"]), r["N"]))
+
+    def key(r: dict) -> tuple:
+        return r["structure"], r.get("malloc", "system"), r["N"]
+
+    measured = {key(r) for r in rows}
+    rows = [r for r in kept if key(r) not in measured] + rows  # re-measured rows replace old ones
+    rows.sort(key=lambda r: (STRUCTURES.index(r["structure"]), *key(r)[1:]))
     with out_path.open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
@@ -129,11 +149,15 @@ def main() -> None:
     print("\n| " + " | ".join([*header, "peak RSS above set-up (MiB)"]) + " |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        first = next(x for x in rows if x["structure"] == r["structure"])
-        cpu = f"{r['median_cpu_ms']:.1f}" if "median_cpu_ms" in r else "-"
+        first = next(x for x in rows if key(x)[:2] == key(r)[:2])
+        has_cpu = "median_cpu_ms" in r and "median_cpu_ms" in first
+        cpu = f"{r['median_cpu_ms']:.1f}" if has_cpu else "-"
+        cpu_ratio = f" (CPU {r['median_cpu_ms'] / first['median_cpu_ms']:.0f})" if has_cpu else ""
+        name = r["structure"] + (" (retain)" if key(r)[1] == "retain" else "")
         print(
-            f"| {r['structure']} | {r['N']} | {r['edges_per_row']:.1f} | {r['median_ms']:.1f} | {cpu} | "
-            f"{r['median_ms'] / first['median_ms']:.1f} | {r['peak_rss_above_setup_mib']:.0f} |"
+            f"| {name} | {r['N']} | {r['edges_per_row']:.1f} | {r['median_ms']:.1f} | {cpu} | "
+            f"{r['median_ms'] / first['median_ms']:.1f}{cpu_ratio} | "
+            f"{r['peak_rss_above_setup_mib']:.0f} |"
         )
 
 

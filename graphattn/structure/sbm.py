@@ -15,10 +15,11 @@ sparse matrix with low rank expectation", https://arxiv.org/abs/1703.02998): wit
 ``(a, c)`` from ``Poisson(y_a S_ac z_c)`` (equivalently, fastRG's total ``Poisson(sum_ac y_a
 S_ac z_c)`` split by a multinomial), then each edge's destination ``i ~ Y[:, a] / y_a`` and
 source ``j ~ Z[:, c] / z_c``. The number of draws of a pair ``(i, j)`` is then exactly
-``Poisson(p_ij)``. Every endpoint draw is one ``searchsorted`` into concatenated cumulative
-sums, vectorized over examples, heads and clusters, with the draws grouped by block so
-consecutive searches fall in one block's sums; nothing of size ``N x N`` is formed. The authors' published code draws
-a dense ``N x N`` Bernoulli mask instead.
+``Poisson(p_ij)``. The endpoint draws are inverse transforms over per-row cumulative sums of
+the memberships, bounded by a guide table (Chen and Asau 1974) and finished by a search that
+halves every draw's range at once (a round or two when no cell holds many nodes, ``log N`` at
+worst), vectorized over examples, heads and clusters; nothing of size ``N x N`` is formed. The
+authors' published code draws a dense ``N x N`` Bernoulli mask instead.
 
 **Multigraph or simple graph**: ``dedup=True`` (default) keeps each sampled pair once, so an
 edge is present with probability ``1 - exp(-p_ij)`` (``≈ p_ij`` for sparse graphs);

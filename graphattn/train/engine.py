@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..structure.sac import policy_losses
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "train", "peak_rss_mib"]
+__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory"]
 
 
 @dataclass
@@ -77,6 +77,45 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Let this process reuse freed CPU buffers of up to ``limit_bytes`` (glibc's ``malloc`` only).
+
+    glibc serves every block above its mmap threshold (dynamic, 32 MiB at most by default) with
+    a fresh ``mmap`` and unmaps it when it is freed, so the next tensor of that size starts on
+    untouched pages: one page fault and one zeroed page per 4 KiB on its first write. A layer
+    over a large graph makes many such tensors per step (edge lists, sort keys, gradients):
+    one SBM step at N = 65,536 (``benchmarks/structures/bench_adaptive.py``) spent 4.5 s of
+    10.4 s CPU in the kernel for 1.4 million page faults, 0.13 s after this call. It sets
+    ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (``mallopt(3)``) to ``limit_bytes``, so such
+    blocks come from the heap and stay there when freed. The cost: memory freed by the process
+    is not returned to the system before it exits (its peak stays reserved). PyTorch's CPU
+    performance guide recommends a caching allocator (jemalloc or TCMalloc through
+    ``LD_PRELOAD``) for the same reason; this needs no extra library.
+
+    ``graphattn train`` and ``graphattn bench`` call it when ``GRAPHATTN_MALLOC=retain`` is set
+    (not by default: the heap that keeps freed blocks also fragments, and the same SBM step
+    peaked higher with it, see ``benchmarks/README.md``). Returns whether the setting was
+    applied (``False`` where the C library is not glibc).
+    """
+    import ctypes
+
+    if limit_bytes <= 0:
+        raise ValueError(f"limit_bytes must be positive, got {limit_bytes}")
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)  # this process's symbols, glibc's mallopt among them
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    value = min(limit_bytes, 2**31 - 1)
+    applied = bool(libc.mallopt(m_mmap_threshold, value)) and bool(libc.mallopt(m_trim_threshold, value))
+    global _retained_bytes
+    _retained_bytes = value if applied else _retained_bytes
+    return applied
+
+
+# What retain_freed_memory applied in this process (recorded in result.json), None if nothing.
+_retained_bytes: int | None = None
 
 
 def peak_rss_mib() -> float:
@@ -269,6 +308,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),
+            "malloc_retain_bytes": _retained_bytes,
         },
     }
     if rank == 0:
