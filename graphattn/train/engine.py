@@ -86,8 +86,8 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     a fresh ``mmap`` and unmaps it when it is freed, so the next tensor of that size starts on
     untouched pages: one page fault and one zeroed page per 4 KiB on its first write. A layer
     over a large graph makes many such tensors per step (edge lists, sort keys, gradients):
-    one SBM step at N = 65,536 (``benchmarks/structures/bench_adaptive.py``) spent 4.5 s of
-    10.4 s CPU in the kernel for 1.4 million page faults, 0.13 s after this call. It sets
+    one SBM step at N = 65,536 (``benchmarks/structures/bench_adaptive.py``, one thread)
+    spent 4.5 s of 10.4 s CPU in the kernel for 1.4 million page faults, 0.13 s after this call. It sets
     ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (``mallopt(3)``) to ``limit_bytes``, so such
     blocks come from the heap and stay there when freed. The cost: memory freed by the process
     is not returned to the system before it exits (its peak stays reserved). PyTorch's CPU
@@ -95,8 +95,8 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     ``LD_PRELOAD``) for the same reason; this needs no extra library.
 
     ``graphattn train`` and ``graphattn bench`` call it when ``GRAPHATTN_MALLOC=retain`` is set
-    (not by default: the heap that keeps freed blocks also fragments, and the same SBM step
-    peaked higher with it, see ``benchmarks/README.md``). Returns whether the setting was
+    (not by default: with it the same SBM step peaked at 2379 MiB instead of 1481, the heap
+    holding freed blocks that later requests did not fit; see ``benchmarks/README.md``). Returns whether the setting was
     applied (``False`` where the C library is not glibc).
     """
     import ctypes
