@@ -13,8 +13,9 @@ process's RSS after set-up.
     python benchmarks/structures/bench_adaptive.py --malloc retain     # glibc keeps freed blocks
 
 ``--malloc retain`` calls :func:`graphattn.train.engine.retain_freed_memory` first (as
-``GRAPHATTN_MALLOC=retain graphattn train`` does): large freed buffers are reused instead of unmapped, so a step's
-fresh tensors do not fault in their pages. Its rows are kept apart from ``system`` rows.
+``GRAPHATTN_MALLOC=retain graphattn train`` does): large freed buffers are reused instead of
+unmapped, so a step's fresh tensors do not fault in their pages. Its rows are kept apart from
+``system`` rows.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def sample_fastrg(
         a = torch.arange(k, device=dev).reshape(1, 1, k, 1)
         c = a.reshape(1, 1, 1, k)
         shape = (b, h, k, k)
-        head = hd.expand(shape).reshape(-1).index_select(0, pair)
+        head = _per_draw(hd, shape, pair)
         dst = _draw(table_y, guide_y, n, (hd * k + a) * (n + 1), ptr, shape, pair, generator)
         src = _draw(table_z, guide_z, n, (hd * k + c) * (n + 1), ptr, shape, pair, generator)
     return head, dst, src
@@ -156,17 +156,15 @@ def _draw(
     cache at every level once the table outgrows it).
     """
 
-    def per_draw(x: Tensor) -> Tensor:
-        return x.expand(shape).reshape(-1).index_select(0, pair)
-
     starts = ptr.reshape(-1, *[1] * (len(shape) - 1))
-    first, last = per_draw(base + starts[:-1]), per_draw(base + starts[1:])
+    first, last = _per_draw(base + starts[:-1], shape, pair), _per_draw(base + starts[1:], shape, pair)
     start = table.index_select(0, first)
     f = torch.rand(start.shape, generator=generator, dtype=torch.float64, device=start.device)
     f = f.mul_(table.index_select(0, last).sub_(start)).add_(start)
-    cell = f.mul(n).long().clamp_(0, max(n - 1, 0)).add_(per_draw(base))
+    cell = f.mul(n).long().clamp_(0, max(n - 1, 0)).add_(_per_draw(base, shape, pair))
+    lo = guide.index_select(0, cell)
     hi = torch.minimum(guide.index_select(0, cell.add_(1)), last.sub_(1))
-    lo = torch.minimum(torch.maximum(guide.index_select(0, cell.sub_(1)), first), hi)
+    lo = torch.minimum(torch.maximum(lo, first), hi)
     # Largest i in [lo, hi] with table[i] <= f; the draws whose range is closed drop out once
     # they are half of those left, so a few wide ranges (many tiny masses in one cell) do not
     # keep every draw iterating.
@@ -191,7 +189,12 @@ def _draw(
     if where is not None:
         out.index_copy_(0, where, lo)
         lo = out
-    return lo.sub_(per_draw(base))
+    return lo.sub_(_per_draw(base, shape, pair))
+
+
+def _per_draw(x: Tensor, shape: tuple[int, ...], pair: Tensor) -> Tensor:
+    """``x``, broadcast to the block pairs' ``shape``, at each draw's block pair ``pair [M]``."""
+    return x.expand(shape).reshape(-1).index_select(0, pair)
 
 
 class SBM(Structure):

@@ -87,17 +87,17 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     untouched pages: one page fault and one zeroed page per 4 KiB on its first write. A layer
     over a large graph makes many such tensors per step (edge lists, sort keys, gradients):
     one SBM step at N = 65,536 (``benchmarks/structures/bench_adaptive.py``, one thread)
-    spent 4.5 s of 10.4 s CPU in the kernel for 1.4 million page faults, 0.13 s after this call. It sets
-    ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (``mallopt(3)``) to ``limit_bytes``, so such
-    blocks come from the heap and stay there when freed. The cost: memory freed by the process
-    is not returned to the system before it exits (its peak stays reserved). PyTorch's CPU
-    performance guide recommends a caching allocator (jemalloc or TCMalloc through
-    ``LD_PRELOAD``) for the same reason; this needs no extra library.
+    spent 4.5 s of 10.4 s CPU in the kernel for 1.4 million page faults, 0.13 s after this
+    call. It sets ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (``mallopt(3)``) to
+    ``limit_bytes``, so such blocks come from the heap and stay there when freed. The cost:
+    memory freed by the process is not returned to the system before it exits (its peak stays
+    reserved). PyTorch's CPU performance guide recommends a caching allocator (jemalloc or
+    TCMalloc through ``LD_PRELOAD``) for the same reason; this needs no extra library.
 
     ``graphattn train`` and ``graphattn bench`` call it when ``GRAPHATTN_MALLOC=retain`` is set
     (not by default: with it the same SBM step peaked at 2379 MiB instead of 1481, the heap
-    holding freed blocks that later requests did not fit; see ``benchmarks/README.md``). Returns whether the setting was
-    applied (``False`` where the C library is not glibc).
+    holding freed blocks that later requests did not fit; see ``benchmarks/README.md``).
+    Returns whether the setting was applied (``False`` where the C library is not glibc).
     """
     import ctypes
 
@@ -109,8 +109,9 @@ def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
     value = min(limit_bytes, 2**31 - 1)
     applied = bool(libc.mallopt(m_mmap_threshold, value)) and bool(libc.mallopt(m_trim_threshold, value))
-    global _retained_bytes
-    _retained_bytes = value if applied else _retained_bytes
+    if applied:
+        global _retained_bytes
+        _retained_bytes = value
     return applied
 
 
