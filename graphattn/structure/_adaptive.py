@@ -43,6 +43,67 @@ def _csr_matmul(ptr: Tensor, idx: Tensor, values: Tensor, dense: Tensor, num_col
         return a @ dense
 
 
+def _sparse_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype the sparse products run in: float32, or float64 when an input is float64."""
+    dt = torch.float32
+    for t in tensors:
+        dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+def _edge_dot_grads(
+    a: Tensor, b: Tensor, graph: Graph, w: Tensor, need_a: bool, need_b: bool
+) -> tuple[Tensor | None, Tensor | None]:
+    """Gradients of ``sum_e w_e <a[dst_e], b[src_e]>``: ``grad_a = A_w b`` and ``grad_b = A_w^T a``
+    (``A_w`` the adjacency weighted by ``w``, its transpose from ``graph.transpose``), two
+    sparse-times-dense products in float32 or wider, with no ``[E, k]`` rows formed."""
+    dt = _sparse_dtype(a, b)
+    w = w.to(dt)
+    ga = gb = None
+    if need_a:
+        ga = _csr_matmul(graph.rowptr, graph.col, w, b.to(dt), graph.num_src).to(a.dtype)
+    if need_b:
+        colptr, row, perm = graph.transpose
+        gb = _csr_matmul(colptr, row, w[perm], a.to(dt), graph.num_dst).to(b.dtype)
+    return ga, gb
+
+
+class _EdgeDot(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, graph: Graph) -> Tensor:
+        ctx.save_for_backward(a, b)
+        ctx.graph = graph
+        dt = _sparse_dtype(a, b)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            pattern = torch.sparse_csr_tensor(
+                graph.rowptr,
+                graph.col,
+                torch.zeros(graph.num_edges, dtype=dt, device=a.device),
+                (graph.num_dst, graph.num_src),
+                check_invariants=False,
+            )
+            dots = torch.sparse.sampled_addmm(pattern, a.to(dt), b.to(dt).T, beta=0.0)
+        return dots.values().to(torch.promote_types(a.dtype, b.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        a, b = ctx.saved_tensors
+        ga, gb = _edge_dot_grads(a, b, ctx.graph, grad, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return ga, gb, None
+
+
+def edge_dot(a: Tensor, b: Tensor, graph: Graph) -> Tensor:
+    """``[E]`` per-edge dot products ``<a[dst_e], b[src_e]>`` (edge order of ``graph``), differentiable.
+
+    ``a [N_dst, k]`` and ``b [N_src, k]``. A sampled dense-dense product (SDDMM,
+    ``torch.sparse.sampled_addmm`` over the graph's CSR) forward and two sparse-times-dense
+    products backward (see :func:`straight_through_edge_gate`), in float32 or wider: the
+    ``[E, k]`` gathers ``a[dst]``, ``b[src]`` are never formed.
+    """
+    return _EdgeDot.apply(a, b, graph)
+
+
 class _StraightThroughEdgeGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, graph: Graph) -> Tensor:
@@ -53,15 +114,8 @@ class _StraightThroughEdgeGate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         a, b = ctx.saved_tensors
-        g: Graph = ctx.graph
-        dt = torch.promote_types(a.dtype, torch.float32)  # sparse products run in float32 / float64
-        w = grad.clamp(-1.0, 1.0).to(dt)
-        ga = gb = None
-        if ctx.needs_input_grad[0]:  # d p_e / d a_i = b_j
-            ga = _csr_matmul(g.rowptr, g.col, w, b.to(dt), g.num_src).to(a.dtype)
-        if ctx.needs_input_grad[1]:  # d p_e / d b_j = a_i, summed per source over the transpose
-            colptr, row, perm = g.transpose
-            gb = _csr_matmul(colptr, row, w[perm], a.to(dt), g.num_dst).to(b.dtype)
+        need_a, need_b = ctx.needs_input_grad[:2]
+        ga, gb = _edge_dot_grads(a, b, ctx.graph, grad.clamp(-1.0, 1.0), need_a, need_b)
         return ga, gb, None
 
 

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import Graph
-from ._adaptive import self_attention_ptr, straight_through_ones
-from ._segments import check_int, expand_rows, graph_from_rows
+from ._adaptive import edge_dot, self_attention_ptr, straight_through_ones
+from ._segments import check_int, expand_rows, filter_edges, graph_from_rows
 from .base import Structure, StructureOutput
 from .batch import ptr_to_batch
 from .random import random as random_graph
@@ -56,13 +56,23 @@ __all__ = ["SAC", "policy_losses"]
 _MODES = ("reinforce", "straight_through")
 
 
-def _segment_top(scores: Tensor, dst: Tensor, k: int) -> Tensor:
-    """Mask ``[E]`` of the ``k`` highest ``scores`` within each destination's edges (``dst`` sorted)."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    order = order[torch.argsort(dst[order], stable=True)]  # by destination, best first within each
-    _, _, rank = expand_rows(torch.bincount(dst, minlength=int(dst.max()) + 1 if dst.numel() else 0))
+def _segment_top(scores: Tensor, rowptr: Tensor, k: int) -> Tensor:
+    """Mask ``[E]`` of the ``k`` highest ``scores`` within each destination's edges (CSR ``rowptr``).
+
+    One ``topk`` over the rows padded to the widest one (``[N, max degree]``, ``-inf`` pads),
+    instead of sorting all ``E`` scores: the candidate rows it serves are short and of bounded
+    width (window + random + projection candidates).
+    """
+    deg = rowptr[1:] - rowptr[:-1]
+    width = int(deg.max()) if deg.numel() else 0
     keep = torch.zeros_like(scores, dtype=torch.bool)
-    keep[order[rank < k]] = True
+    if width == 0:
+        return keep
+    _, row, slot = expand_rows(deg)
+    padded = scores.new_full((deg.numel(), width), float("-inf"))
+    padded[row, slot] = scores
+    slots = torch.topk(padded, min(k, width), dim=1, sorted=False).indices
+    keep[(rowptr[:-1, None] + slots)[slots < deg[:, None]]] = True
     return keep
 
 
@@ -200,8 +210,8 @@ class SAC(Structure):
         sq, sk = self.score_q(q.mean(1)), self.score_k(k.mean(1))
         with torch.no_grad():
             cand = self._candidates(sq.detach(), sk.detach(), ptr)
-        dst, src = cand.dst(), cand.col
-        scores = (sq[dst] * sk[src]).sum(-1) / math.sqrt(self.score_q.out_features)
+        dst = cand.dst()
+        scores = edge_dot(sq, sk, cand) / math.sqrt(self.score_q.out_features)
         log_p = _segment_log_softmax(scores, dst, n)
         entropy = -(log_p.exp() * log_p).sum() / max(n, 1)
         with torch.no_grad():
@@ -209,13 +219,13 @@ class SAC(Structure):
             if self.training:  # Gumbel-top-k: k samples without replacement from the softmax
                 u = torch.rand(pick.shape, generator=self.generator, device=pick.device, dtype=pick.dtype)
                 pick = pick - torch.log(-torch.log(u.clamp_min(1e-20)))
-            chosen = _segment_top(pick, dst, self.edges_per_node)
+            chosen = _segment_top(pick, cand.rowptr, self.edges_per_node)
         gate = None
         if self.training and self.mode == "reinforce":
             self._log_prob = log_p[chosen].sum() / max(n, 1)
         elif self.mode == "straight_through":
             gate = straight_through_ones(log_p[chosen].exp())[:, None].expand(-1, self.num_heads)
-        learned = graph_from_rows(dst[chosen], src[chosen], n, n, ptr=ptr)
+        learned = filter_edges(cand, chosen)
         if self.keep_input and graph is not None:
             learned, gate = self._add_input_edges(learned, graph, gate)
         return StructureOutput(learned, gate=gate, aux_loss=-self.entropy_weight * entropy)
