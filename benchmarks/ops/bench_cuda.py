@@ -90,7 +90,7 @@ def make_impl(impl: str, spec: dict, src, dst, n: int):
         # dynamic and fall back to the dense math path (an N x N score tensor). The mask is built
         # compiled too (torch 2.11's eager create_block_mask materializes N x N: 64 GiB at 65536).
         torch._dynamo.reset()
-        block_mask = create_block_mask(mask_mod, None, None, n, n, device="cuda", _compile=True)
+        block_mask = torch.compile(create_block_mask)(mask_mod, None, None, n, n, device="cuda")
         compiled = torch.compile(flex_attention, dynamic=False)
         return (lambda q, k_, v: compiled(q, k_, v, block_mask=block_mask)), (1, HEADS, n, DIM)
     if impl == "sdpa":
