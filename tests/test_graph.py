@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import graphattn.graph as graph_module
 from graphattn import Graph
 from graphattn.testing import adversarial_graphs
 
@@ -49,6 +50,17 @@ def test_transpose_lists_the_same_edges(case):
         ids = perm[colptr[s] : colptr[s + 1]]
         assert torch.all(ids[1:] > ids[:-1])
     assert g.transpose is g.transpose  # cached
+
+
+@pytest.mark.parametrize("case", adversarial_graphs(hub_degree=300), ids=repr)
+def test_transpose_by_packed_keys_equals_the_stable_sort(case, monkeypatch):
+    """The CPU transpose sorts (source, edge id) keys; graphs too large to pack them sort col stably
+    instead (forced here): both give the same three tensors."""
+    packed = Graph(case.graph.rowptr, case.graph.col, case.graph.num_src).transpose
+    monkeypatch.setattr(graph_module, "_KEY_BITS", 0)
+    stable = Graph(case.graph.rowptr, case.graph.col, case.graph.num_src).transpose
+    for x, y in zip(packed, stable, strict=True):
+        assert torch.equal(x, y)
 
 
 def test_multigraph_counts_duplicates():

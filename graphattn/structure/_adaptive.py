@@ -8,6 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .._keys import sort_keys_, unique_sorted
 from ..graph import Graph
 from ._segments import graph_from_rows
 from .base import resolve_ptr
@@ -163,6 +164,8 @@ def graph_from_edges(
     """
     total = num_heads * num_nodes
     keys = dst * max(total, 1) + src
-    keys = torch.unique(keys) if dedup else torch.sort(keys).values
+    keys = sort_keys_(keys)  # random order: the vectorized quicksort (graphattn._keys)
+    if dedup:
+        keys = unique_sorted(keys)
     folded_ptr = torch.cat([ptr[:1]] + [ptr[1:] + i * num_nodes for i in range(num_heads)])
     return graph_from_rows(keys // max(total, 1), keys % max(total, 1), total, total, ptr=folded_ptr)
