@@ -18,13 +18,10 @@ import torch
 from torch import Tensor
 
 from ._alloc import large_empty
-from ._keys import sort_keys_
+from ._keys import stable_argsort
 from ._validation import check_int
 
 __all__ = ["Graph", "Transpose"]
-
-# Bits a packed (source, edge id) key may use in an int64 (transpose); larger graphs sort col.
-_KEY_BITS = 62
 
 
 class Transpose(NamedTuple):
@@ -178,7 +175,7 @@ class Graph:
             raise ValueError(
                 f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), got max {int(dst.max())}"
             )
-        perm = torch.argsort(dst, stable=True)
+        perm = stable_argsort(dst, num_dst)
         counts = torch.bincount(dst, minlength=num_dst)
         rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
         torch.cumsum(counts, 0, out=rowptr[1:])
@@ -247,17 +244,7 @@ class Graph:
         """The source-grouped view (CSC) of the same edges, built once and cached."""
         if "transpose" not in self._cache:
             e, dev = self.num_edges, self.device
-            bits = e.bit_length()  # edge ids < 2**bits
-            if dev.type == "cpu" and self.num_src.bit_length() + bits <= _KEY_BITS:
-                # (source, edge id) packed in one int64 key: the keys are distinct, so sorting them
-                # orders edges by source and, within a source, by edge id, as a stable sort of col
-                # does, with NumPy's vectorized quicksort (graphattn._keys: ~2.5x torch.sort here).
-                perm = torch.bitwise_left_shift(self.col, bits, out=large_empty(e, device=dev))
-                perm.bitwise_or_(torch.arange(e, device=dev))
-                sort_keys_(perm).bitwise_and_((1 << bits) - 1)
-            else:
-                perm = large_empty(e, device=dev)
-                torch.sort(self.col, stable=True, out=(large_empty(e, device=dev), perm))
+            perm = stable_argsort(self.col, self.num_src)
             counts = torch.bincount(self.col, minlength=self.num_src)
             colptr = torch.zeros(self.num_src + 1, dtype=torch.long, device=dev)
             torch.cumsum(counts, 0, out=colptr[1:])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import graphattn.graph as graph_module
+import graphattn._keys as keys_module
 from graphattn import Graph
 from graphattn.testing import adversarial_graphs
 
@@ -53,12 +53,20 @@ def test_transpose_lists_the_same_edges(case):
 
 
 @pytest.mark.parametrize("case", adversarial_graphs(hub_degree=300), ids=repr)
-def test_transpose_by_packed_keys_equals_the_stable_sort(case, monkeypatch):
-    """The CPU transpose sorts (source, edge id) keys; graphs too large to pack them sort col stably
-    instead (forced here): both give the same three tensors."""
-    packed = Graph(case.graph.rowptr, case.graph.col, case.graph.num_src).transpose
-    monkeypatch.setattr(graph_module, "_KEY_BITS", 0)
-    stable = Graph(case.graph.rowptr, case.graph.col, case.graph.num_src).transpose
+def test_packed_key_argsort_equals_the_stable_sort(case, monkeypatch):
+    """On the CPU, stable argsorts (the transpose, from_edge_index) sort packed (value, position)
+    keys; inputs too large to pack them use torch.sort(stable=True) (forced here): same results."""
+    g = case.graph
+    edge_index = g.to_edge_index()[:, torch.randperm(g.num_edges, generator=torch.Generator().manual_seed(0))]
+    packed = (
+        *Graph(g.rowptr, g.col, g.num_src).transpose,
+        *Graph.from_edge_index(edge_index, g.num_src, g.num_dst, return_perm=True)[1:],
+    )
+    monkeypatch.setattr(keys_module, "_KEY_BITS", 0)
+    stable = (
+        *Graph(g.rowptr, g.col, g.num_src).transpose,
+        *Graph.from_edge_index(edge_index, g.num_src, g.num_dst, return_perm=True)[1:],
+    )
     for x, y in zip(packed, stable, strict=True):
         assert torch.equal(x, y)
 
