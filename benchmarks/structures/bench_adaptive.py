@@ -4,8 +4,9 @@ Each (structure, N) runs in its own process, so peak RSS is that configuration's
 step is what a layer does: the structure builds its graph from random projected queries and
 keys (H = 4, D = 32, training mode), ``edge_attention`` runs over it (folded per head, with the
 structure's gate, bias and extra sources), and the backward goes through the output and the
-auxiliary loss. Reports the median of ``--repeats`` steps and the peak RSS (VmHWM) above the
-process's RSS after set-up.
+auxiliary loss. Reports the median of at least ``--repeats`` steps (and of at least 2 s of
+steps, so that the small sizes, every ratio's denominator, get more) and the peak RSS (VmHWM)
+above the process's RSS after set-up.
 
     python benchmarks/structures/bench_adaptive.py            # N = 1k .. 64k, all structures
     python benchmarks/structures/bench_adaptive.py --quick    # N = 1k, 4k
@@ -75,7 +76,9 @@ def run_one(name: str, n: int, repeats: int, malloc: str) -> dict:
     structure = _build(name, n, h, d).train()
     base = _rss_mib()
     times, cpu, edges = [], [], 0
-    for _ in range(repeats):
+    # At least `repeats` steps and at least 2 s of them: the 1k step (~50 ms) is the denominator
+    # of every ratio, and a median of 3 such short steps on a shared host is not a stable one.
+    while len(times) < repeats or sum(times) < 2.0:
         t0, c0 = time.perf_counter(), time.process_time()
         out = structure(q, k)
         kk, vv = out.sources(q, k, v) if out.sources is not None else (k, v)
