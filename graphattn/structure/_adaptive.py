@@ -33,15 +33,19 @@ def straight_through_ones(p: Tensor) -> Tensor:
     return _StraightThroughOnes.apply(p)
 
 
+def _csr(ptr: Tensor, idx: Tensor, values: Tensor, num_cols: int) -> Tensor:
+    """A sparse CSR tensor ``[len(ptr) - 1, num_cols]`` over our (already valid) CSR arrays."""
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the products we use are stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            ptr, idx, values, (ptr.numel() - 1, num_cols), dtype=values.dtype, check_invariants=False
+        )
+
+
 def _csr_matmul(ptr: Tensor, idx: Tensor, values: Tensor, dense: Tensor, num_cols: int) -> Tensor:
     """``out[r] = sum_{e in row r} values[e] * dense[idx[e]]``: a sparse (CSR) times dense product,
     without forming the ``[E, k]`` rows it sums."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product itself is stable
-        warnings.simplefilter("ignore", UserWarning)
-        a = torch.sparse_csr_tensor(
-            ptr, idx, values, (ptr.numel() - 1, num_cols), dtype=values.dtype, check_invariants=False
-        )
-        return a @ dense
+    return _csr(ptr, idx, values, num_cols) @ dense
 
 
 def _sparse_dtype(*tensors: Tensor) -> torch.dtype:
@@ -75,16 +79,8 @@ class _EdgeDot(torch.autograd.Function):
         ctx.save_for_backward(a, b)
         ctx.graph = graph
         dt = _sparse_dtype(a, b)
-        with warnings.catch_warnings():  # "sparse CSR support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
-            pattern = torch.sparse_csr_tensor(
-                graph.rowptr,
-                graph.col,
-                torch.zeros(graph.num_edges, dtype=dt, device=a.device),
-                (graph.num_dst, graph.num_src),
-                check_invariants=False,
-            )
-            dots = torch.sparse.sampled_addmm(pattern, a.to(dt), b.to(dt).T, beta=0.0)
+        pattern = _csr(graph.rowptr, graph.col, a.new_zeros(graph.num_edges, dtype=dt), graph.num_src)
+        dots = torch.sparse.sampled_addmm(pattern, a.to(dt), b.to(dt).T, beta=0.0)
         return dots.values().to(torch.promote_types(a.dtype, b.dtype))
 
     @staticmethod
