@@ -30,6 +30,7 @@ __all__ = [
     "CACHE_ENV",
     "data_root",
     "cache_root",
+    "cache_lock",
     "local_copy",
     "download_file",
     "try_download",
@@ -74,6 +75,32 @@ def _copy_tree(src: Path, dst: Path) -> None:
             s, d = Path(dirpath) / name, target / name
             if not d.exists() or d.stat().st_size != s.stat().st_size:
                 shutil.copyfile(s, d)  # copyfile: content only, the copy is writable
+
+
+@contextlib.contextmanager
+def cache_lock(cache: Path, relative: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``cache/relative`` while a dataset is copied, downloaded or processed there.
+
+    Two processes preparing the same dataset at once (two trainings side by side, the ranks of a
+    ``torchrun`` job on a fresh cache) would otherwise read each other's half-written files: one
+    of two ``ogbg-molhiv`` trainings started together failed with "PytorchStreamReader failed
+    reading file". The second process waits, then finds the files ready. An advisory
+    ``fcntl.flock`` on ``<cache>/<relative>.lock`` (released if its process dies); where ``fcntl``
+    is missing (Windows) loaders run unlocked, as before.
+    """
+    path = cache / f"{relative}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def local_copy(root: Path | None, relative: str, cache: Path, required: tuple[str, ...] = ()) -> Path | None:

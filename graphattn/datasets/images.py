@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import cache_root, data_root, download_file, local_copy, try_download
+from ._common import cache_lock, cache_root, data_root, download_file, local_copy, try_download
 
 __all__ = [
     "ImageSet",
@@ -69,16 +69,17 @@ def load_mnist_test(root: str | os.PathLike | None = None, *, cache_dir: str | o
     """
     relative = "mnist/raw"
     cache = cache_root(cache_dir)
-    folder = local_copy(data_root(root), relative, cache, required=_MNIST_FILES)
-    if folder is None:
-        folder = cache / relative
+    with cache_lock(cache, relative):
+        folder = local_copy(data_root(root), relative, cache, required=_MNIST_FILES)
+        if folder is None:
+            folder = cache / relative
 
-        def fetch() -> None:
-            for name in _MNIST_FILES:
-                if not (folder / name).exists():
-                    download_file(MNIST_URL + name, folder / name)
+            def fetch() -> None:
+                for name in _MNIST_FILES:
+                    if not (folder / name).exists():
+                        download_file(MNIST_URL + name, folder / name)
 
-        try_download("MNIST test set", data_root(root), relative, MNIST_URL, fetch)
+            try_download("MNIST test set", data_root(root), relative, MNIST_URL, fetch)
     pixels = _read_idx(folder / _MNIST_FILES[0], 16).reshape(-1, 28, 28)
     labels = _read_idx(folder / _MNIST_FILES[1], 8)
     images = torch.from_numpy(pixels.astype(np.float32) / 255.0)

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ._common import cache_root, data_root, local_copy, no_weights_only_load, try_download
+from ._common import cache_lock, cache_root, data_root, local_copy, no_weights_only_load, try_download
 
 __all__ = ["OGBGraphTask", "load_ogbg", "OGBG_DATASETS"]
 
@@ -105,10 +105,6 @@ def load_ogbg(
     folder = name.replace("-", "_")
     relative = f"ogb/{folder}"
     cache = cache_root(cache_dir)
-    copy = local_copy(data_root(root), relative, cache, required=("raw/edge.csv.gz", "RELEASE_v1.txt"))
-    if copy is not None:
-        # ogb's numpy loader expects processed/ to exist; git does not keep empty folders.
-        (copy / "processed").mkdir(exist_ok=True)
     dataset_cls, evaluator_cls = _import_ogb()
     ogb_root = str(cache / "ogb")
 
@@ -118,10 +114,14 @@ def load_ogbg(
             warnings.filterwarnings("ignore", message=".*NumPy array is not writable.*")
             return dataset_cls(name=name, root=ogb_root, transform=transform, pre_transform=pre_transform)
 
-    if copy is not None:
-        dataset = build()
-    else:
-        dataset = try_download(name, data_root(root), relative, "the OGB servers (via ogb)", build)
+    with cache_lock(cache, relative):
+        copy = local_copy(data_root(root), relative, cache, required=("raw/edge.csv.gz", "RELEASE_v1.txt"))
+        if copy is not None:
+            # ogb's numpy loader expects processed/ to exist; git does not keep empty folders.
+            (copy / "processed").mkdir(exist_ok=True)
+            dataset = build()
+        else:
+            dataset = try_download(name, data_root(root), relative, "the OGB servers (via ogb)", build)
     with no_weights_only_load(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
         split = {k: v for k, v in dataset.get_idx_split().items()}

@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import Any
 
-from ._common import cache_root, data_root, local_copy, try_download
+from ._common import cache_lock, cache_root, data_root, local_copy, try_download
 
 __all__ = ["load_planetoid", "load_tu", "PLANETOID_DATASETS"]
 
@@ -52,20 +52,22 @@ def load_planetoid(
     relative = f"planetoid/{name}"
     cache = cache_root(cache_dir)
     stem = name.lower()
-    copy = local_copy(data_root(root), relative, cache, required=tuple(f"raw/ind.{stem}.{s}" for s in _PLANETOID_RAW))
-    if copy is not None and split == "geom-gcn":
-        for s in _PLANETOID_RAW:
-            target = copy / "geom-gcn" / "raw" / f"ind.{stem}.{s}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists():
-                shutil.copyfile(copy / "raw" / f"ind.{stem}.{s}", target)
 
     def build() -> Any:
         return Planetoid(str(cache / "planetoid"), name, split=split, transform=transform, **kwargs)
 
-    if copy is not None:
+    with cache_lock(cache, relative):
+        required = tuple(f"raw/ind.{stem}.{s}" for s in _PLANETOID_RAW)
+        copy = local_copy(data_root(root), relative, cache, required=required)
+        if copy is None:
+            return try_download(f"Planetoid {name}", data_root(root), relative, "GitHub (via torch_geometric)", build)
+        if split == "geom-gcn":
+            for s in _PLANETOID_RAW:
+                target = copy / "geom-gcn" / "raw" / f"ind.{stem}.{s}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    shutil.copyfile(copy / "raw" / f"ind.{stem}.{s}", target)
         return build()
-    return try_download(f"Planetoid {name}", data_root(root), relative, "GitHub (via torch_geometric)", build)
 
 
 def load_tu(
@@ -94,11 +96,12 @@ def load_tu(
 
     relative = f"tudataset/{name}"
     cache = cache_root(cache_dir)
-    copy = local_copy(data_root(root), relative, cache, required=(f"raw/{name}_A.txt",))
 
     def build() -> Any:
         return TUDataset(str(cache / "tudataset"), name, transform=transform, **kwargs)
 
-    if copy is not None:
-        return build()
-    return try_download(f"TU dataset {name}", data_root(root), relative, "the TU website (via torch_geometric)", build)
+    with cache_lock(cache, relative):
+        if local_copy(data_root(root), relative, cache, required=(f"raw/{name}_A.txt",)) is not None:
+            return build()
+        source = "the TU website (via torch_geometric)"
+        return try_download(f"TU dataset {name}", data_root(root), relative, source, build)

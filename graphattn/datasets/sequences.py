@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import cache_root, data_root, download_file, local_copy, try_download
+from ._common import cache_lock, cache_root, data_root, download_file, local_copy, try_download
 
 __all__ = ["SequenceSplits", "load_mnist1d"]
 
@@ -60,13 +60,14 @@ def load_mnist1d(
     """
     relative = "mnist1d"
     cache = cache_root(cache_dir)
-    folder = local_copy(data_root(root), relative, cache, required=("mnist1d_data.npz",))
-    if folder is not None:
-        with np.load(folder / "mnist1d_data.npz") as z:
-            return _from_arrays({k: z[k] for k in ("x", "y", "x_test", "y_test")})
-    target = cache / relative / "mnist1d_data.pkl"
-    if not target.exists():
-        try_download("MNIST-1D", data_root(root), relative, MNIST1D_URL, lambda: download_file(MNIST1D_URL, target))
+    with cache_lock(cache, relative):
+        folder = local_copy(data_root(root), relative, cache, required=("mnist1d_data.npz",))
+        if folder is not None:
+            with np.load(folder / "mnist1d_data.npz") as z:
+                return _from_arrays({k: z[k] for k in ("x", "y", "x_test", "y_test")})
+        target = cache / relative / "mnist1d_data.pkl"
+        if not target.exists():
+            try_download("MNIST-1D", data_root(root), relative, MNIST1D_URL, lambda: download_file(MNIST1D_URL, target))
     import pickle
 
     with open(target, "rb") as fh:

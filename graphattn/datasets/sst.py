@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._common import cache_root, data_root, download_file, local_copy, try_download
+from ._common import cache_lock, cache_root, data_root, download_file, local_copy, try_download
 
 __all__ = ["SSTSentence", "load_sst", "parse_tree", "build_vocab", "encode", "SST_SPLITS"]
 
@@ -126,17 +126,18 @@ def load_sst(
         raise ValueError(f"split must be one of {', '.join(SST_SPLITS)}, got {split!r}")
     relative = "sst/trees"
     cache = cache_root(cache_dir)
-    folder = local_copy(data_root(root), relative, cache, required=tuple(f"{s}.txt" for s in SST_SPLITS))
-    if folder is None:
-        folder = cache / relative
-        if not (folder / f"{split}.txt").exists():
+    with cache_lock(cache, relative):
+        folder = local_copy(data_root(root), relative, cache, required=tuple(f"{s}.txt" for s in SST_SPLITS))
+        if folder is None:
+            folder = cache / relative
+            if not (folder / f"{split}.txt").exists():
 
-            def fetch() -> None:
-                archive = download_file(SST_URL, cache / "sst" / "trainDevTestTrees_PTB.zip")
-                with zipfile.ZipFile(archive) as z:
-                    z.extractall(cache / "sst")  # the zip holds trees/{train,dev,test}.txt
+                def fetch() -> None:
+                    archive = download_file(SST_URL, cache / "sst" / "trainDevTestTrees_PTB.zip")
+                    with zipfile.ZipFile(archive) as z:
+                        z.extractall(cache / "sst")  # the zip holds trees/{train,dev,test}.txt
 
-            try_download("SST trees", data_root(root), relative, SST_URL, fetch)
+                try_download("SST trees", data_root(root), relative, SST_URL, fetch)
     out = []
     with open(folder / f"{split}.txt", encoding="utf-8") as fh:
         for line in fh:
