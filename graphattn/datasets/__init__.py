@@ -3,7 +3,9 @@
 Every loader takes ``root=`` (or ``$GRAPHATTN_DATA``): a local folder laid out like graphattn's
 offline data (``ogb/``, ``planetoid/``, ``tudataset/``, ``mnist/``, ``mnist1d/``, ``sst/``). Files
 found there are copied to a writable cache (``cache_dir=``, ``$GRAPHATTN_CACHE`` or
-``~/.cache/graphattn``) and processed there; without a local copy the loader takes the normal
+``~/.cache/graphattn``) and processed there, one process at a time per dataset (a file lock: two
+trainings or ``torchrun`` ranks on a fresh cache wait for each other instead of reading half-written
+files); without a local copy the loader takes the normal
 download path of its source (``ogb``, PyG or the original URL). With neither,
 :class:`DatasetNotFoundError` says where it looked and what to do. ListOps is generated (seeded),
 scikit-learn digits ship with scikit-learn.

@@ -9,7 +9,8 @@ Every loader finds its files in this order:
    or the original URL) into the cache.
 
 Local copies are never written to: the dataset's folder is copied into the writable cache
-(``cache_dir=``, else ``GRAPHATTN_CACHE``, else ``~/.cache/graphattn``) and processed there.
+(``cache_dir=``, else ``GRAPHATTN_CACHE``, else ``~/.cache/graphattn``) and processed there, under
+:func:`cache_lock`.
 When the files are neither local nor downloadable, :class:`DatasetNotFoundError` says where it
 looked, what failed and what to do.
 """
