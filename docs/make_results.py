@@ -189,8 +189,9 @@ NOTES: dict[str, str] = {
     "deeper (5 layers), seed 0 (2026-11-27, run side by side on the Zen 5): best validation 0.824 and 0.815, "
     "below the plain model's 0.830 on that seed, so neither got more seeds. `gps-full` graphattn's "
     "GPS model (GINE + full attention within each molecule through `edge_attention`, RWSE), 4 layers, "
-    "dropout 0.05: seeds 0 and 1 (run side by side; seed 2 not run), test 0.761 and 0.744 with best "
-    "validation 0.837 and 0.779, below the plain baseline in test.",
+    "dropout 0.05: seeds 0 and 1 run side by side on the Zen 3, seed 2 on 2026-11-27 alone on the Zen 5 (3.9x "
+    "the samples/s), test 0.761, 0.744 and 0.741 with best validation 0.837, 0.779 and 0.810, below the "
+    "plain baseline in test.",
     "cora": "Planetoid public split (140 / 500 / 1000); two attention layers over the citation graph with "
     "self loops, 8 heads x 8, ELU, Adam (lr 0.005, L2 term 5e-4), test accuracy at the best validation epoch "
     "of 200 full-graph steps. `gat`: GAT's layer (additive LeakyReLU attention, one shared projection) run "
