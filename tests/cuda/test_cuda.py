@@ -4,7 +4,8 @@ Not part of ``make test``: CI has no GPU, so every test here is marked ``cuda`` 
 there. ``make test-cuda`` runs them on a machine where torch sees a CUDA device; there each test
 fails (never skips) if the device or the CUDA kernel is missing. The CPU suite (tests/ops) checks
 the same math through the shared header ``cuda/edge_attention_math.h``; this file checks the CUDA
-launch structure: warps per row, lanes over D, the source pass over the transpose, half types.
+launch structure: a warp per row, lane groups taking its edges in turn and the merge of their softmax
+states, the source pass over the transpose, 16-byte and scalar loads, half types.
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def with_terms(graph: Graph, heads: int, d: int, dv: int, dtype: torch.dtype, te
     return {n: t if n in ("q", "k", "v") or n in terms else None for n, t in inputs.items()}
 
 
-# (dtype, D, Dv): lanes per row 1 (D <= 32), 2, 4 and 8 (D <= 256), tails that are not a multiple of
-# 32, D != Dv both ways, float64.
+# (dtype, D, Dv): every lane-group size G = 1, 2, 4, 8, 16, 32 (lanes per edge, 8 elements each: G is
+# the smallest with 8 G >= max(D, Dv)), slices cut short by D (no 16-byte loads), D != Dv both ways,
+# float64.
 CONFIGS = [
     (torch.float32, 5, 5),
+    (torch.float32, 16, 12),
+    (torch.float32, 24, 31),
     (torch.float32, 64, 64),
     (torch.float32, 13, 40),
     (torch.float32, 100, 33),
@@ -190,6 +194,22 @@ def test_head_dim_over_256_is_a_clear_error_and_dispatch_falls_back():
     out = edge_attention(inputs["q"], inputs["k"], inputs["v"], g)  # dispatch: reference
     want = edge_attention(inputs["q"], inputs["k"], inputs["v"], g, backend="reference")
     torch.testing.assert_close(out, want)
+
+
+def test_launcher_checks_raise_instead_of_crashing():
+    """The C++ checks of the CUDA launcher, reached only by direct op calls (edge_attention validates
+    in Python first), raise RuntimeError. Not yet run on a GPU: a kernel variant with a lower head-dim
+    limit (2026-11-27, not kept) crashed the process at its limit check instead of raising."""
+    g = window_graph(20, 3).to("cuda")
+    fwd = torch.ops.graphattn.edge_attention_fwd.default
+    inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=300, dtype=torch.float32))
+    with pytest.raises(RuntimeError, match="head dims up to 256, got 300"):
+        fwd(*custom_op_args(g, inputs, 0.1))
+    inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=8, dtype=torch.float32))
+    args = list(custom_op_args(g, inputs, 0.1))
+    args[4] = args[4].int()  # col
+    with pytest.raises(RuntimeError, match="col must be int64"):
+        fwd(*args)
 
 
 def test_inputs_on_different_devices_are_a_clear_error():
