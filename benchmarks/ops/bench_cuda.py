@@ -2,6 +2,7 @@
 
     python benchmarks/ops/bench_cuda.py                  # needs a CUDA device (~3 min on an H100)
     python benchmarks/ops/bench_cuda.py --quick          # N <= 65536, fp32 only
+    python benchmarks/ops/bench_cuda.py --quick --dtypes fp32,bf16 --impls native
 
 The CPU benchmark (bench_edge_attention.py) runs each implementation in its own process to read
 its peak RSS; here one process suffices: CUDA memory is read per measurement with
@@ -161,14 +162,18 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="N <= 65536, fp32 only")
+    parser.add_argument("--quick", action="store_true", help="N <= 65536, fp32 only (unless --dtypes)")
+    parser.add_argument("--dtypes", default=None, help="comma-separated subset of " + ",".join(DTYPES))
     parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of " + ",".join(IMPLS))
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median)")
     parser.add_argument("--out", type=Path, default=RESULTS / "edge_attention_cuda.jsonl")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_cuda.py needs a CUDA device (torch.cuda.is_available() is False)")
-    dtypes = ["fp32"] if args.quick else list(DTYPES)
+    dtypes = args.dtypes.split(",") if args.dtypes else ["fp32"] if args.quick else list(DTYPES)
+    unknown = set(dtypes) - set(DTYPES)
+    if unknown:
+        parser.error(f"--dtypes: unknown {sorted(unknown)}, expected a subset of {list(DTYPES)}")
     run_id = time.strftime("%Y%m%dT%H%M%S")
     env = {
         "device": torch.cuda.get_device_name(),
