@@ -235,6 +235,31 @@ void parallel_dynamic(int64_t n, const Body& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
+// Software prefetch of the [H, n] rows a pass streams (the forward's q and out; the destination
+// pass's q, dO and out), kPrefetchRows rows ahead of the one being computed. A row's dependency
+// chain starts with loading those rows; read once per pass, they come from DRAM or L3, and perf
+// attributed ~13% of the forward's and of the destination pass's cycles (Zen 5, window N = 16384,
+// K = 64) to the first of those loads. Measured (2 threads, N = 16384 / 65536): forward -5 / -7%,
+// destination pass -9 / -10%; 1, 2 and 4 rows ahead alike; prefetching the last neighbour's k / v
+// rows too, or the source pass's rows, gained nothing more. A prefetch never faults, so the rows
+// past a tensor's end need no check (the address is computed as an integer, not as a pointer past
+// the end).
+constexpr int64_t kPrefetchRows = 2;
+
+template <typename T>
+inline void prefetch_row(const T* base, int64_t r, int64_t row_elems, bool for_write = false) {
+  const int64_t bytes = row_elems * static_cast<int64_t>(sizeof(T));
+  const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(r * bytes);
+  for (int64_t o = 0; o < bytes; o += 64) {
+    const void* p = reinterpret_cast<const void*>(start + static_cast<std::uintptr_t>(o));
+    if (for_write) {
+      __builtin_prefetch(p, 1, 3);
+    } else {
+      __builtin_prefetch(p, 0, 3);
+    }
+  }
+}
+
 // whole(r): every head of a non-hub row, done in one go (heads inside a row: its sources are read
 // for all heads while they are in cache). segment(s, seg): one piece of a hub into slot s of a
 // scratch buffer. merge(row, first, last): combine the hub's slots [first, last) in order.
@@ -1169,6 +1194,8 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
     };
     auto whole = [&](int64_t r) {
       const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
+      prefetch_row(a.q, r + kPrefetchRows, H * sz.d);
+      prefetch_row(o, r + kPrefetchRows, H * Dv, true);
       if (kern.is_short(hi - lo, H)) {
         kern.fwd_short(a, r, lo, hi, o + r * H * Dv, l + r * H);
         return;
@@ -1281,6 +1308,9 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
       };
       auto whole = [&](int64_t r) {
         const int64_t lo = a.rowptr[r], hi = a.rowptr[r + 1];
+        prefetch_row(a.q, r + kPrefetchRows, H * D);
+        prefetch_row(a.dout, r + kPrefetchRows, H * Dv);
+        prefetch_row(a.out, r + kPrefetchRows, H * Dv);
         if (kern.is_short(hi - lo, H)) {
           kern.dst_short(a, r, lo, hi, gq + r * H * D);
           return;
