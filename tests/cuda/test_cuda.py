@@ -196,16 +196,21 @@ def test_head_dim_over_256_is_a_clear_error_and_dispatch_falls_back():
     torch.testing.assert_close(out, want)
 
 
-def test_launcher_checks_raise_instead_of_crashing():
-    """The C++ checks of the CUDA launcher, reached only by direct op calls (edge_attention validates
-    in Python first), raise RuntimeError. Not yet run on a GPU: a kernel variant with a lower head-dim
-    limit (2026-11-27, not kept) crashed the process at its limit check instead of raising."""
-    g = window_graph(20, 3).to("cuda")
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_launcher_checks_raise_instead_of_crashing(device):
+    """The C++ checks of the launchers, reached only by direct op calls (edge_attention validates in
+    Python first), raise RuntimeError with this machine's build and toolchain. Not yet run on a GPU
+    machine: there a CUDA kernel variant with a lower head-dim limit (2026-11-27, not kept) crashed
+    the process at its limit check instead of raising, and no C++ check had thrown in any test
+    before; the CPU case asks whether exceptions from the library work at all there."""
+    g = window_graph(20, 3).to(device)
     fwd = torch.ops.graphattn.edge_attention_fwd.default
-    inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=300, dtype=torch.float32))
-    with pytest.raises(RuntimeError, match="head dims up to 256, got 300"):
-        fwd(*custom_op_args(g, inputs, 0.1))
-    inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=8, dtype=torch.float32))
+    if device == "cuda":
+        inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=300, dtype=torch.float32))
+        with pytest.raises(RuntimeError, match="head dims up to 256, got 300"):
+            fwd(*custom_op_args(g, inputs, 0.1))
+    inputs = random_inputs(g.to("cpu"), heads=1, head_dim=8, dtype=torch.float32)
+    inputs = on_cuda(inputs) if device == "cuda" else inputs
     args = list(custom_op_args(g, inputs, 0.1))
     args[4] = args[4].int()  # col
     with pytest.raises(RuntimeError, match="col must be int64"):
