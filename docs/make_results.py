@@ -237,7 +237,11 @@ NOTES: dict[str, str] = {
     "freshly drawn examples (`resample=1`), batch 32, lr 3e-3, one seed; `window-64` is the local window "
     "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges; "
     "SAC chooses 32 sources per token (shared by the heads) from its window, 16 random and 4 x 16 LSH "
-    "candidates; `sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate.",
+    "candidates; `sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate. "
+    "`full` ran on 2026-11-27 alone on the Zen 5 (the other rows on the shared Zen 3, two or three runs "
+    "side by side); its train time includes ~4.5 minutes in which the process was stopped (SIGSTOP) while "
+    "op benchmarks ran (epochs 3 to 6 took 270 to 273 s each). Its validation accuracy was 5.8, 5.0, 8.8, "
+    "8.0, 7.2 and 16.4% over the 6 epochs (training loss 2.83 -> 2.61): learning had just begun.",
 }
 
 
