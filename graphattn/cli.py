@@ -67,6 +67,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         choices=("adamw", "adam"),
         help=f"adamw (decoupled weight decay) or adam (weight decay as an L2 term) (default {defaults['optimizer']})",
     )
+    p.add_argument(
+        "--lr-schedule",
+        dest="lr_schedule",
+        choices=("constant", "cosine"),
+        help=f"cosine: one epoch of linear warm-up, then cosine decay to 0 (default {defaults['lr_schedule']})",
+    )
     p.add_argument("--dropout", type=float, help=f"default {defaults['dropout']}")
     p.add_argument("--batch-size", type=int, dest="batch_size", help=f"default {defaults['batch_size']}")
     p.add_argument("--device", help="cpu or cuda (default cpu)")

@@ -23,6 +23,7 @@ import random
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,15 @@ __all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory"]
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; written verbatim into ``result.json``.
+    r"""Everything that defines a run; written verbatim into ``result.json``.
 
     ``attention`` names a structure (see ``graphattn train --help``); ``options`` holds
     structure- or task-specific settings (for example ``{"window": 64}``). ``optimizer`` is
     ``"adamw"`` (decoupled weight decay) or ``"adam"`` (weight decay as an L2 term in the
-    gradient, as GAT and most GNN baselines are trained).
+    gradient, as GAT and most GNN baselines are trained). ``lr_schedule`` is ``"constant"`` or
+    ``"cosine"``: the learning rate rises linearly over the first epoch's steps, then follows
+    :math:`\eta_t = \tfrac{\eta}{2}(1 + \cos(\pi\, t / T))` over the remaining ``T`` steps
+    (Loshchilov and Hutter, SGDR, ICLR 2017, without restarts), ending at 0 after the last epoch.
     """
 
     task: str = "recall"
@@ -60,6 +64,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     optimizer: str = "adamw"
+    lr_schedule: str = "constant"
     batch_size: int = 32
     seed: int = 0
     max_grad_norm: float = 1.0
@@ -174,6 +179,21 @@ def _better(task: Task, a: float, b: float | None) -> bool:
     return a > b if task.higher_is_better else a < b
 
 
+def _constant(step: int, warmup: int, total: int) -> float:
+    return 1.0
+
+
+def _cosine(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then half a cosine from 1 to 0 at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+# lr_schedule name -> factor of cfg.lr at a step, given the warm-up and total step counts.
+LR_SCHEDULES: dict[str, Callable[[int, int, int], float]] = {"constant": _constant, "cosine": _cosine}
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.task`` with ``cfg.attention``; returns (and on rank 0 writes) the result record."""
     rank, world = _distributed()
@@ -187,9 +207,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.optimizer not in optimizers:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
     optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     out_dir = Path(cfg.out)
     ckpt_path = out_dir / "last.pt"
-    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}
+    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0, "step": 0}
     if cfg.resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume first")
@@ -197,6 +219,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
+        state.setdefault("step", 0)  # checkpoints from before lr_schedule existed
         torch.set_rng_state(ckpt["rng"])
     if world > 1:
         # Some structures hold parameters the task loss does not reach (SEA's estimator learns by
@@ -214,6 +237,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         collate_fn=task.collate,
         generator=gen,
     )
+    steps_per_epoch = len(train_loader)
+    schedule = LR_SCHEDULES[cfg.lr_schedule]
     eval_loaders = [
         DataLoader(ds, batch_size=cfg.batch_size * 2, shuffle=False, collate_fn=task.collate)
         for ds in (valid_set, test_set)
@@ -254,7 +279,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 loss.backward()
                 if cfg.max_grad_norm > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                for group in optimizer.param_groups:  # the step's rate from the step count (resumes exactly)
+                    group["lr"] = cfg.lr * schedule(state["step"], steps_per_epoch, cfg.epochs * steps_per_epoch)
                 optimizer.step()
+                state["step"] += 1
                 n = task.batch_size(batch)
                 seen += n
                 loss_sum += float(task_loss.detach()) * n

@@ -190,6 +190,36 @@ def test_optimizer_choice(tmp_path):
         train(_cfg(tmp_path, optimizer="sgd"))
 
 
+def test_cosine_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path, monkeypatch):
+    from graphattn.train import engine
+
+    seen = []
+    original_step = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    straight = train(_cfg(tmp_path / "a", epochs=3, lr=0.01, lr_schedule="cosine"))
+    steps = 256 // 32  # batches per epoch
+    assert len(seen) == 3 * steps
+    assert seen[:steps] == pytest.approx([0.01 * (s + 1) / steps for s in range(steps)])  # linear warm-up
+    assert seen[steps] == pytest.approx(0.01)  # the cosine's top, then strictly down to ~0
+    assert all(a > b for a, b in zip(seen[steps:], seen[steps + 1 :], strict=False))
+    assert seen[-1] == pytest.approx(0.01 * engine._cosine(3 * steps - 1, steps, 3 * steps)) and seen[-1] < 1e-3
+    # Stopped after epoch 1 and resumed: the same rates at every step.
+    seen.clear()
+    train(_cfg(tmp_path / "b", epochs=1, lr=0.01, lr_schedule="cosine"))
+    first = list(seen)
+    seen.clear()
+    resumed = train(_cfg(tmp_path / "b", epochs=3, lr=0.01, lr_schedule="cosine", resume=True))
+    assert first + seen == pytest.approx([0.01 * engine._cosine(s, steps, 3 * steps) for s in range(3 * steps)])
+    assert resumed["config"]["lr_schedule"] == straight["config"]["lr_schedule"] == "cosine"
+    with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'cosine'\], got 'step'"):
+        train(_cfg(tmp_path / "c", lr_schedule="step"))
+
+
 def test_train_tells_the_training_set_its_epoch(tmp_path, monkeypatch):
     from graphattn.datasets.recall import AssociativeRecall
 
