@@ -116,6 +116,15 @@ RUNS: dict[str, list[str]] = {
         for name, extra in (("d128", ["--layers", "3", "--dim", "128"]), ("l5", ["--layers", "5"]))
         for s in [0]
     },
+    # 2026-11-27: the plain graphattnconv model with the cosine schedule (--lr-schedule cosine), all three
+    # seeds decided before any ran (the schedule is cheap to test; no seed-0 screen).
+    **{
+        f"ogbg-molhiv/graphattnconv-cosine/s{s}": [
+            "--task", "ogbg-molhiv", "--attention", "full", "--option", "model=graphattnconv",
+            "--layers", "3", "--epochs", "30", "--lr-schedule", "cosine", "--seed", str(s), *_MOL,
+        ]
+        for s in range(3)
+    },
     **{
         f"ogbg-molhiv/gps-full/s{s}": [
             "--task", "ogbg-molhiv", "--attention", "full", "--option", "model=gps",
