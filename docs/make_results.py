@@ -200,7 +200,10 @@ NOTES: dict[str, str] = {
     "GPS model (GINE + full attention within each molecule through `edge_attention`, RWSE), 4 layers, "
     "dropout 0.05: seeds 0 and 1 run side by side on the Zen 3, seed 2 on 2026-11-27 alone on the Zen 5 (3.9x "
     "the samples/s), test 0.761, 0.744 and 0.741 with best validation 0.837, 0.779 and 0.810, below the "
-    "plain baseline in test.",
+    "plain baseline in test. `graphattnconv-cosine` is the plain graphattnconv model with `--lr-schedule cosine` "
+    "(one epoch of warm-up, cosine decay to 0 over the 30 epochs), 3 seeds decided before any ran (2026-11-27, "
+    "Zen 5, seeds 0 and 1 side by side): test 0.760, 0.752, 0.739 (best validation 0.816, 0.826, 0.806 at "
+    "epochs 6, 17, 13), below the constant rate on every seed.",
     "cora": "Planetoid public split (140 / 500 / 1000); two attention layers over the citation graph with "
     "self loops, 8 heads x 8, ELU, Adam (lr 0.005, L2 term 5e-4), test accuracy at the best validation epoch "
     "of 200 full-graph steps. `gat`: GAT's layer (additive LeakyReLU attention, one shared projection) run "
