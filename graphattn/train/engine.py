@@ -219,7 +219,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
-        state.setdefault("step", 0)  # checkpoints from before lr_schedule existed
         torch.set_rng_state(ckpt["rng"])
     if world > 1:
         # Some structures hold parameters the task loss does not reach (SEA's estimator learns by
@@ -239,6 +238,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     steps_per_epoch = len(train_loader)
     schedule = LR_SCHEDULES[cfg.lr_schedule]
+    state.setdefault("step", state["epoch"] * steps_per_epoch)  # a checkpoint from before lr_schedule existed
     eval_loaders = [
         DataLoader(ds, batch_size=cfg.batch_size * 2, shuffle=False, collate_fn=task.collate)
         for ds in (valid_set, test_set)
