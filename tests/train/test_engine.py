@@ -216,6 +216,14 @@ def test_cosine_schedule_warms_up_decays_to_zero_and_resumes_exactly(tmp_path, m
     resumed = train(_cfg(tmp_path / "b", epochs=3, lr=0.01, lr_schedule="cosine", resume=True))
     assert first + seen == pytest.approx([0.01 * engine._cosine(s, steps, 3 * steps) for s in range(3 * steps)])
     assert resumed["config"]["lr_schedule"] == straight["config"]["lr_schedule"] == "cosine"
+    # A checkpoint written before the step count existed resumes at epoch x steps per epoch.
+    train(_cfg(tmp_path / "d", epochs=1, lr=0.01, lr_schedule="cosine"))
+    ckpt = torch.load(tmp_path / "d" / "run" / "last.pt", weights_only=False)
+    del ckpt["state"]["step"]
+    torch.save(ckpt, tmp_path / "d" / "run" / "last.pt")
+    seen.clear()
+    train(_cfg(tmp_path / "d", epochs=2, lr=0.01, lr_schedule="cosine", resume=True))
+    assert seen == pytest.approx([0.01 * engine._cosine(s, steps, 2 * steps) for s in range(steps, 2 * steps)])
     with pytest.raises(ValueError, match=r"lr_schedule must be one of \['constant', 'cosine'\], got 'step'"):
         train(_cfg(tmp_path / "c", lr_schedule="step"))
 
