@@ -6,7 +6,8 @@ owns everything else, once for every task:
 - a progress bar (tqdm) with loss, metric and samples/s;
 - model selection on the validation metric, test metric reported at the best epoch;
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
-  from it with the optimizer and RNG state;
+  from it with the optimizer, RNG and learning-rate schedule state; each epoch's shuffle is
+  seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would;
 - distributed data parallel when launched by ``torchrun`` (gloo on CPU, nccl on GPU), the
   training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
   ``batch_size`` examples a step; evaluation runs whole on every process);
@@ -227,7 +228,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
-    gen = torch.Generator().manual_seed(cfg.seed + state["epoch"])
+    gen = torch.Generator()
     train_loader = DataLoader(
         train_set,
         batch_size=cfg.batch_size,
@@ -266,6 +267,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for epoch in range(state["epoch"], cfg.epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
+            gen.manual_seed(cfg.seed + epoch)  # the epoch's shuffle: the same after --resume as in a straight run
             if hasattr(train_set, "set_epoch"):  # a training set that changes per epoch (recall's resample)
                 train_set.set_epoch(epoch)
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)

@@ -41,6 +41,9 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     assert result["epochs_done"] == 2
     assert [h["epoch"] for h in result["history"]] == [1, 2]
     assert result["history"][0] == first["state"]["history"][0]  # epoch 1 kept, not retrained
+    # The same as a run that was never stopped: same shuffles, same dropout draws, same losses.
+    straight = train(_cfg(tmp_path / "straight", epochs=2))
+    assert [h["train_loss"] for h in result["history"]] == [h["train_loss"] for h in straight["history"]]
 
 
 def test_resume_without_checkpoint_says_what_to_do(tmp_path):
