@@ -168,12 +168,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per measurement (median)")
     parser.add_argument("--out", type=Path, default=RESULTS / "edge_attention_cuda.jsonl")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench_cuda.py needs a CUDA device (torch.cuda.is_available() is False)")
     dtypes = args.dtypes.split(",") if args.dtypes else ["fp32"] if args.quick else list(DTYPES)
     unknown = set(dtypes) - set(DTYPES)
     if unknown:
         parser.error(f"--dtypes: unknown {sorted(unknown)}, expected a subset of {list(DTYPES)}")
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_cuda.py needs a CUDA device (torch.cuda.is_available() is False)")
     run_id = time.strftime("%Y%m%dT%H%M%S")
     env = {
         "device": torch.cuda.get_device_name(),

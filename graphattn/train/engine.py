@@ -199,20 +199,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.task`` with ``cfg.attention``; returns (and on rank 0 writes) the result record."""
     rank, world = _distributed()
     task = get_task(cfg.task)
+    optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
+    if cfg.optimizer not in optimizers:  # settings checked before any data is loaded
+        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     device = torch.device(cfg.device)
     _seed_everything(cfg.seed)
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-    if cfg.optimizer not in optimizers:
-        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
     optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
     out_dir = Path(cfg.out)
     ckpt_path = out_dir / "last.pt"
-    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0, "step": 0}
+    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}
     if cfg.resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume first")
@@ -239,7 +239,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     steps_per_epoch = len(train_loader)
     schedule = LR_SCHEDULES[cfg.lr_schedule]
-    state.setdefault("step", state["epoch"] * steps_per_epoch)  # a checkpoint from before lr_schedule existed
+    # Optimizer steps so far: 0 on a fresh start; a checkpoint from before lr_schedule existed lacks it.
+    state.setdefault("step", state["epoch"] * steps_per_epoch)
     eval_loaders = [
         DataLoader(ds, batch_size=cfg.batch_size * 2, shuffle=False, collate_fn=task.collate)
         for ds in (valid_set, test_set)
