@@ -12,6 +12,9 @@
 // block's dot products and one max / rescale per run of blocks. Builds for neither (plain x86-64,
 // other CPUs) run the generic kernels for every dtype.
 //
+// The backward's source pass runs neighbouring sources whose out-lists look alike (sequence
+// windows) in groups that load each shared q / dO row once (see "source groups").
+//
 // Optional per-edge key / value terms (edge_key, edge_value: [E, H, D] / [E, H, Dv], edge-id order)
 // are read next to k_j / v_j at the edge's own row; their gradients are written by the destination
 // pass, one row per edge, so no pass gathers or scatters per-edge copies of k or v.
@@ -244,12 +247,20 @@ void parallel_dynamic(int64_t n, const Body& body) {
 // rows too, or the source pass's rows, gained nothing more. A prefetch never faults, so the rows
 // past a tensor's end need no check (the address is computed as an integer, not as a pointer past
 // the end).
+//
+// The destination pass also writes ds and gate * p of every edge, [E, H] each, one head at a time:
+// each head's stores land 4 bytes apart in lines that are not yet in cache, and until a line
+// arrives its stores wait in the store queue. Those lines (a row's span of both arrays) are
+// prefetched for writing, kPrefetchRows rows ahead: destination pass 17.2 -> 15.8 ms (window
+// N = 16384, K = 64, H = 4, D = 64, Zen 5, 2 threads).
 constexpr int64_t kPrefetchRows = 2;
 
+// Elements [begin, end) of base.
 template <typename T>
-inline void prefetch_row(const T* base, int64_t r, int64_t row_elems, bool for_write = false) {
-  const int64_t bytes = row_elems * static_cast<int64_t>(sizeof(T));
-  const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(r * bytes);
+inline void prefetch_span(const T* base, int64_t begin, int64_t end, bool for_write = false) {
+  const int64_t size = static_cast<int64_t>(sizeof(T));
+  const std::uintptr_t start = reinterpret_cast<std::uintptr_t>(base) + static_cast<std::uintptr_t>(begin * size);
+  const int64_t bytes = (end - begin) * size;
   for (int64_t o = 0; o < bytes; o += 64) {
     const void* p = reinterpret_cast<const void*>(start + static_cast<std::uintptr_t>(o));
     if (for_write) {
@@ -258,6 +269,12 @@ inline void prefetch_row(const T* base, int64_t r, int64_t row_elems, bool for_w
       __builtin_prefetch(p, 0, 3);
     }
   }
+}
+
+// Row r of a tensor of rows of row_elems elements.
+template <typename T>
+inline void prefetch_row(const T* base, int64_t r, int64_t row_elems, bool for_write = false) {
+  prefetch_span(base, r * row_elems, (r + 1) * row_elems, for_write);
 }
 
 // whole(r): every head of a non-hub row, done in one go (heads inside a row: its sources are read
@@ -274,6 +291,81 @@ void run_balanced(const Plan& p, const int64_t* ptr, const Whole& whole, const S
   parallel_dynamic(static_cast<int64_t>(p.hub_start.size()) - 1, [&](int64_t h) {
     merge(p.segments[p.hub_start[h]].row, p.hub_start[h], p.hub_start[h + 1]);
   });
+}
+
+// ================================================================ source groups
+//
+// The source pass reads, for every out-edge i -> j of a source j, the rows q_i and dO_i of one
+// head. Neighbouring sources of a sequence window share most destinations (K = 64: sources j and
+// j + 1 share 63 of 64), but one source at a time reads each shared row again, from L2: a head's
+// rows lie H * D * 4 bytes apart in [N, H, D] (1 KB for H = 4, D = 64), so they use a quarter of
+// L1's sets and are gone by the next source. A group of G consecutive sources whose out-lists look
+// alike runs together instead: at least kGroupMinEdges edges each, each list covering at least half
+// the range of destinations it spans, first and last destinations within G of each other. Their
+// lists are merged by destination once, into steps (a destination and, per member, its edge to it
+// or none), and for each head the steps run twice, for grad_k (q rows) and for grad_v (dO rows),
+// each row loaded once for all the members that have it. G is the most members whose accumulators
+// fit in the vector registers (group_size). Each member adds its own edges in its own order into
+// one accumulator, so results depend on the graph only, not on the thread count or the chunking.
+//
+// Measured (window K = 64, Zen 5, 2 threads, E * H = 4.2M): H = 4, D = 64: source pass 12.2 ->
+// 7.6 ms (G = 6; G = 2 and 4 gave 10.7 and 8.8 ms, and two sources in one pass, grad_k and grad_v
+// together, 9.2 ms); H = 2, D = 64: 11.6 -> 10.1; H = 4, D = 128: 11.3 -> 8.9. Where a head's rows
+// are short or the heads few, one source at a time is as fast or faster (rows stay in L1, or the
+// merge is not paid back): H = 4, D = 16: 4.8 -> 6.8 ms; H = 2, D = 32: 7.3 -> 14.5; H = 1,
+// D = 64: 10.2 -> 14.5; hence kGroupMinVectors and kGroupMinHeads. Sparse lists share little: on
+// a 128 x 128 image (H = 4, D = 64) 3 x 3 neighbourhoods (a group's 54 edges in 24 steps) took
+// 2.5 -> 3.4 ms, 7 x 7 ones 8.6 -> 8.4 ms; the half-range rule keeps both on the one-source
+// kernel, as it does graphs without such neighbours (random, molecules).
+constexpr int kMaxGroup = 8;
+constexpr int64_t kGroupMinEdges = 4;
+constexpr int kGroupMinVectors = 3;
+constexpr int64_t kGroupMinHeads = 2;
+
+struct GroupStep {
+  int64_t row;              // the destination
+  int64_t edge[kMaxGroup];  // per member, the id of its edge to row (perm[t]), or -1 if it has none
+};
+
+// Whether sources [j0, j0 + g) run as a group (see above); hubs never do (their segments run apart).
+inline bool is_group(const int64_t* colptr, const int64_t* row, int64_t j0, int g, int64_t n_src) {
+  if (g < 2 || j0 + g > n_src) return false;
+  int64_t first_lo = std::numeric_limits<int64_t>::max(), first_hi = std::numeric_limits<int64_t>::min();
+  int64_t last_lo = first_lo, last_hi = first_hi;
+  for (int64_t j = j0; j < j0 + g; ++j) {
+    const int64_t n = colptr[j + 1] - colptr[j];
+    if (is_hub(colptr, j) || n < kGroupMinEdges) return false;
+    if (row[colptr[j + 1] - 1] - row[colptr[j]] + 1 > 2 * n) return false;  // sparse list
+    first_lo = std::min(first_lo, row[colptr[j]]);
+    first_hi = std::max(first_hi, row[colptr[j]]);
+    last_lo = std::min(last_lo, row[colptr[j + 1] - 1]);
+    last_hi = std::max(last_hi, row[colptr[j + 1] - 1]);
+  }
+  return first_hi - first_lo <= g && last_hi - last_lo <= g;
+}
+
+// The steps of group [j0, j0 + g): the members' out-lists merged by destination. A step takes at
+// most one edge of each member (a member's duplicate edges land in consecutive steps), so every
+// edge is in exactly one step, in its list's order.
+inline void group_steps(const int64_t* colptr, const int64_t* row, const int64_t* perm, int64_t j0, int g,
+                        std::vector<GroupStep>& steps) {
+  steps.clear();
+  int64_t t[kMaxGroup], end[kMaxGroup];
+  for (int m = 0; m < g; ++m) {
+    t[m] = colptr[j0 + m];
+    end[m] = colptr[j0 + m + 1];
+  }
+  while (true) {
+    int64_t next = std::numeric_limits<int64_t>::max();
+    for (int m = 0; m < g; ++m) {
+      if (t[m] < end[m]) next = std::min(next, row[t[m]]);
+    }
+    if (next == std::numeric_limits<int64_t>::max()) return;
+    GroupStep st;
+    st.row = next;
+    for (int m = 0; m < g; ++m) st.edge[m] = t[m] < end[m] && row[t[m]] == next ? perm[t[m]++] : -1;
+    steps.push_back(st);
+  }
 }
 
 // ================================================================ kernel arguments
@@ -747,8 +839,9 @@ constexpr int64_t kRun = 256;
 // The destination pass of the backward runs its three phases on runs of this many edges: the
 // third phase re-reads the first one's key rows, which stay in L1 only for short runs (32 edges
 // x one head's 256 B for D = 64 = 8 KB). Window N = 16384, K = 64 on Zen 5: 21.0 ms -> 19.0 ms
-// (runs of 256 / 32); 16 edges gave the same as 32.
-constexpr int64_t kDstRun = 32;
+// (runs of 256 / 32), 16 edges then the same as 32; once the ds and gate * p lines were
+// prefetched (kPrefetchRows), 16 edges: 16.6 -> 16.0 ms (medians of 4 and 5 alternating runs).
+constexpr int64_t kDstRun = 16;
 
 template <class VT, int NV, bool FULL>
 SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, int64_t hi,
@@ -883,11 +976,24 @@ GA_INLINE void dst_scores(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t
   }
 }
 
-// Phase 2: delta_i = <dO_i, out_i> (- grad_lse_i), then p_e, ds_e, gate_e p_e, grad_gate_e, grad_nu_e;
-// sbuf becomes grad_dot(ds_e). (Each run, a hub's segments included, recomputes delta: NV loads and
-// FMAs, the same value, no extra pass.)
+// delta_i = <dO_i, out_i> (- grad_lse_i), once per row and head (a hub: once per segment).
 template <class VT, int NV, bool FULL>
-GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t r0, int64_t r1, float* sbuf) {
+GA_INLINE float dst_delta(const BwdArgs<float>& a, int64_t i, int64_t h) {
+  const auto vm = VT::tail(a.Dv, NV);
+  const float* op = a.dout + (i * a.H + h) * a.Dv;
+  const float* outp = a.out + (i * a.H + h) * a.Dv;
+  typename VT::reg dot = VT::mul(load_row<VT, NV, FULL>(op, 0, vm), load_row<VT, NV, FULL>(outp, 0, vm));
+#pragma GCC unroll 16
+  for (int u = 1; u < NV; ++u) {
+    dot = VT::fmadd(load_row<VT, NV, FULL>(op, u, vm), load_row<VT, NV, FULL>(outp, u, vm), dot);
+  }
+  return row_delta(VT::reduce_add(dot), a.grad_lse ? a.grad_lse[i * a.H + h] : 0.f);
+}
+
+// Phase 2: p_e, ds_e, gate_e p_e, grad_gate_e, grad_nu_e; sbuf becomes grad_dot(ds_e).
+template <class VT, int NV, bool FULL>
+GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t r0, int64_t r1, float delta_i,
+                         float* sbuf) {
   using R = typename VT::reg;
   using V = Vec<VT>;
   constexpr int W = VT::W;
@@ -898,13 +1004,9 @@ GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t 
   alignas(64) float buf[W];
   R ov[NV];
   const float* op = a.dout + (i * H + h) * Dv;
-  const float* outp = a.out + (i * H + h) * Dv;
 #pragma GCC unroll 16
   for (int u = 0; u < NV; ++u) ov[u] = load_row<VT, NV, FULL>(op, u, vm);
-  R dot = VT::mul(ov[0], load_row<VT, NV, FULL>(outp, 0, vm));
-#pragma GCC unroll 16
-  for (int u = 1; u < NV; ++u) dot = VT::fmadd(ov[u], load_row<VT, NV, FULL>(outp, u, vm), dot);
-  const V delta = splat<VT>(row_delta(VT::reduce_add(dot), a.grad_lse ? a.grad_lse[i * H + h] : 0.f));
+  const V delta = splat<VT>(delta_i);
   for (int64_t e0 = r0; e0 < r1; e0 += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
     const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
@@ -970,10 +1072,11 @@ void bwd_dst_blocked(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t lo, 
 #pragma GCC unroll 16
   for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_out, u, km, VT::zero());
   alignas(64) float sbuf[kDstRun];
+  const float delta = dst_delta<VT, NV, FULL>(a, i, h);
   for (int64_t r0 = lo; r0 < hi; r0 += kDstRun) {
     const int64_t r1 = std::min(hi, r0 + kDstRun);
     dst_scores<VT, NV, FULL>(a, i, h, r0, r1, sbuf);
-    dst_grads<VT, NV, FULL>(a, i, h, r0, r1, sbuf);
+    dst_grads<VT, NV, FULL>(a, i, h, r0, r1, delta, sbuf);
     dst_grad_q<VT, NV, FULL>(a, i, h, r0, r1, sbuf, gq_out);
   }
 }
@@ -987,7 +1090,9 @@ void bwd_dst_short(const BwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, f
   const auto km = VT::tail(D, NV);
   alignas(64) float sbuf[kShortHeads * W];
   for (int64_t h = 0; h < H; ++h) dst_scores<VT, NV, FULL>(a, i, h, lo, hi, sbuf + W * h);
-  for (int64_t h = 0; h < H; ++h) dst_grads<VT, NV, FULL>(a, i, h, lo, hi, sbuf + W * h);
+  for (int64_t h = 0; h < H; ++h) {
+    dst_grads<VT, NV, FULL>(a, i, h, lo, hi, dst_delta<VT, NV, FULL>(a, i, h), sbuf + W * h);
+  }
   for (int64_t h = 0; h < H; ++h) {
 #pragma GCC unroll 16
     for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(gq_row + h * D, u, km, VT::zero());
@@ -1038,6 +1143,66 @@ GA_INLINE void src_pass(const BwdArgs<float>& a, int64_t h, int64_t lo, int64_t 
   }
 }
 
+// Members a group of sources has with NV-vector rows: G * NV accumulators, the loaded row's NV
+// vectors and a few registers for the broadcast weight and addresses (AVX-512: 6 at D = 64, 2 at
+// D = 128). 0 (no group kernel) for rows of fewer than kGroupMinVectors vectors, and for AVX2,
+// whose 16 registers hold groups of 2 at most.
+template <class VT, int NV>
+constexpr int group_size() {
+  if (VT::W != 16 || NV < kGroupMinVectors) return 0;
+  const int g = std::min(kMaxGroup, (VT::kAccRegs - 4 - NV) / NV);
+  return g >= 2 ? g : 0;
+}
+
+// One head of a group of G sources (see GroupStep), one gradient: out[m] = sum over member m's
+// edges e of w_e x_i, with x = q and w = grad_dot(ds) (KEY), or x = dO and w = gate * p.
+template <class VT, int NV, bool FULL, int G, bool KEY>
+GA_INLINE void group_pass(const BwdArgs<float>& a, int64_t h, const GroupStep* steps, int64_t n, float* const* out) {
+  using R = typename VT::reg;
+  const int64_t H = a.H, D = KEY ? a.D : a.Dv;
+  const auto tail = VT::tail(D, NV);
+  const float* x = KEY ? a.q : a.dout;
+  const float* w = KEY ? a.ds : a.pg;
+  const float scale = a.scale;
+  R acc[G][NV];
+#pragma GCC unroll 16
+  for (int m = 0; m < G; ++m) {
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) acc[m][u] = VT::zero();
+  }
+  for (int64_t s = 0; s < n; ++s) {
+    const GroupStep& st = steps[s];
+    const float* xp = x + (st.row * H + h) * D;
+    R xv[NV];
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) xv[u] = load_row<VT, NV, FULL>(xp, u, tail);
+#pragma GCC unroll 16
+    for (int m = 0; m < G; ++m) {
+      if (st.edge[m] < 0) continue;
+      const float we = w[st.edge[m] * H + h];
+      const R wv = VT::set1(KEY ? grad_dot(we, scale) : we);
+#pragma GCC unroll 16
+      for (int u = 0; u < NV; ++u) acc[m][u] = VT::fmadd(wv, xv[u], acc[m][u]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int m = 0; m < G; ++m) {
+#pragma GCC unroll 16
+    for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(out[m], u, tail, acc[m][u]);
+  }
+}
+
+// The source pass of one head of a group: gk[m], gv[m] are member m's rows of grad_k, grad_v.
+template <class VT, int NV, bool FULL>
+void bwd_src_group(const BwdArgs<float>& a, int64_t h, const GroupStep* steps, int64_t n, float* const* gk,
+                   float* const* gv) {
+  constexpr int G = group_size<VT, NV>();
+  if constexpr (G > 0) {
+    group_pass<VT, NV, FULL, G, true>(a, h, steps, n, gk);
+    group_pass<VT, NV, FULL, G, false>(a, h, steps, n, gv);
+  }
+}
+
 template <class VT, int NV, bool FULL>
 void bwd_src_blocked(const BwdArgs<float>& a, int64_t j, int64_t h, int64_t lo, int64_t hi, float* gk_out,
                      float* gv_out) {
@@ -1065,6 +1230,10 @@ struct Kernels {
   void (*fwd_short)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*, acc_t*) = nullptr;
   void (*dst_short)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*) = nullptr;
   int64_t short_edges = 0;
+  // The source pass of one head of a group of `group` sources (null, 0: none), see GroupStep.
+  void (*src_group)(const BwdArgs<scalar_t>&, int64_t, const GroupStep*, int64_t, acc_t* const*,
+                    acc_t* const*) = nullptr;
+  int group = 0;
 
   // Whether a row of `edges` edges and `heads` heads runs fwd_short / dst_short.
   bool is_short(int64_t edges, int64_t heads) const {
@@ -1085,10 +1254,12 @@ template <int NV>
 Kernels<float> blocked_kernels(bool full) {
   if (full) {
     return {fwd_blocked<Blocked, NV, true>, bwd_dst_blocked<Blocked, NV, true>, bwd_src_blocked<Blocked, NV, true>,
-            fwd_short<Blocked, NV, true>, bwd_dst_short<Blocked, NV, true>, Blocked::W};
+            fwd_short<Blocked, NV, true>, bwd_dst_short<Blocked, NV, true>, Blocked::W,
+            group_size<Blocked, NV>() ? bwd_src_group<Blocked, NV, true> : nullptr, group_size<Blocked, NV>()};
   }
   return {fwd_blocked<Blocked, NV, false>, bwd_dst_blocked<Blocked, NV, false>, bwd_src_blocked<Blocked, NV, false>,
-          fwd_short<Blocked, NV, false>, bwd_dst_short<Blocked, NV, false>, Blocked::W};
+          fwd_short<Blocked, NV, false>, bwd_dst_short<Blocked, NV, false>, Blocked::W,
+          group_size<Blocked, NV>() ? bwd_src_group<Blocked, NV, false> : nullptr, group_size<Blocked, NV>()};
 }
 
 // NV in [1, kMaxNV] as a compile-time constant (NV vectors hold a row).
@@ -1311,6 +1482,11 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
         prefetch_row(a.q, r + kPrefetchRows, H * D);
         prefetch_row(a.dout, r + kPrefetchRows, H * Dv);
         prefetch_row(a.out, r + kPrefetchRows, H * Dv);
+        if (r + kPrefetchRows < sz.n_dst) {
+          const int64_t pr = r + kPrefetchRows;
+          prefetch_span(a.ds, a.rowptr[pr] * H, a.rowptr[pr + 1] * H, true);
+          prefetch_span(a.pg, a.rowptr[pr] * H, a.rowptr[pr + 1] * H, true);
+        }
         if (kern.is_short(hi - lo, H)) {
           kern.dst_short(a, r, lo, hi, gq + r * H * D);
           return;
@@ -1355,8 +1531,25 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
         for (int64_t d = 0; d < D; ++d) gk[(j * H + h) * D + d] = static_cast<scalar_t>(x[d]);
         for (int64_t d = 0; d < Dv; ++d) gv[(j * H + h) * Dv + d] = static_cast<scalar_t>(x[D + d]);
       };
+      const int G = gk_acc && H >= kGroupMinHeads ? kern.group : 0;
       auto whole = [&](int64_t j) {
         const int64_t lo = a.colptr[j], hi = a.colptr[j + 1];
+        const int64_t j0 = G ? j - j % G : j;
+        if (G && is_group(a.colptr, a.row, j0, G, sz.n_src)) {
+          if (j != j0) return;  // the group's first member runs the group
+          thread_local std::vector<GroupStep> steps;
+          group_steps(a.colptr, a.row, a.perm, j0, G, steps);
+          acc_t* gkm[kMaxGroup];
+          acc_t* gvm[kMaxGroup];
+          for (int64_t h = 0; h < H; ++h) {
+            for (int m = 0; m < G; ++m) {
+              gkm[m] = gk_acc + ((j0 + m) * H + h) * D;
+              gvm[m] = gv_acc + ((j0 + m) * H + h) * Dv;
+            }
+            kern.src_group(a, h, steps.data(), static_cast<int64_t>(steps.size()), gkm, gvm);
+          }
+          return;
+        }
         for (int64_t h = 0; h < H; ++h) {
           if (gk_acc) {
             kern.src(a, j, h, lo, hi, gk_acc + (j * H + h) * D, gv_acc + (j * H + h) * Dv);

@@ -60,7 +60,9 @@ def adversarial_graphs(seed: int = 0, hub_degree: int = 10_000) -> list[GraphCas
 
     Covers: no edges at all, no nodes, every row empty, empty rows in the middle, self
     loops, duplicate edges, one hub with ``hub_degree`` in-edges beside degree-1 rows,
-    bipartite with ``N_src > N_dst`` and ``N_src < N_dst``, and a random graph.
+    bipartite with ``N_src > N_dst`` and ``N_src < N_dst``, a sequence window (neighbouring
+    sources share most destinations) with and without dropped and doubled edges, and a random
+    graph.
     """
     gen = torch.Generator().manual_seed(seed)
 
@@ -76,9 +78,21 @@ def adversarial_graphs(seed: int = 0, hub_degree: int = 10_000) -> list[GraphCas
         GraphCase("hub_beside_degree_one", _csr([randint(40, hub_degree)] + [[i % 40] for i in range(39)], 40)),
         GraphCase("bipartite_more_src", _csr([randint(11, 4), randint(11, 1), [], randint(11, 7)], 11)),
         GraphCase("bipartite_more_dst", _csr([randint(3, int(d)) for d in randint(4, 9)], 3)),
+        GraphCase("window", window_graph(40, 9)),
+        GraphCase("window_gaps_duplicates", _window_gaps_duplicates(40, 9)),
         GraphCase("random", _csr([randint(17, int(d)) for d in randint(8, 23)], 17)),
     ]
     return cases
+
+
+def _window_gaps_duplicates(n: int, k: int) -> Graph:
+    """``window_graph(n, k)`` with every 5th edge dropped and every 7th doubled: neighbouring sources
+    whose destination lists almost match (the source pass's groups see holes and repeats)."""
+    edge_index = window_graph(n, k).to_edge_index()
+    e = torch.arange(edge_index.shape[1])
+    kept = edge_index[:, e % 5 != 0]
+    doubled = edge_index[:, e % 7 == 0]
+    return Graph.from_edge_index(torch.cat([kept, doubled], 1), n)
 
 
 def source_hub_graph(n: int = 5000) -> Graph:
