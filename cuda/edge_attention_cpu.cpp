@@ -308,13 +308,15 @@ void run_balanced(const Plan& p, const int64_t* ptr, const Whole& whole, const S
 // fit in the vector registers (group_size). Each member adds its own edges in its own order into
 // one accumulator, so results depend on the graph only, not on the thread count or the chunking.
 //
-// Measured (window K = 64, Zen 5, 2 threads, E * H = 4.2M): H = 4, D = 64: source pass 12.2 ->
-// 7.6 ms (G = 6; G = 2 and 4 gave 10.7 and 8.8 ms, and two sources in one pass, grad_k and grad_v
-// together, 9.2 ms); H = 2, D = 64: 11.6 -> 10.1; H = 4, D = 128: 11.3 -> 8.9. Where a head's rows
-// are short or the heads few, one source at a time is as fast or faster (rows stay in L1, or the
-// merge is not paid back): H = 4, D = 16: 4.8 -> 6.8 ms; H = 2, D = 32: 7.3 -> 14.5; H = 1,
-// D = 64: 10.2 -> 14.5; hence kGroupMinVectors and kGroupMinHeads. Sparse lists share little: on
-// a 128 x 128 image (H = 4, D = 64) 3 x 3 neighbourhoods (a group's 54 edges in 24 steps) took
+// Measured (window K = 64, Zen 5, 2 threads; N = 16384 unless said): H = 4, D = 64: source pass
+// 12.2 -> 7.6 ms (G = 6; G = 2 and 4 gave 10.7 and 8.8 ms, and two sources in one pass, grad_k and
+// grad_v together, 9.2 ms); H = 2, D = 64 (N = 32768): 11.6 -> 10.1; H = 4, D = 48 (G = 8):
+// 8.4-10.3 -> 5.8-7.8; N = 8192, H = 4, D = 80 (G = 4), 96 (G = 3), 128 (G = 2): 7.0-7.7 ->
+// 4.6-4.9, 8.4-9.0 -> 5.5-5.6, 11.3 -> 8.9. Where a head's rows are short or the heads few, one
+// source at a time is as fast or faster (rows stay in L1, or the merge is not paid back): H = 4,
+// D = 16: 4.8 -> 6.8 ms; H = 2, D = 32 (N = 32768): 7.3 -> 14.5; H = 1, D = 64 (N = 65536):
+// 10.2 -> 14.5; hence kGroupMinVectors and kGroupMinHeads. Sparse lists share little: on a
+// 128 x 128 image (H = 4, D = 64) 3 x 3 neighbourhoods (a group's 54 edges in 24 steps) took
 // 2.5 -> 3.4 ms, 7 x 7 ones 8.6 -> 8.4 ms; the half-range rule keeps both on the one-source
 // kernel, as it does graphs without such neighbours (random, molecules).
 constexpr int kMaxGroup = 8;
