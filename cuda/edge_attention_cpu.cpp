@@ -1254,14 +1254,15 @@ constexpr int kMaxNV = 128 / Blocked::W;
 
 template <int NV>
 Kernels<float> blocked_kernels(bool full) {
+  constexpr int G = group_size<Blocked, NV>();
   if (full) {
     return {fwd_blocked<Blocked, NV, true>, bwd_dst_blocked<Blocked, NV, true>, bwd_src_blocked<Blocked, NV, true>,
             fwd_short<Blocked, NV, true>, bwd_dst_short<Blocked, NV, true>, Blocked::W,
-            group_size<Blocked, NV>() ? bwd_src_group<Blocked, NV, true> : nullptr, group_size<Blocked, NV>()};
+            G ? bwd_src_group<Blocked, NV, true> : nullptr, G};
   }
   return {fwd_blocked<Blocked, NV, false>, bwd_dst_blocked<Blocked, NV, false>, bwd_src_blocked<Blocked, NV, false>,
           fwd_short<Blocked, NV, false>, bwd_dst_short<Blocked, NV, false>, Blocked::W,
-          group_size<Blocked, NV>() ? bwd_src_group<Blocked, NV, false> : nullptr, group_size<Blocked, NV>()};
+          G ? bwd_src_group<Blocked, NV, false> : nullptr, G};
 }
 
 // NV in [1, kMaxNV] as a compile-time constant (NV vectors hold a row).
