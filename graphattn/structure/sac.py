@@ -22,9 +22,11 @@ and is trained with the task. Here:
 
   - ``"reinforce"`` (the paper's): the graph is discrete; :meth:`SAC.policy_loss` turns a
     reward (the negative task loss, passed by the training loop) into the REINFORCE surrogate
-    ``-(reward - baseline) · sum log p(chosen)`` with a moving-average baseline
-    (``log p`` of a Gumbel-top-k draw is approximated by the sum of the chosen edges' log
-    softmax probabilities). :func:`policy_losses` collects it from every SAC module in a model.
+    ``-sum_b (r_b - baseline) · log p(chosen edges of example b)`` with a moving-average
+    baseline (``log p`` of a Gumbel-top-k draw is approximated by the sum of the chosen edges'
+    log softmax probabilities). The reward is one per example of the batch (``r_b``, its own
+    loss: each example's graph is credited with its own outcome) or one for the whole batch.
+    :func:`policy_losses` collects it from every SAC module in a model.
   - ``"straight_through"``: each chosen edge carries a ``gate`` whose value is 1 and whose
     gradient (clipped to [-1, 1], as SBM-Transformer does) flows into its softmax probability,
     so the predictor trains by backprop.
@@ -222,7 +224,10 @@ class SAC(Structure):
             chosen = _segment_top(pick, cand.rowptr, self.edges_per_node)
         gate = None
         if self.training and self.mode == "reinforce":
-            self._log_prob = log_p[chosen].sum() / max(n, 1)
+            # Per example: the sum of its chosen edges' log-probabilities (scaled by 1 / N, so the
+            # batch's total is the mean over destinations whatever the batch size).
+            example = ptr_to_batch(ptr, n)[dst[chosen]]
+            self._log_prob = log_p.new_zeros(ptr.numel() - 1).index_add(0, example, log_p[chosen]) / max(n, 1)
         elif self.mode == "straight_through":
             gate = straight_through_ones(log_p[chosen].exp())[:, None].expand(-1, self.num_heads)
         learned = filter_edges(cand, chosen)
@@ -250,27 +255,42 @@ class SAC(Structure):
 
     # ------------------------------------------------------------------ REINFORCE
     def policy_loss(self, reward: float | Tensor) -> Tensor:
-        """REINFORCE surrogate for the last training ``forward``; add it to the task loss.
+        r"""REINFORCE surrogate for the last training ``forward``; add it to the task loss.
 
-        ``reward`` is a scalar, typically ``-task_loss.detach()``. Updates the moving-average
-        baseline and clears the stored log-probability. In ``straight_through`` mode, or when no
-        training forward happened since the last call, returns 0.
+        ``reward``: one per example of that forward's batch (``[B]``, in the order of its
+        ``ptr``; typically the negative per-example task losses) or a scalar for the whole batch
+        (``-task_loss.detach()``). The moving-average baseline follows the batch's mean reward.
+        Clears the stored log-probabilities. In ``straight_through`` mode, or when no training
+        forward happened since the last call, returns 0.
+
+        .. math::
+            \mathcal{L} = -\sum_b (r_b - \bar r)\, \frac{1}{N} \sum_{(i, j) \in E_b} \log \pi(j \mid i)
+
+        with :math:`\bar r` the baseline, :math:`E_b` the chosen edges of example :math:`b` and
+        :math:`N` the destinations of the whole batch.
         """
         if self._log_prob is None:
             return self.baseline.new_zeros(())
         reward = torch.as_tensor(reward, dtype=self.baseline.dtype, device=self.baseline.device).detach()
+        examples = self._log_prob.numel()
+        if reward.dim() > 1 or (reward.dim() == 1 and reward.numel() != examples):
+            raise ValueError(
+                f"reward must be a scalar or one value per example ([{examples}] for the last forward), "
+                f"got shape {list(reward.shape)}"
+            )
         if not bool(self.baseline_ready):
-            self.baseline.copy_(reward)
+            self.baseline.copy_(reward.mean())
             self.baseline_ready.fill_(True)
         advantage = reward - self.baseline
-        loss = -advantage * self._log_prob
-        self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * reward)
+        loss = -(advantage * self._log_prob).sum()
+        self.baseline.mul_(self.baseline_decay).add_((1 - self.baseline_decay) * reward.mean())
         self._log_prob = None
         return loss
 
 
 def policy_losses(model: nn.Module, reward: float | Tensor) -> Tensor:
-    """The sum of :meth:`SAC.policy_loss` over every :class:`SAC` in ``model`` (0 if none)."""
+    """The sum of :meth:`SAC.policy_loss` over every :class:`SAC` in ``model`` (0 if none);
+    ``reward`` as there (a scalar, or one per example)."""
     losses = [m.policy_loss(reward) for m in model.modules() if isinstance(m, SAC)]
     if not losses:
         return torch.zeros(())

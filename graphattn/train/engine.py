@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..structure.sac import policy_losses
+from ..structure.sac import SAC, policy_losses
 from .tasks import Task, get_task
 
 __all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory"]
@@ -263,6 +263,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             tmp.replace(ckpt_path)  # atomic: a Ctrl-C during the save keeps the previous checkpoint
 
     show = cfg.progress and rank == 0  # the progress bar; epoch lines print on rank 0 regardless
+    reinforce = any(isinstance(m, SAC) and m.mode == "reinforce" for m in model.modules())
     interrupted = False
     try:
         for epoch in range(state["epoch"], cfg.epochs):
@@ -275,9 +276,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t0, seen, loss_sum = time.perf_counter(), 0, 0.0
             for batch in bar:
                 batch = task.to_device(batch, device)
-                task_loss, aux_loss = task.loss(model, batch)
-                # SAC's REINFORCE term: the reward of the sampled graphs is the negative task loss.
-                loss = task_loss + aux_loss + policy_losses(model, -task_loss.detach())
+                pred, aux_loss = task.forward(model, batch)
+                task_loss = task.task_loss(pred, batch)
+                loss = task_loss + aux_loss
+                if reinforce:  # SAC's REINFORCE term: each example's sampled graph earns its negative loss
+                    per_example = task.example_losses(pred, batch)
+                    reward = -(task_loss if per_example is None else per_example).detach()
+                    loss = loss + policy_losses(model, reward)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm > 0:

@@ -305,6 +305,17 @@ class MoleculeTask(Task):
             return F.mse_loss(pred[known], y[known])
         return F.binary_cross_entropy_with_logits(pred[known], y[known])
 
+    def example_losses(self, pred: Tensor, batch: Any) -> Tensor:
+        """Each molecule's loss ``[B]``: the mean over its known labels (0 where it has none)."""
+        y = batch.y.to(pred.dtype)
+        known = ~torch.isnan(y)
+        y = torch.where(known, y, torch.zeros_like(y))
+        if self.metric_name == "rmse":
+            per_label = F.mse_loss(pred, y, reduction="none")
+        else:
+            per_label = F.binary_cross_entropy_with_logits(pred, y, reduction="none")
+        return (per_label * known).sum(1) / known.sum(1).clamp_min(1)
+
     def target(self, batch: Any) -> Tensor:
         return batch.y
 
@@ -503,3 +514,7 @@ class NodeTask(Task):
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         logits = model(batch["x"], batch["edge_index"])[batch["mask"]]
         return logits, logits.new_zeros(())
+
+    def example_losses(self, pred: Tensor, batch: dict[str, Any]) -> None:
+        """``None``: a batch is the whole graph, one example."""
+        return None

@@ -124,10 +124,11 @@ class Task:
     def task_loss(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(pred, batch["y"])
 
-    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(task loss, aux loss)`` of one batch."""
-        pred, aux = self.forward(model, batch)
-        return self.task_loss(pred, batch), aux
+    def example_losses(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor | None:
+        """Each example's own loss ``[B]``, in batch order (the order of the structures' ``ptr``):
+        SAC's REINFORCE reward is its negative. ``None`` where a batch is one example (a whole
+        graph of node labels); the reward is then the negative task loss."""
+        return F.cross_entropy(pred, batch["y"], reduction="none")
 
     def predict(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         return self.forward(model, batch)[0]

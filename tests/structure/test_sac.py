@@ -144,6 +144,46 @@ def test_reinforce_policy_loss_uses_a_moving_baseline():
     assert float(sac.policy_loss(-1.0)) == 0.0
 
 
+def test_reinforce_credits_each_example_with_its_own_reward():
+    q, k, _ = _qk()
+    sac = SAC(2, 8, edges_per_node=4, window=2, random=0, projection=4)  # random=0: candidates known
+    sac.baseline.fill_(-1.0)
+    sac.baseline_ready.fill_(True)
+    g = sac(q, k, ptr=PTR).graph
+    reward = torch.tensor([-3.0, 5.0, -1.0, 0.5])  # example 1 is empty; example 2 sits at the baseline
+    loss = sac.policy_loss(reward)
+
+    # The surrogate from its definition: each example's chosen log-probabilities, times its advantage.
+    sq, sk = sac.score_q(q.mean(1)), sac.score_k(k.mean(1))
+    cand = sac.candidates(q.mean(1).detach(), k.mean(1).detach(), PTR)
+    scores = (sq[cand.dst()] * sk[cand.col]).sum(1) / 8**0.5
+    keys = (cand.dst() * 40 + cand.col).tolist()
+    log_p = {}
+    for i in range(40):
+        rows = (cand.dst() == i).nonzero()[:, 0]
+        for e, lp in zip(rows.tolist(), torch.log_softmax(scores[rows], 0), strict=True):
+            log_p[keys[e]] = lp
+    ex = _example(PTR, 40)
+    chosen = list(zip(g.dst().tolist(), g.col.tolist(), strict=True))
+    per_example = [sum((log_p[i * 40 + j] for i, j in chosen if ex[i] == b), torch.zeros(())) for b in range(4)]
+    expected = -sum((reward[b] + 1.0) * per_example[b] / 40 for b in range(4))
+    torch.testing.assert_close(loss, expected)
+    assert float(sac.baseline) == pytest.approx(0.9 * -1.0 + 0.1 * float(reward.mean()))
+
+    # No credit crosses examples: the example at the baseline gets no gradient, the others do.
+    loss.backward()
+    assert q.grad[3:25].abs().sum() == 0 and k.grad[3:25].abs().sum() == 0
+    assert q.grad[:3].abs().sum() > 0 and q.grad[25:].abs().sum() > 0
+
+
+def test_reinforce_reward_must_be_scalar_or_one_per_example():
+    q, k, _ = _qk()
+    sac = SAC(2, 8, edges_per_node=4)
+    sac(q, k, ptr=PTR)
+    with pytest.raises(ValueError, match=r"reward must be a scalar or one value per example \(\[4\]"):
+        sac.policy_loss(torch.zeros(3))
+
+
 def test_keeps_input_edges_and_adds_learned_ones():
     q, k, _ = _qk()
     given = Graph.from_edge_index(torch.tensor([[0, 20, 39], [2, 5, 30]]), num_src=40, num_dst=40)

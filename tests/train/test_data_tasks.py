@@ -104,6 +104,25 @@ def test_molecule_models_learn_one_step(bace, model):
     assert 0.0 <= metric <= 1.0
 
 
+def test_molecule_example_losses_average_each_molecules_known_labels():
+    from types import SimpleNamespace
+
+    task = get_task("ogbg-molbace")
+    nan = float("nan")
+    pred = torch.tensor([[0.3, -1.0], [2.0, 0.5], [1.0, 1.0]])
+    batch = SimpleNamespace(y=torch.tensor([[1.0, nan], [0.0, 1.0], [nan, nan]]))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def one(p, t):
+        return bce(torch.tensor(p), torch.tensor(t))
+
+    expected = torch.stack([one(0.3, 1.0), (one(2.0, 0.0) + one(0.5, 1.0)) / 2, torch.tensor(0.0)])
+    torch.testing.assert_close(task.example_losses(pred, batch), expected)
+    task.metric_name = "rmse"
+    expected = torch.tensor([0.7**2, (2.0**2 + 0.5**2) / 2, 0.0])
+    torch.testing.assert_close(task.example_losses(pred, batch), expected)
+
+
 def _far_pair(item, hops):
     """(a, b): two atoms of ``item`` more than ``hops`` bonds apart (breadth-first search from each atom)."""
     adj = [[] for _ in range(item.num_nodes)]

@@ -53,15 +53,15 @@ def test_resume_without_checkpoint_says_what_to_do(tmp_path):
 
 def test_ctrl_c_keeps_the_last_complete_epoch(tmp_path, monkeypatch):
     calls = {"n": 0}
-    original = RecallTask.loss
+    original = RecallTask.task_loss
 
-    def interrupt_in_epoch_two(self, model, batch):
+    def interrupt_in_epoch_two(self, pred, batch):
         calls["n"] += 1
         if calls["n"] > 8:  # 256 / 32 = 8 batches per epoch
             raise KeyboardInterrupt
-        return original(self, model, batch)
+        return original(self, pred, batch)
 
-    monkeypatch.setattr(RecallTask, "loss", interrupt_in_epoch_two)
+    monkeypatch.setattr(RecallTask, "task_loss", interrupt_in_epoch_two)
     result = train(_cfg(tmp_path, epochs=3))
     assert result["interrupted"] and result["epochs_done"] == 1
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
@@ -264,6 +264,26 @@ def test_recall_pair_tokens_train_a_model_that_beats_chance(tmp_path):
     options = {"length": 16, "pairs": 2, "pair_tokens": 1, "train_size": 2048, "eval_size": 256}
     result = train(_cfg(tmp_path, options=options, epochs=2, lr=3e-3, batch_size=16, dim=32))
     assert result["test_accuracy"] > 0.9
+
+
+def test_sac_reinforce_reward_is_each_examples_negative_loss(tmp_path, monkeypatch):
+    from graphattn.structure.sac import SAC
+
+    task = get_task("recall")
+    logits, y = torch.randn(5, 16), torch.tensor([3, 0, 15, 7, 7])
+    torch.testing.assert_close(task.example_losses(logits, {"y": y}).mean(), task.task_loss(logits, {"y": y}))
+
+    rewards, policy_loss = [], SAC.policy_loss
+
+    def record(self, reward):
+        rewards.append((tuple(reward.shape), reward.unique().numel() > 1, bool((reward <= 0).all())))
+        return policy_loss(self, reward)  # which checks the reward has one value per example of the forward
+
+    monkeypatch.setattr(SAC, "policy_loss", record)
+    train(_cfg(tmp_path, attention="sac", options={**TINY, "train_size": 80}))
+    # 80 examples in batches of 32: one reward per example of each batch (each its own negative
+    # cross-entropy: distinct values, none positive).
+    assert rewards == [((32,), True, True), ((32,), True, True), ((16,), True, True)]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt thresholds are glibc's")
