@@ -28,7 +28,10 @@ def _extensions() -> tuple[list, dict]:
 
     arch = os.environ.get("GRAPHATTN_ARCH_FLAGS", "-march=native").split()
     cxx = ["-O3", "-fopenmp", *arch, "-std=c++20"]
-    sources = [str(p.relative_to(ROOT)) for p in (KERNELS / "ops.cpp", KERNELS / "edge_attention_cpu.cpp")]
+    sources = [
+        str(p.relative_to(ROOT))
+        for p in (KERNELS / "ops.cpp", KERNELS / "edge_attention_cpu.cpp", KERNELS / "sbm_draw_cpu.cpp")
+    ]
     kwargs = {"include_dirs": [str(KERNELS)], "extra_link_args": ["-fopenmp"]}
     if torch.version.cuda is not None and CUDA_HOME is not None:
         sources += [str(p.relative_to(ROOT)) for p in sorted(KERNELS.glob("*.cu"))]

@@ -19,6 +19,12 @@ TORCH_LIBRARY(graphattn, m) {
       "Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor perm, Tensor? bias, Tensor? gate, "
       "Tensor? edge_key, Tensor? edge_value, float scale, bool need_kv, bool need_bias, bool need_gate, "
       "bool need_edge_key, bool need_edge_value) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The SBM sampler's endpoint draws (CPU; graphattn/structure/sbm.py, cuda/sbm_draw_cpu.cpp): one
+  // node per uniform u[e], from table row row[p] over example example[p]'s nodes, for the draws
+  // offsets[p] .. offsets[p + 1] - 1 of block pair p.
+  m.def(
+      "sbm_draw(Tensor table, Tensor guide, Tensor offsets, Tensor row, Tensor example, Tensor ptr, Tensor u, "
+      "int n) -> Tensor");
   // Unmaps the CPU kernels' cached output buffers; returns the bytes given back.
   m.def("empty_cpu_cache() -> int");
 }

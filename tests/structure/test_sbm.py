@@ -73,6 +73,68 @@ def test_endpoint_draws_match_a_skewed_row_whose_tiny_masses_share_guide_cells()
     assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq - p).abs().max()
 
 
+def _skewed(n):
+    mass = torch.full((n, 1, 1), 1e-3, dtype=torch.float64)
+    mass[0], mass[-1], mass[n // 2] = 1.0, 1.0, 0.0
+    return mass
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (y, s, z, ptr): a ragged batch with an empty and a one-node example; rows of tiny masses
+        # beside huge ones; a skewed row whose light nodes share guide cells; saturated memberships.
+        lambda: (_small_model()[0], _small_model()[1] * 50, _small_model()[2], torch.tensor([0, 0, 1, 4, 6])),
+        lambda: (_small_model(3)[0], _small_model(3)[1] * 1e11, _small_model(3)[0] * 1e-9, torch.tensor([0, 6])),
+        lambda: (_skewed(64), torch.ones(1, 1, 1, dtype=torch.float64) * 400, _skewed(64), torch.tensor([0, 20, 64])),
+        lambda: (
+            torch.ones(300, 2, 4),
+            torch.full((2, 4, 4), 1 / 16),
+            torch.ones(300, 2, 4),
+            torch.tensor([0, 100, 300]),
+        ),
+    ],
+)
+def test_native_draws_equal_the_pytorch_path(case, monkeypatch):
+    from graphattn.structure import sbm
+
+    y, s, z, ptr = case()
+    assert sbm._native_draws(y)  # the native kernel is built and takes CPU inputs
+    native = sample_fastrg(y, s, z, ptr, generator=torch.Generator().manual_seed(7))
+    monkeypatch.setattr(sbm, "_native_draws", lambda x: False)
+    reference = sample_fastrg(y, s, z, ptr, generator=torch.Generator().manual_seed(7))
+    assert native[0].numel() > 100
+    for got, want in zip(native, reference, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_native_draw_rejects_bad_inputs():
+    table, guide, _ = _draw_table(torch.rand(8, 1, 2, dtype=torch.float64))  # 2 rows of 9 entries
+    args = {
+        "table": table, "guide": guide, "offsets": torch.tensor([0, 3, 5]), "row": torch.tensor([0, 1]),
+        "example": torch.tensor([0, 1]), "ptr": torch.tensor([0, 5, 8]), "n": 8,
+        "u": torch.rand(5, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+    }  # fmt: skip
+    # Block pair 0 (row 0, example 0) draws 3 nodes, block pair 1 (row 1, example 1) 2: as _draw does.
+    pair = torch.tensor([0, 0, 0, 1, 1])
+    want = _draw(table, guide, 8, torch.tensor([0, 9]), args["ptr"], (2,), pair, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.ops.graphattn.sbm_draw(**args), want)
+    for change, match in [
+        ({"row": torch.tensor([0, 2])}, r"row must lie in \[0, 2\), got 2"),
+        ({"example": torch.tensor([0, -1])}, r"example must lie in \[0, 2\), got -1"),
+        ({"u": torch.rand(5)}, "u must be a contiguous CPU float64 vector"),
+        ({"u": torch.rand(4, dtype=torch.float64)}, "offsets must run from 0 to u's 4 draws"),
+        ({"offsets": torch.tensor([0, 6, 5])}, "offsets must be non-decreasing"),
+        ({"ptr": torch.tensor([0, 5, 9])}, r"ptr must lie in \[0, n = 8\]"),
+        ({"ptr": torch.tensor([0, 5, 5])}, "block pair 1 has draws in an example without nodes"),
+        ({"guide": guide + 100}, "guide entries must index the table"),
+        ({"table": table.float()}, "table must be a contiguous CPU float64 vector"),
+        ({"n": 7}, "rows of n \\+ 1 = 8 entries"),
+    ]:
+        with pytest.raises(RuntimeError, match=match):
+            torch.ops.graphattn.sbm_draw(**{**args, **change})
+
+
 def test_saturated_memberships_sample_every_pair_in_expectation():
     n, b = 20, 50
     sbm = SBM(2, 4, num_clusters=3, dedup=False, self_loops=False, generator=torch.Generator().manual_seed(0))

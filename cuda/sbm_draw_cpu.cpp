@@ -1,0 +1,111 @@
+// The SBM sampler's endpoint draws on the CPU (graphattn/structure/sbm.py: sample_fastrg).
+//
+// Every draw takes one node of one example, with probability proportional to its mass in one
+// row of a normalized cumulative table: inverse transform, bounded by Chen and Asau's guide
+// table (1974) and finished by a binary search between the guide's bounds. The PyTorch path of
+// sbm.py (`_draw`) runs the same steps as whole-tensor gathers, one pass per search level over
+// all draws; here each draw runs them in turn, and the draws of one block pair are consecutive
+// and read one row segment of the table (an example's nodes), so it stays in cache. Given the
+// same uniforms both paths return the same nodes (tests/structure/test_sbm.py checks equality).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace graphattn {
+namespace {
+
+// a * b rounded on its own, as torch's separate multiply and add round it: a fused
+// multiply-add (which -march=native may contract `a * b + c` into) would move draws that land
+// within an ulp of a table entry to the neighbouring node.
+inline double product(double a, double b) {
+  volatile double p = a * b;
+  return p;
+}
+
+void check_index_tensor(const at::Tensor& t, const char* name, int64_t numel) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kLong && t.dim() == 1 && t.is_contiguous(),
+              "sbm_draw: ", name, " must be a contiguous CPU int64 vector, got ", t.scalar_type(), " of shape ",
+              t.sizes());
+  TORCH_CHECK(numel < 0 || t.numel() == numel, "sbm_draw: ", name, " must have ", numel, " entries, got ",
+              t.numel());
+}
+
+// Node per draw, for the draws of block pair p at offsets[p] .. offsets[p + 1] - 1: block pair
+// p reads table row `row[p]` (entries row * (n + 1) .. row * (n + 1) + n) over the nodes of
+// example `example[p]` (ptr[x] .. ptr[x + 1] - 1); u holds one uniform in [0, 1) per draw.
+at::Tensor sbm_draw_cpu(const at::Tensor& table, const at::Tensor& guide, const at::Tensor& offsets,
+                        const at::Tensor& row, const at::Tensor& example, const at::Tensor& ptr, const at::Tensor& u,
+                        int64_t n) {
+  TORCH_CHECK(n >= 1, "sbm_draw: n must be >= 1, got ", n);
+  TORCH_CHECK(table.device().is_cpu() && table.scalar_type() == at::kDouble && table.dim() == 1 &&
+                  table.is_contiguous() && table.numel() % (n + 1) == 0,
+              "sbm_draw: table must be a contiguous CPU float64 vector of rows of n + 1 = ", n + 1,
+              " entries, got ", table.scalar_type(), " of shape ", table.sizes());
+  check_index_tensor(guide, "guide", table.numel());
+  check_index_tensor(row, "row", -1);
+  const int64_t pairs = row.numel();
+  check_index_tensor(offsets, "offsets", pairs + 1);
+  check_index_tensor(example, "example", pairs);
+  check_index_tensor(ptr, "ptr", -1);
+  TORCH_CHECK(ptr.numel() >= 1, "sbm_draw: ptr must have at least one entry");
+  TORCH_CHECK(u.device().is_cpu() && u.scalar_type() == at::kDouble && u.dim() == 1 && u.is_contiguous(),
+              "sbm_draw: u must be a contiguous CPU float64 vector, got ", u.scalar_type(), " of shape ", u.sizes());
+  const int64_t rows = table.numel() / (n + 1), examples = ptr.numel() - 1;
+  const double* t = table.data_ptr<double>();
+  const int64_t* g = guide.data_ptr<int64_t>();
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const int64_t* r = row.data_ptr<int64_t>();
+  const int64_t* x = example.data_ptr<int64_t>();
+  const int64_t* p = ptr.data_ptr<int64_t>();
+  const double* uu = u.data_ptr<double>();
+  // O(pairs + examples) checks, so no index below leaves its tensor.
+  TORCH_CHECK(p[0] >= 0 && p[examples] <= n, "sbm_draw: ptr must lie in [0, n = ", n, "]");
+  for (int64_t b = 0; b < examples; ++b) TORCH_CHECK(p[b] <= p[b + 1], "sbm_draw: ptr must be non-decreasing");
+  TORCH_CHECK(off[0] == 0 && off[pairs] == u.numel(), "sbm_draw: offsets must run from 0 to u's ", u.numel(),
+              " draws");
+  for (int64_t q = 0; q < pairs; ++q) {
+    TORCH_CHECK(off[q] <= off[q + 1], "sbm_draw: offsets must be non-decreasing");
+    TORCH_CHECK(r[q] >= 0 && r[q] < rows, "sbm_draw: row must lie in [0, ", rows, "), got ", r[q]);
+    TORCH_CHECK(x[q] >= 0 && x[q] < examples, "sbm_draw: example must lie in [0, ", examples, "), got ", x[q]);
+    TORCH_CHECK(off[q] == off[q + 1] || p[x[q]] < p[x[q] + 1], "sbm_draw: block pair ", q,
+                " has draws in an example without nodes");
+  }
+  TORCH_CHECK(guide.numel() == 0 || (*std::min_element(g, g + guide.numel()) >= 0 &&
+                                     *std::max_element(g, g + guide.numel()) < table.numel()),
+              "sbm_draw: guide entries must index the table");
+
+  at::Tensor out = at::empty({u.numel()}, offsets.options());
+  int64_t* o = out.data_ptr<int64_t>();
+  at::parallel_for(0, pairs, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t q = begin; q < end; ++q) {
+      const int64_t base = r[q] * (n + 1), first = base + p[x[q]], last = base + p[x[q] + 1];
+      const double start = t[first], span = t[last] - start;
+      for (int64_t e = off[q]; e < off[q + 1]; ++e) {
+        const double f = product(uu[e], span) + start;
+        const int64_t cell = std::clamp<int64_t>(static_cast<int64_t>(product(f, static_cast<double>(n))), 0, n - 1);
+        int64_t hi = std::min(g[base + cell + 1], last - 1);
+        int64_t lo = std::min(std::max(g[base + cell], first), hi);
+        while (hi > lo) {  // the largest i in [lo, hi] with t[i] <= f
+          const int64_t mid = (lo + hi + 1) / 2;
+          if (t[mid] <= f) {
+            lo = mid;
+          } else {
+            hi = mid - 1;
+          }
+        }
+        o[e] = lo - base;
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(graphattn, CPU, m) { m.impl("sbm_draw", &sbm_draw_cpu); }
+
+}  // namespace graphattn
