@@ -25,6 +25,8 @@ TORCH_LIBRARY(graphattn, m) {
   m.def(
       "sbm_draw(Tensor table, Tensor guide, Tensor offsets, Tensor row, Tensor example, Tensor ptr, Tensor u, "
       "int n) -> Tensor");
+  // Its tables (CPU): (table, guide, total) of memberships x [N, H, k], as sbm.py's _draw_table.
+  m.def("sbm_table(Tensor x) -> (Tensor, Tensor, Tensor)");
   // Unmaps the CPU kernels' cached output buffers; returns the bytes given back.
   m.def("empty_cpu_cache() -> int");
 }

@@ -7,13 +7,17 @@
 // all draws; here each draw runs them in turn, and the draws of one block pair are consecutive
 // and read one row segment of the table (an example's nodes), so it stays in cache. Given the
 // same uniforms both paths return the same nodes (tests/structure/test_sbm.py checks equality).
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <tuple>
 
 namespace graphattn {
 namespace {
@@ -104,8 +108,62 @@ at::Tensor sbm_draw_cpu(const at::Tensor& table, const at::Tensor& guide, const 
   return out;
 }
 
+// The draw tables of memberships x [N, H, k] (float or double, >= 0): per row r = h * k + a,
+// entries r * (N + 1) + i = (x_0 + ... + x_{i-1}) / total_r (running sums in double, the last
+// entry exactly 1), the guide (entry t of a row: the table index of the node whose interval
+// holds t / N; the last one the row's last node) and the totals [H * k]. The same values as
+// `_draw_table` in sbm.py (sequential sums, one division, one rounded product per cell).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sbm_table_cpu(const at::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 3 && x.is_contiguous() &&
+                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "sbm_table: x must be a contiguous CPU float32 / float64 tensor [N, H, k], got ", x.scalar_type(),
+              " of shape ", x.sizes());
+  const int64_t n = x.size(0), rows = x.size(1) * x.size(2), width = n + 1;
+  TORCH_CHECK(n >= 1, "sbm_table: x must have at least one node");
+  at::Tensor table = at::empty({rows * width}, x.options().dtype(at::kDouble));
+  at::Tensor guide = at::empty({rows * width}, x.options().dtype(at::kLong));
+  at::Tensor total = at::empty({rows}, x.options().dtype(at::kDouble));
+  double* t = table.data_ptr<double>();
+  int64_t* g = guide.data_ptr<int64_t>();
+  double* tot = total.data_ptr<double>();
+  bool valid = true;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sbm_table", [&] {
+    const scalar_t* xs = x.data_ptr<scalar_t>();
+    for (int64_t e = 0; e < n * rows; ++e) valid &= xs[e] >= 0 && xs[e] <= std::numeric_limits<scalar_t>::max();
+    if (!valid) return;
+    // Tiles of rows: node i's entries of a tile are adjacent in x, so each line of x is read once.
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) t[r * width] = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t* xi = xs + i * rows;
+        for (int64_t r = r0; r < r1; ++r) t[r * width + i + 1] = t[r * width + i] + static_cast<double>(xi[r]);
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        double* row = t + r * width;
+        int64_t* grow = g + r * width;
+        tot[r] = row[n];
+        const double scale = std::max(row[n], 1e-300);
+        for (int64_t i = 0; i < n; ++i) row[i] /= scale;
+        row[n] = 1.0;
+        // Node i owns the cells ceil(N F_i) .. ceil(N F_{i+1}) - 1; F is non-decreasing from 0 to 1.
+        int64_t cell = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t next = i + 1 == n ? n : std::min<int64_t>(static_cast<int64_t>(std::ceil(row[i + 1] * n)), n);
+          for (; cell < next; ++cell) grow[cell] = r * width + i;
+        }
+        grow[n] = r * width + n - 1;
+      }
+    });
+  });
+  TORCH_CHECK(valid, "sbm_table: memberships must be finite and >= 0");
+  return {table, guide, total};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(graphattn, CPU, m) { m.impl("sbm_draw", &sbm_draw_cpu); }
+TORCH_LIBRARY_IMPL(graphattn, CPU, m) {
+  m.impl("sbm_draw", &sbm_draw_cpu);
+  m.impl("sbm_table", &sbm_table_cpu);
+}
 
 }  // namespace graphattn

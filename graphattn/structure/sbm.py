@@ -105,7 +105,7 @@ def sample_fastrg(
         a = torch.arange(k, device=dev).reshape(1, 1, k, 1)
         c = a.reshape(1, 1, 1, k)
         shape = (b, h, k, k)
-        if _native_draws(y):
+        if _native_sampler(y):
             # The same draws as the PyTorch path below (same uniforms, same nodes), each in turn.
             example = torch.arange(b, device=dev).repeat_interleave(h * k * k)
             head = torch.repeat_interleave(hd.expand(shape).reshape(-1), counts, output_size=draws)
@@ -125,9 +125,15 @@ def sample_fastrg(
     return head, dst, src
 
 
-def _native_draws(x: Tensor) -> bool:
-    """Whether the endpoint draws of ``x``'s tables run in the native CPU kernel (``graphattn::sbm_draw``)."""
-    return x.device.type == "cpu" and native.available() and hasattr(torch.ops.graphattn, "sbm_draw")
+def _native_sampler(x: Tensor) -> bool:
+    """Whether the tables and endpoint draws of memberships ``x`` run in the native CPU kernels
+    (``graphattn::sbm_table``, ``graphattn::sbm_draw``)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and native.available()
+        and hasattr(torch.ops.graphattn, "sbm_table")
+    )
 
 
 def _draw_table(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -144,6 +150,9 @@ def _draw_table(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     in ``O(N)`` per row: node ``i`` owns the cells ``ceil(N F_i) .. ceil(N F_{i+1}) - 1``.
     """
     n, h, k = x.shape
+    if _native_sampler(x):  # the same values, in one pass over x
+        table, guide, total = torch.ops.graphattn.sbm_table(x.contiguous())
+        return table, guide, total.reshape(h, k, 1)
     table = x.new_zeros(h * k, n + 1, dtype=torch.float64)
     table[:, 1:] = x.permute(1, 2, 0).reshape(h * k, n)
     table.cumsum_(-1)

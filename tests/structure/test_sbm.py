@@ -95,17 +95,33 @@ def _skewed(n):
         ),
     ],
 )
-def test_native_draws_equal_the_pytorch_path(case, monkeypatch):
+def test_native_sampler_equals_the_pytorch_path(case, monkeypatch):
     from graphattn.structure import sbm
 
     y, s, z, ptr = case()
-    assert sbm._native_draws(y)  # the native kernel is built and takes CPU inputs
+    assert sbm._native_sampler(y)  # the native kernel is built and takes CPU inputs
     native = sample_fastrg(y, s, z, ptr, generator=torch.Generator().manual_seed(7))
-    monkeypatch.setattr(sbm, "_native_draws", lambda x: False)
+    monkeypatch.setattr(sbm, "_native_sampler", lambda x: False)
     reference = sample_fastrg(y, s, z, ptr, generator=torch.Generator().manual_seed(7))
     assert native[0].numel() > 100
     for got, want in zip(native, reference, strict=True):
         assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 2, 37, 1000])
+def test_native_tables_equal_the_pytorch_ones(dtype, n, monkeypatch):
+    from graphattn.structure import sbm
+
+    gen = torch.Generator().manual_seed(n)
+    x = torch.rand(n, 3, 4, generator=gen, dtype=dtype) ** 4  # skewed masses
+    x[:, 0, 1] = 0  # a row without mass
+    x[: n // 2, 1, 2] *= 1e-30  # tiny masses beside ordinary ones
+    native = sbm._draw_table(x)
+    monkeypatch.setattr(sbm, "_native_sampler", lambda x: False)
+    reference = sbm._draw_table(x)
+    for got, want in zip(native, reference, strict=True):
+        assert got.dtype == want.dtype and torch.equal(got, want)
 
 
 def test_native_draw_rejects_bad_inputs():
@@ -133,6 +149,13 @@ def test_native_draw_rejects_bad_inputs():
     ]:
         with pytest.raises(RuntimeError, match=match):
             torch.ops.graphattn.sbm_draw(**{**args, **change})
+    for bad in (torch.tensor(-1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))):
+        x = torch.rand(8, 1, 2)
+        x[3, 0, 1] = bad
+        with pytest.raises(RuntimeError, match="memberships must be finite and >= 0"):
+            torch.ops.graphattn.sbm_table(x)
+    with pytest.raises(RuntimeError, match=r"x must be a contiguous CPU float32 / float64 tensor \[N, H, k\]"):
+        torch.ops.graphattn.sbm_table(torch.rand(8, 2))
 
 
 def test_saturated_memberships_sample_every_pair_in_expectation():
