@@ -19,9 +19,10 @@ source ``j ~ Z[:, c] / z_c``. The number of draws of a pair ``(i, j)`` is then e
 the memberships, bounded by a guide table (Chen and Asau 1974) and finished by a search that
 halves every draw's range at once (a round or two when no cell holds many nodes, ``log N`` at
 worst), vectorized over examples, heads and clusters; nothing of size ``N x N`` is formed. On
-the CPU the same steps run per draw in a native kernel (``graphattn::sbm_draw``,
-``cuda/sbm_draw_cpu.cpp``: same uniforms, same nodes; 3.3x faster at 128 draws per node). The
-authors' published code draws a dense ``N x N`` Bernoulli mask instead.
+the CPU the tables and the draws run in native kernels (``graphattn::sbm_table``,
+``graphattn::sbm_draw``, ``cuda/sbm_draw_cpu.cpp``: the same tables, and per draw the same
+steps, so the same edges from the same uniforms; the sampler 2.4-4x faster). The authors'
+published code draws a dense ``N x N`` Bernoulli mask instead.
 
 **Multigraph or simple graph**: ``dedup=True`` (default) keeps each sampled pair once, so an
 edge is present with probability ``1 - exp(-p_ij)`` (``≈ p_ij`` for sparse graphs);
