@@ -275,6 +275,8 @@ NOTES: dict[str, str] = {
     "|i - j| < 64 (127 sources), the others keep their default local window of 16 beside their long-range edges; "
     "SAC chooses 32 sources per token (shared by the heads) from its window, 16 random and 4 x 16 LSH "
     "candidates; `sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate. "
+    "`sbm-d128` is SBM with 128 expected in-edges per token at the start instead of 16 (2026-11-27, Zen 5, "
+    "beside one to three other trainings): validation 5.8, 5.0, 6.4, 7.4, 5.6, 10.2% over the 6 epochs. "
     "`sac` is the run of 2026-11-27 (Zen 5, beside two molhiv trainings) with one reward per example, "
     "each its own negative loss (e330e99): valid 6.4, 7.4, 15.6, 11.8, 10.0, 8.6% over the 6 epochs, "
     "training loss 2.84 -> 2.57 at epoch 5 and 2.91 at epoch 6; the run before it, one reward per batch "
