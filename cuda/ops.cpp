@@ -1,6 +1,6 @@
 // Schemas of the native ops (namespace graphattn). Kernels register per dispatch key in
-// edge_attention_cpu.cpp and edge_attention_cuda.cu; fake kernels and autograd live in
-// graphattn/ops/native.py.
+// edge_attention_cpu.cpp, edge_attention_cuda.cu and sbm_draw_cpu.cpp; fake kernels and
+// autograd live in graphattn/ops/native.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(graphattn, m) {

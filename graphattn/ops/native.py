@@ -1,8 +1,9 @@
 """The native backend: fused C++ (CPU) and CUDA kernels from ``cuda/``, built into ``graphattn/_C*.so``.
 
 The library holds the attention ops ``graphattn::edge_attention_fwd`` and
-``graphattn::edge_attention_bwd`` (and, CPU only, ``graphattn::sbm_draw``, the SBM sampler's
-endpoint draws, called by :mod:`graphattn.structure.sbm`). This module loads it, gives both
+``graphattn::edge_attention_bwd`` (and, CPU only, ``graphattn::sbm_table`` and
+``graphattn::sbm_draw``, the SBM sampler's tables and endpoint draws, called by
+:mod:`graphattn.structure.sbm`). This module loads it, gives both
 attention ops fake (meta) kernels and wires the backward op as the forward's autograd formula,
 so ``torch.compile`` and
 ``torch.library.opcheck`` see ordinary PyTorch ops. The forward saves only ``out`` and ``lse``;
