@@ -131,6 +131,7 @@ def _native_sampler(x: Tensor) -> bool:
     (``graphattn::sbm_table``, ``graphattn::sbm_draw``)."""
     return (
         x.device.type == "cpu"
+        and x.shape[0] > 0
         and x.dtype in (torch.float32, torch.float64)
         and native.available()
         and hasattr(torch.ops.graphattn, "sbm_table")

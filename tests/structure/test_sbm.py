@@ -124,6 +124,13 @@ def test_native_tables_equal_the_pytorch_ones(dtype, n, monkeypatch):
         assert got.dtype == want.dtype and torch.equal(got, want)
 
 
+def test_sampler_of_no_nodes_returns_no_edges():
+    y, s, _ = _small_model()
+    empty = y[:0]
+    for out in sample_fastrg(empty, s, empty, torch.tensor([0, 0])):
+        assert out.dtype == torch.long and out.numel() == 0
+
+
 def test_native_draw_rejects_bad_inputs():
     table, guide, _ = _draw_table(torch.rand(8, 1, 2, dtype=torch.float64))  # 2 rows of 9 entries
     args = {
