@@ -19,6 +19,8 @@
 #include <limits>
 #include <tuple>
 
+#include "edge_attention_checks.h"
+
 namespace graphattn {
 namespace {
 
@@ -30,12 +32,10 @@ inline double product(double a, double b) {
   return p;
 }
 
-void check_index_tensor(const at::Tensor& t, const char* name, int64_t numel) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kLong && t.dim() == 1 && t.is_contiguous(),
-              "sbm_draw: ", name, " must be a contiguous CPU int64 vector, got ", t.scalar_type(), " of shape ",
-              t.sizes());
-  TORCH_CHECK(numel < 0 || t.numel() == numel, "sbm_draw: ", name, " must have ", numel, " entries, got ",
-              t.numel());
+// An int64 vector on table's device (check_index), of numel entries.
+void check_index_of(const at::Tensor& t, const char* name, const at::Tensor& table, int64_t numel) {
+  check_index(t, name, table);
+  TORCH_CHECK(t.numel() == numel, "sbm_draw: ", name, " must have ", numel, " entries, got ", t.numel());
 }
 
 // Node per draw, for the draws of block pair p at offsets[p] .. offsets[p + 1] - 1: block pair
@@ -49,12 +49,12 @@ at::Tensor sbm_draw_cpu(const at::Tensor& table, const at::Tensor& guide, const 
                   table.is_contiguous() && table.numel() % (n + 1) == 0,
               "sbm_draw: table must be a contiguous CPU float64 vector of rows of n + 1 = ", n + 1,
               " entries, got ", table.scalar_type(), " of shape ", table.sizes());
-  check_index_tensor(guide, "guide", table.numel());
-  check_index_tensor(row, "row", -1);
+  check_index_of(guide, "guide", table, table.numel());
+  check_index(row, "row", table);
   const int64_t pairs = row.numel();
-  check_index_tensor(offsets, "offsets", pairs + 1);
-  check_index_tensor(example, "example", pairs);
-  check_index_tensor(ptr, "ptr", -1);
+  check_index_of(offsets, "offsets", table, pairs + 1);
+  check_index_of(example, "example", table, pairs);
+  check_index(ptr, "ptr", table);
   TORCH_CHECK(ptr.numel() >= 1, "sbm_draw: ptr must have at least one entry");
   TORCH_CHECK(u.device().is_cpu() && u.scalar_type() == at::kDouble && u.dim() == 1 && u.is_contiguous(),
               "sbm_draw: u must be a contiguous CPU float64 vector, got ", u.scalar_type(), " of shape ", u.sizes());

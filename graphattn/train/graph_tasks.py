@@ -298,23 +298,23 @@ class MoleculeTask(Task):
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         return model(batch)
 
-    def task_loss(self, pred: Tensor, batch: Any) -> Tensor:
-        y = batch.y.to(pred.dtype)
-        known = ~torch.isnan(y)  # OGB marks missing labels with NaN
-        if self.metric_name == "rmse":
-            return F.mse_loss(pred[known], y[known])
-        return F.binary_cross_entropy_with_logits(pred[known], y[known])
-
-    def example_losses(self, pred: Tensor, batch: Any) -> Tensor:
-        """Each molecule's loss ``[B]``: the mean over its known labels (0 where it has none)."""
+    def _label_losses(self, pred: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+        """The loss of every label ``[B, T]`` (squared error or BCE; missing labels count as 0,
+        their losses are not used) and the mask of known labels (OGB marks missing ones NaN)."""
         y = batch.y.to(pred.dtype)
         known = ~torch.isnan(y)
         y = torch.where(known, y, torch.zeros_like(y))
-        if self.metric_name == "rmse":
-            per_label = F.mse_loss(pred, y, reduction="none")
-        else:
-            per_label = F.binary_cross_entropy_with_logits(pred, y, reduction="none")
-        return (per_label * known).sum(1) / known.sum(1).clamp_min(1)
+        loss = F.mse_loss if self.metric_name == "rmse" else F.binary_cross_entropy_with_logits
+        return loss(pred, y, reduction="none"), known
+
+    def task_loss(self, pred: Tensor, batch: Any) -> Tensor:
+        losses, known = self._label_losses(pred, batch)
+        return losses[known].mean()
+
+    def example_losses(self, pred: Tensor, batch: Any) -> Tensor:
+        """Each molecule's loss ``[B]``: the mean over its known labels (0 where it has none)."""
+        losses, known = self._label_losses(pred, batch)
+        return (losses * known).sum(1) / known.sum(1).clamp_min(1)
 
     def target(self, batch: Any) -> Tensor:
         return batch.y
