@@ -56,27 +56,27 @@ def test_endpoint_draws_keep_their_precision_in_a_row_of_tiny_memberships():
         assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq, p)
 
 
+def _skewed(n):
+    """Masses [n, 1, 1]: two heavy end nodes, one empty middle node, the rest light (3% of the mass at n = 64)."""
+    mass = torch.full((n, 1, 1), 1e-3, dtype=torch.float64)
+    mass[0], mass[-1], mass[n // 2] = 1.0, 1.0, 0.0
+    return mass
+
+
 def test_endpoint_draws_match_a_skewed_row_whose_tiny_masses_share_guide_cells():
     # Two heavy nodes and 62 light ones holding 3% of the mass: the light ones fall into two or
     # three of the row's 64 guide cells, so their draws search wide ranges (and drop out of the
     # search at different rounds).
     n, t = 64, 400_000
-    mass = torch.full((n,), 1e-3, dtype=torch.float64)
-    mass[0], mass[-1], mass[30] = 1.0, 1.0, 0.0
-    table, guide, _ = _draw_table(mass.reshape(n, 1, 1))
+    mass = _skewed(n)
+    table, guide, _ = _draw_table(mass)
     pair = torch.zeros(t, dtype=torch.long)
     node = _draw(
         table, guide, n, torch.tensor([[0]]), torch.tensor([0, n]), (1, 1), pair, torch.Generator().manual_seed(0)
     )
     freq = torch.bincount(node, minlength=n).double() / t
-    p = mass / mass.sum()
+    p = mass.reshape(n) / mass.sum()
     assert bool(((freq - p).abs() <= 5 * (p * (1 - p) / t).sqrt() + 1e-9).all()), (freq - p).abs().max()
-
-
-def _skewed(n):
-    mass = torch.full((n, 1, 1), 1e-3, dtype=torch.float64)
-    mass[0], mass[-1], mass[n // 2] = 1.0, 1.0, 0.0
-    return mass
 
 
 @pytest.mark.parametrize(
