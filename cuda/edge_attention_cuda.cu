@@ -161,27 +161,29 @@ struct Args {
   acc_t scale;
 };
 
-// The warp's (row, head) w, its lane group and the first element of the lane's slice.
+// The warp's (row, head) index w = row * H + head, its row and head, the lane's group and the
+// first element of the lane's slice. w is uniform over the warp, so `w >= rows * H` sends whole
+// warps home.
 struct Lane {
-  int64_t w;
+  int64_t w, row, head;
   int group;
   int64_t d0;
 };
 
 template <int G>
-__device__ __forceinline__ Lane lane_of() {
+__device__ __forceinline__ Lane lane_of(int64_t H) {
   const int lane = threadIdx.x % kWarp;
-  return {(static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp, lane / G,
-          static_cast<int64_t>(lane % G) * kSlice};
+  const int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  return {w, w / H, w % H, lane / G, static_cast<int64_t>(lane % G) * kSlice};
 }
 
 template <typename scalar_t, typename acc_t, int G>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
     fwd_kernel(const Args<scalar_t, acc_t> a) {
   constexpr int P = kWarp / G;
-  const Lane ln = lane_of<G>();
-  if (ln.w >= a.n * a.H) return;  // w is uniform over the warp: whole warps leave
-  const int64_t i = ln.w / a.H, h = ln.w % a.H, end = a.rowptr[i + 1];
+  const Lane ln = lane_of<G>(a.H);
+  if (ln.w >= a.n * a.H) return;
+  const int64_t i = ln.row, h = ln.head, end = a.rowptr[i + 1];
   acc_t qv[kSlice], acc[kSlice], x[kSlice];
   load_slice(qv, a.q + ln.w * a.D, ln.d0, a.D);
 #pragma unroll
@@ -231,9 +233,9 @@ template <typename scalar_t, typename acc_t, int G>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
     bwd_dst_kernel(const Args<scalar_t, acc_t> a) {
   constexpr int P = kWarp / G;
-  const Lane ln = lane_of<G>();
+  const Lane ln = lane_of<G>(a.H);
   if (ln.w >= a.n * a.H) return;
-  const int64_t i = ln.w / a.H, h = ln.w % a.H, end = a.rowptr[i + 1];
+  const int64_t i = ln.row, h = ln.head, end = a.rowptr[i + 1];
   acc_t qv[kSlice], ov[kSlice], gq[kSlice], kx[kSlice], vx[kSlice];
   load_slice(qv, a.q + ln.w * a.D, ln.d0, a.D);
   load_slice(ov, a.dout + ln.w * a.Dv, ln.d0, a.Dv);
@@ -289,9 +291,9 @@ template <typename scalar_t, typename acc_t, int G>
 __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
     bwd_src_kernel(const Args<scalar_t, acc_t> a) {
   constexpr int P = kWarp / G;
-  const Lane ln = lane_of<G>();
+  const Lane ln = lane_of<G>(a.H);
   if (ln.w >= a.n * a.H) return;
-  const int64_t j = ln.w / a.H, h = ln.w % a.H;
+  const int64_t j = ln.row, h = ln.head;
   acc_t gk[kSlice], gv[kSlice], x[kSlice];
 #pragma unroll
   for (int t = 0; t < kSlice; ++t) gk[t] = gv[t] = 0;
