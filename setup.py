@@ -18,6 +18,12 @@ from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
 KERNELS = ROOT / "cuda"
+# --exclude-libs,ALL keeps the symbols of static archives linked into the library local. A toolchain
+# that links libstdc++ statically (the GPU machine's, 2026-11-27) otherwise leaves the library's
+# copy half-bound to the process's shared libstdc++ (Python's -Bsymbolic-functions binds functions
+# locally, data not), and formatting a number into an error message crashed (GPU) or came out
+# empty (this machine, -static-libstdc++). tests/ops/test_build.py checks it.
+LINK_ARGS = ["-fopenmp", "-Wl,--exclude-libs,ALL"]
 
 
 def _extensions() -> tuple[list, dict]:
@@ -32,7 +38,7 @@ def _extensions() -> tuple[list, dict]:
         str(p.relative_to(ROOT))
         for p in (KERNELS / "ops.cpp", KERNELS / "edge_attention_cpu.cpp", KERNELS / "sbm_draw_cpu.cpp")
     ]
-    kwargs = {"include_dirs": [str(KERNELS)], "extra_link_args": ["-fopenmp"]}
+    kwargs = {"include_dirs": [str(KERNELS)], "extra_link_args": LINK_ARGS}
     if torch.version.cuda is not None and CUDA_HOME is not None:
         sources += [str(p.relative_to(ROOT)) for p in sorted(KERNELS.glob("*.cu"))]
         nvcc = ["-O3", "-std=c++20"]  # no fast-math: the kernels rely on exact -inf handling
