@@ -21,8 +21,8 @@ KERNELS = ROOT / "cuda"
 # --exclude-libs,ALL keeps the symbols of static archives linked into the library local. A toolchain
 # that links libstdc++ statically (the GPU machine's, 2026-11-27) otherwise leaves the library's
 # copy half-bound to the process's shared libstdc++ (Python's -Bsymbolic-functions binds functions
-# locally, data not), and formatting a number into an error message crashed (GPU) or came out
-# empty (this machine, -static-libstdc++). tests/ops/test_build.py checks it.
+# locally, data not), and formatting a number into an error message crashed (GPU) or cut the
+# message there (this machine, -static-libstdc++). tests/ops/test_build.py checks it.
 LINK_ARGS = ["-fopenmp", "-Wl,--exclude-libs,ALL"]
 
 
