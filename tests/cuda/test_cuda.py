@@ -10,6 +10,9 @@ states, the source pass over the transpose, 16-byte and scalar loads, half types
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -196,27 +199,57 @@ def test_head_dim_over_256_is_a_clear_error_and_dispatch_falls_back():
     torch.testing.assert_close(out, want)
 
 
+# Run in a child process by the test below, so that a crash fails that test instead of ending the
+# suite. Each case: a direct op call that must raise RuntimeError with the whole message.
+LAUNCHER_CHECKS = r"""
+import sys, torch
+from graphattn.testing import custom_op_args, random_inputs, window_graph
+
+device = sys.argv[1]
+g = window_graph(20, 3)
+fwd = torch.ops.graphattn.edge_attention_fwd.default
+
+
+def expect(msg, head_dim, change, heads=1):
+    inputs = random_inputs(g, heads=heads, head_dim=head_dim, dtype=torch.float32)
+    args = [a.to(device) if isinstance(a, torch.Tensor) else a for a in custom_op_args(g, inputs, 0.1)]
+    change(args)
+    try:
+        fwd(*args)
+    except RuntimeError as e:
+        assert msg in str(e), f"expected {msg!r} in the message, got {str(e)[:300]!r}"
+        return
+    raise AssertionError(f"no error where {msg!r} was expected")
+
+
+def set_at(i, f):
+    def change(args):
+        args[i] = f(args[i])
+    return change
+
+
+expect("col must be int64", 8, set_at(4, lambda t: t.int()))
+expect("got [20, 2, 8], [20, 1, 8], [20, 2, 8]", 8, set_at(1, lambda t: t[:, :1].contiguous()), heads=2)
+if device == "cuda":
+    expect("head dims up to 256, got 300", 300, lambda args: None)
+print("checks raised")
+"""
+
+
 @pytest.mark.parametrize("device", ["cuda", "cpu"])
 def test_launcher_checks_raise_instead_of_crashing(device):
     """The C++ checks of the launchers, reached only by direct op calls (edge_attention validates in
-    Python first), raise RuntimeError with this machine's build and toolchain. On the H200 of
-    2026-11-27 the CUDA case crashed the process (cuda-gdb: inside the library's own, statically
-    linked copy of ``ostream << long``, formatting the head dim into the message) and the CPU case,
-    whose message has no number, passed. setup.py's ``LINK_ARGS`` now keep that copy whole
-    (tests/ops/test_build.py reproduces the fault on a CPU machine); this test has not yet run on
-    a GPU build with them."""
-    g = window_graph(20, 3).to(device)
-    fwd = torch.ops.graphattn.edge_attention_fwd.default
-    if device == "cuda":
-        inputs = on_cuda(random_inputs(g.to("cpu"), heads=1, head_dim=300, dtype=torch.float32))
-        with pytest.raises(RuntimeError, match="head dims up to 256, got 300"):
-            fwd(*custom_op_args(g, inputs, 0.1))
-    inputs = random_inputs(g.to("cpu"), heads=1, head_dim=8, dtype=torch.float32)
-    inputs = on_cuda(inputs) if device == "cuda" else inputs
-    args = list(custom_op_args(g, inputs, 0.1))
-    args[4] = args[4].int()  # col
-    with pytest.raises(RuntimeError, match="col must be int64"):
-        fwd(*args)
+    Python first), raise RuntimeError with their whole message, numbers included, in a child
+    process (a crash fails this test, not the suite). On the H200 of 2026-11-27 the CUDA case
+    crashed the process (cuda-gdb: inside the library's own, statically linked copy of
+    ``ostream << long``, formatting the head dim into the message) and the CPU case, whose message
+    then had no number, passed. setup.py's ``LINK_ARGS`` now keep that copy whole
+    (tests/ops/test_build.py reproduces the fault on a CPU machine); not yet run on a GPU build
+    with them."""
+    done = subprocess.run([sys.executable, "-c", LAUNCHER_CHECKS, device], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "checks raised" in done.stdout, (
+        f"child exited with {done.returncode} (negative: killed by that signal); stderr:\n{done.stderr[-3000:]}"
+    )
 
 
 def test_inputs_on_different_devices_are_a_clear_error():
