@@ -536,6 +536,15 @@ void bwd_src_generic(const BwdArgs<scalar_t>& a, int64_t j, int64_t h, int64_t l
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Whether a run the vector max called empty (max -inf) holds a NaN score the max dropped; such a
+// run poisons the row's sum, as a NaN score does everywhere else (softmax_rescale). Only runs
+// without a finite score get here, so the scan costs nothing on ordinary rows.
+inline bool has_nan(const float* s, int64_t n) {
+  bool nan = false;
+  for (int64_t e = 0; e < n; ++e) nan |= s[e] != s[e];
+  return nan;
+}
+
 #ifdef __AVX512F__
 struct Avx512 {
   static constexpr int W = 16;
@@ -558,7 +567,7 @@ struct Avx512 {
   static reg round(reg x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT); }
   static reg ldexp(reg y, reg n) { return _mm512_scalef_ps(y, n); }  // y * 2^n, n integral
   // y where a > lo, else 0 (a NaN included).
-  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, lo, _CMP_GT_OQ), y); }
+  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, lo, _CMP_NLE_UQ), y); }
   // Lanes [0, n) of x, the rest from fill (0 <= n <= 16).
   static reg first(int n, reg x, reg fill) { return _mm512_mask_blend_ps(mask((1u << n) - 1), fill, x); }
   // The mask of the last of nv vectors holding a row of n floats (16 * (nv - 1) < n <= 16 * nv).
@@ -619,7 +628,7 @@ struct Avx2 {
     const reg p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
   }
-  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GT_OQ), y); }
+  static reg zero_unless_gt(reg a, reg lo, reg y) { return _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_NLE_UQ), y); }
   static mask lanes_below(int64_t n) {  // lanes t < n
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
@@ -675,11 +684,13 @@ inline Vec<VT> splat(float f) {
 // exp on W lanes: 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by Cephes' expf polynomial
 // (about 1 ulp). Inputs below -103 (2^-149 is the smallest float), -inf from masked edges
 // included, give exactly 0; clamping first keeps -inf out of the range reduction (inf - inf).
+// NaN gives NaN, as std::exp: the clamp puts the input second (x86's max returns its second
+// operand when either is NaN) and zero_unless_gt keeps unordered lanes.
 template <class VT>
 inline Vec<VT> ga_exp(Vec<VT> a) {
   using R = typename VT::reg;
   const R lo = VT::set1(-103.f);
-  const R x = VT::max(a.x, lo);
+  const R x = VT::max(lo, a.x);
   const R n = VT::round(VT::mul(x, VT::set1(1.44269504088896341f)));
   R r = VT::fnmadd(n, VT::set1(0.693359375f), x);  // ln 2 in two parts: exact n * hi
   r = VT::fnmadd(n, VT::set1(-2.12194440e-4f), r);
@@ -875,7 +886,10 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
       VT::store(sbuf + W * b, s);
     }
     float alpha;
-    if (!softmax_rescale(st, VT::reduce_max(vmax), alpha)) continue;
+    if (!softmax_rescale(st, VT::reduce_max(vmax), alpha)) {
+      if (has_nan(sbuf, int64_t(W) * blocks)) st.l = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
     const V m = splat<VT>(st.m);
     R lsum = VT::zero();
     for (int b = 0; b < blocks; ++b) {
@@ -935,7 +949,10 @@ void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float
     const V s{VT::load(w + W * h)};
     st[h] = softmax_init<float>();
     float alpha;
-    if (!softmax_rescale(st[h], VT::reduce_max(s.x), alpha)) continue;  // no finite score: empty-row rule
+    if (!softmax_rescale(st[h], VT::reduce_max(s.x), alpha)) {  // no finite score: empty-row rule
+      if (has_nan(w + W * h, W)) st[h].l = std::numeric_limits<float>::quiet_NaN();
+      continue;
+    }
     V wt = edge_weight(s, splat<VT>(st[h].m));
     st[h].l += VT::reduce_add(wt.x);
     if (a.gate) wt = value_weight(wt, V{load_edges<VT>(a.gate, lo, n, H, h, buf)});
@@ -945,7 +962,7 @@ void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float
     R acc[NV];
 #pragma GCC unroll 16
     for (int u = 0; u < NV; ++u) acc[u] = VT::zero();
-    if (st[h].m > kNegInf) block_axpy<VT, NV, FULL>(acc, vm, w + W * h, a.v, a.ev, a.col, lo, n, H * Dv, h * Dv);
+    if (st[h].m != kNegInf) block_axpy<VT, NV, FULL>(acc, vm, w + W * h, a.v, a.ev, a.col, lo, n, H * Dv, h * Dv);
     float inv;
     softmax_finalize(st[h], lse[h], inv);
     const R iv = VT::set1(inv);

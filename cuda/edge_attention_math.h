@@ -88,10 +88,12 @@ GA_HD SoftmaxState<T> softmax_init() {
 // Returns false when every score seen so far is -inf: nothing to add (empty-row rule), state kept.
 // Otherwise sets alpha, the factor that rescales everything accumulated so far to the new max,
 // and updates m and l; the caller then adds edge_weight(s, st.m) of the block's edges to l.
+// NaN is not empty: a NaN (or +inf) score makes a NaN weight, so l and the row's output turn NaN
+// as torch.softmax's would (a NaN state stays NaN: NaN * alpha is NaN, alpha = 0 included).
 template <typename T>
 GA_HD bool softmax_rescale(SoftmaxState<T>& st, T m_blk, T& alpha) {
   const T m_new = st.m > m_blk ? st.m : m_blk;
-  if (!(m_new > neg_inf<T>())) {
+  if (m_new == neg_inf<T>()) {
     alpha = T(1);
     return false;
   }
@@ -115,7 +117,7 @@ GA_HD V edge_weight(V s, V m) {
 template <typename T>
 GA_HD void softmax_merge(SoftmaxState<T>& a, const SoftmaxState<T>& b, T& alpha_a, T& alpha_b) {
   const T m_new = a.m > b.m ? a.m : b.m;
-  if (!(m_new > neg_inf<T>())) {
+  if (m_new == neg_inf<T>()) {
     alpha_a = T(0);
     alpha_b = T(0);
     return;
@@ -127,12 +129,16 @@ GA_HD void softmax_merge(SoftmaxState<T>& a, const SoftmaxState<T>& b, T& alpha_
 }
 
 // lse = m + log(l) and 1 / l to normalize the accumulator. Empty rule: l == 0 (no finite score)
-// gives lse = -inf and a factor 0, so out = 0 rather than 0 / 0.
+// gives lse = -inf and a factor 0, so out = 0 rather than 0 / 0. A NaN l (a NaN or +inf score)
+// gives NaN for both.
 template <typename T>
 GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& inv_l) {
   if (st.l > T(0)) {
     lse = st.m + ga_log(st.l);
     inv_l = T(1) / st.l;
+  } else if (st.l != st.l) {
+    lse = st.l;
+    inv_l = st.l;
   } else {
     lse = neg_inf<T>();
     inv_l = T(0);
@@ -142,10 +148,11 @@ GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& inv_l) {
 // ---------------------------------------------------------------- backward
 
 // The shift that turns a score into its probability. Rows with lse = -inf hold only s = -inf
-// edges: shift by 0 so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN.
+// edges: shift by 0 so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN. A NaN lse stays
+// NaN, so every probability of its row is NaN, as the reference's.
 template <typename T>
 GA_HD T prob_shift(T lse) {
-  return lse > neg_inf<T>() ? lse : T(0);
+  return lse == neg_inf<T>() ? T(0) : lse;
 }
 
 // p_e = exp(s_e - lse_i), recomputed from the saved lse (never stored by the forward).

@@ -47,7 +47,8 @@ def edge_softmax(scores: Tensor, graph: Graph) -> tuple[Tensor, Tensor]:
     # whose numerators are 0 too: divide by 1 there so p = 0, not NaN.
     safe = torch.where(denom > 0, denom, torch.ones_like(denom))
     p = e / safe.index_select(0, dst)
-    lse = torch.where(denom > 0, shift + torch.log(safe), torch.full_like(denom, float("-inf")))
+    # A NaN denominator (a NaN or +inf score in the row) keeps its NaN lse, as logsumexp would.
+    lse = torch.where(denom > 0, shift + torch.log(safe), torch.where(denom == 0, float("-inf"), denom))
     return p, lse
 
 
@@ -118,8 +119,8 @@ def attention_weights(
     bias, edge_key = (None if t is None else t.to(ct) for t in (bias, edge_key))
     s = _scores(q.to(ct), k.to(ct), graph, bias, scale, edge_key)
     lse_e = lse.to(ct).index_select(0, graph.dst())
-    finite = torch.isfinite(lse_e)
+    empty = lse_e == float("-inf")
     # Rows with lse = -inf have only s = -inf edges: weight 0. Subtract 0 there rather
-    # than -inf, so neither the value nor its gradient becomes NaN.
-    w = torch.exp(s - torch.where(finite, lse_e, torch.zeros_like(lse_e)))
-    return torch.where(finite, w, torch.zeros_like(w)).to(q.dtype)
+    # than -inf, so neither the value nor its gradient becomes NaN (a NaN lse stays NaN).
+    w = torch.exp(s - torch.where(empty, torch.zeros_like(lse_e), lse_e))
+    return torch.where(empty, torch.zeros_like(w), w).to(q.dtype)

@@ -411,3 +411,45 @@ def test_backward_without_transpose_is_an_error_not_a_crash():
             False,
             False,
         )
+
+
+@pytest.mark.parametrize("degree", [3, 40, 300])  # one block, several blocks, several runs of blocks
+@pytest.mark.parametrize("head_dim", [4, 64])  # the generic kernel and the blocked one
+@pytest.mark.parametrize("case", ["nan_bias", "nan_key", "nan_query", "inf_bias", "nan_among_masked"])
+def test_nan_and_inf_scores_propagate_like_the_reference(case, head_dim, degree):
+    """A NaN (or +inf) score makes its row's output NaN, as torch.softmax would, and reaches the
+    gradients: a diverged model must not look finite. Each case puts it in row 0 of head 0 of two
+    rows (row 1 stays finite, but for the NaN key both rows read); `nan_among_masked` hides it
+    among -inf scores, where the kernel's vector max drops it and the run would otherwise be
+    skipped as empty."""
+    torch.manual_seed(0)
+    n = degree
+    dst = torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)])
+    g = Graph.from_edge_index(torch.stack([torch.arange(2 * n) % n, dst]), n, 2)
+    q, k, v = torch.randn(2, 2, head_dim), torch.randn(n, 2, head_dim), torch.randn(n, 2, head_dim)
+    bias = torch.zeros(2 * n, 2)
+    if case == "nan_bias":
+        bias[n // 2, 0] = float("nan")
+    elif case == "nan_key":
+        k[n // 2, 0, 1] = float("nan")  # row 1 reads that key too
+    elif case == "nan_query":
+        q[0, 0, 0] = float("nan")
+    elif case == "inf_bias":
+        bias[n // 3, 0] = float("inf")
+    else:
+        bias[:n, 0] = float("-inf")
+        bias[n // 3, 0] = float("nan")
+    got = {}
+    for backend in ("native", "reference"):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out, lse = edge_attention(*leaves, g, bias=bias, return_lse=True, backend=backend)
+        out.sum().backward()
+        got[backend] = (out.isnan(), lse, [t.grad.isnan().any() for t in leaves])
+    (out_nan, lse, grads), (want_nan, want_lse, want_grads) = got["native"], got["reference"]
+    assert torch.equal(out_nan, want_nan)
+    nan_rows = [0, 1] if case == "nan_key" else [0]
+    assert bool(want_nan[nan_rows, 0].all()) and not bool(want_nan[:, 1].any())
+    assert not bool(want_nan[1].any()) or case == "nan_key"
+    assert torch.equal(lse.isfinite(), want_lse.isfinite())
+    assert bool(lse[nan_rows, 0].isnan().all()) and torch.allclose(lse[:, 1], want_lse[:, 1])
+    assert grads == want_grads and all(grads)
