@@ -146,6 +146,8 @@ if _LOAD_ERROR is None:
     def _backward(ctx, grad_out, grad_lse):
         q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value = ctx.saved_tensors
         needs = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients are not differentiable
+            return _differentiable_backward(ctx, grad_out, grad_lse)
         need_kv = needs[1] or needs[2]
         if need_kv and colptr.numel() == 0:
             raise RuntimeError(
@@ -196,6 +198,29 @@ if _LOAD_ERROR is None:
             dedge_value if needs[11] else None,
             None,
         )
+
+    def _differentiable_backward(ctx, grad_out, grad_lse):
+        """The same gradients through the reference implementation's autograd graph, so that a
+        second derivative (gradient penalties, meta-learning) exists; only under create_graph."""
+        from .reference import edge_attention as edge_attention_reference
+
+        q, k, v, _, _, rowptr, col, *_, bias, gate, edge_key, edge_value = ctx.saved_tensors
+        graph = Graph._unchecked(rowptr, col, k.shape[0])
+        inputs = {0: q, 1: k, 2: v, 8: bias, 9: gate, 10: edge_key, 11: edge_value}
+        wanted = [i for i, t in inputs.items() if t is not None and ctx.needs_input_grad[i]]
+        # One tensor passed twice (edge_key and edge_value) gets its whole gradient once; autograd
+        # adds what is returned for each argument.
+        firsts = {id(inputs[i]): i for i in reversed(wanted)}
+        ref_out, ref_lse = edge_attention_reference(q, k, v, graph, bias, gate, ctx.scale, edge_key, edge_value)
+        outputs, grads = [ref_out], [torch.zeros_like(ref_out) if grad_out is None else grad_out]
+        if grad_lse is not None:
+            outputs.append(ref_lse)
+            grads.append(grad_lse)
+        found = torch.autograd.grad(outputs, [inputs[i] for i in wanted], grads, create_graph=True, allow_unused=True)
+        result: list[Tensor | None] = [None] * 13
+        for i, g in zip(wanted, found, strict=True):
+            result[i] = torch.zeros_like(inputs[i]) if g is None or firsts[id(inputs[i])] != i else g
+        return tuple(result)
 
     torch.library.register_autograd("graphattn::edge_attention_fwd", _backward, setup_context=_setup_context)
 

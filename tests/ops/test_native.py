@@ -453,3 +453,31 @@ def test_nan_and_inf_scores_propagate_like_the_reference(case, head_dim, degree)
     assert torch.equal(lse.isfinite(), want_lse.isfinite())
     assert bool(lse[nan_rows, 0].isnan().all()) and torch.allclose(lse[:, 1], want_lse[:, 1])
     assert grads == want_grads and all(grads)
+
+
+@pytest.mark.parametrize("terms", ["plain", "bias_gate_lse", "shared_edge_key_value"])
+def test_double_backward_gradgradcheck(terms):
+    """Second derivatives through the native op (gradient penalties, meta-learning): under
+    create_graph its backward takes the reference's differentiable path. Before, the kernels'
+    gradients were constants to autograd and every second derivative was silently 0."""
+    g = next(c.graph for c in GRAPHS if c.name == "duplicate_edges")
+    torch.manual_seed(0)
+    e = g.num_edges
+    q, k, v = (torch.randn(n, 2, 4, dtype=torch.float64, requires_grad=True) for n in (g.num_dst, g.num_src, g.num_src))
+    if terms == "plain":
+        args, f = (q, k, v), lambda q, k, v: edge_attention(q, k, v, g, backend="native")
+    elif terms == "bias_gate_lse":
+        bias, gate = (torch.randn(e, 2, dtype=torch.float64, requires_grad=True) for _ in range(2))
+
+        def f(q, k, v, bias, gate):
+            out, lse = edge_attention(q, k, v, g, bias=bias, gate=gate, return_lse=True, backend="native")
+            return out, lse.nan_to_num(neginf=0.0)  # empty rows' -inf has no derivative
+
+        args = (q, k, v, bias, gate)
+    else:
+        ekv = torch.randn(e, 2, 4, dtype=torch.float64, requires_grad=True)
+        args, f = (
+            (q, k, v, ekv),
+            lambda q, k, v, t: edge_attention(q, k, v, g, edge_key=t, edge_value=t, backend="native"),
+        )
+    assert torch.autograd.gradgradcheck(f, args)
