@@ -48,6 +48,41 @@ def _check_index_tensor(name: str, t: object, ndim: int) -> Tensor:
     return t
 
 
+def check_ptr(name: str, ptr: object, total: int | None, total_name: str = "N") -> Tensor:
+    """``ptr`` checked as offsets ``int64 [B + 1]`` into ``total`` items; ``TypeError``/``ValueError`` naming ``name``.
+
+    Offsets (a graph's ``rowptr``, the example offsets ``ptr``/``src_ptr``) are 1-D int64 with at
+    least one entry, start at 0, are non-decreasing and end at ``total`` (called ``total_name`` in
+    the error; ``None``: any end). Costs one host sync.
+    """
+    ptr = _check_index_tensor(name, ptr, 1)
+    if ptr.numel() < 1:
+        raise ValueError(f"{name} must have B + 1 >= 1 entries, got an empty tensor")
+    first, last, steps_ok = torch.stack([ptr[0], ptr[-1], (ptr[1:] >= ptr[:-1]).all().long()]).tolist()
+    if first != 0:
+        raise ValueError(f"{name} must start at 0, got {name}[0] = {first}")
+    if total is not None and last != total:
+        raise ValueError(f"{name} must end at {total_name} = {total}, got {name}[-1] = {last}")
+    if not steps_ok:
+        bad = int(torch.nonzero(ptr[1:] < ptr[:-1])[0, 0])
+        raise ValueError(
+            f"{name} must be non-decreasing, but "
+            f"{name}[{bad + 1}] = {int(ptr[bad + 1])} < {name}[{bad}] = {int(ptr[bad])}"
+        )
+    return ptr
+
+
+def check_edge_index(edge_index: object) -> Tensor:
+    """``edge_index`` checked as an integer ``[2, E]`` tensor (``TypeError``/``ValueError`` naming it)."""
+    if not isinstance(edge_index, Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must have an integer dtype, got {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must be [2, E], got shape {list(edge_index.shape)}")
+    return edge_index
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """Destination-sorted edge list (CSR) that every attention op runs over.
@@ -89,26 +124,20 @@ class Graph:
             raise ValueError("rowptr must have N_dst + 1 >= 1 entries, got an empty tensor")
         if col.device != rowptr.device:
             raise ValueError(f"col and rowptr must be on the same device, got {col.device} and {rowptr.device}")
-        for name in ("ptr", "src_ptr"):
+        e = col.numel()
+        check_ptr("rowptr", rowptr, e, "E = col.numel()")
+        sizes = {"ptr": (self.num_dst, "N_dst"), "src_ptr": (num_src, "num_src")}
+        for name, (total, total_name) in sizes.items():
             p = getattr(self, name)
             if p is not None:
                 _check_index_tensor(name, p, 1)
                 if p.device != rowptr.device:
                     raise ValueError(f"{name} must be on {rowptr.device}, got {p.device}")
-        # One host sync for all scalar checks (matters on CUDA).
-        e = col.numel()
-        first, last = rowptr[0], rowptr[-1]
-        steps_ok = bool((rowptr[1:] >= rowptr[:-1]).all()) if rowptr.numel() > 1 else True
-        if int(first) != 0 or int(last) != e:
+                check_ptr(name, p, total, total_name)
+        if self.ptr is not None and self.src_ptr is not None and self.src_ptr.numel() != self.ptr.numel():
             raise ValueError(
-                f"rowptr must start at 0 and end at E = col.numel() = {e}, "
-                f"got rowptr[0] = {int(first)}, rowptr[-1] = {int(last)}"
-            )
-        if not steps_ok:
-            bad = int(torch.nonzero(rowptr[1:] < rowptr[:-1])[0, 0])
-            raise ValueError(
-                f"rowptr must be non-decreasing (edges sorted by destination), but "
-                f"rowptr[{bad + 1}] = {int(rowptr[bad + 1])} < rowptr[{bad}] = {int(rowptr[bad])}"
+                f"src_ptr must have one entry per entry of ptr (B + 1 = {self.ptr.numel()}), "
+                f"got {self.src_ptr.numel()} entries"
             )
         if e > 0:
             lo, hi = int(col.min()), int(col.max())
@@ -116,6 +145,11 @@ class Graph:
                 raise ValueError(
                     f"col must hold source indices in [0, num_src) = [0, {num_src}), got values in [{lo}, {hi}]"
                 )
+        # The native ops need contiguous index tensors (a no-op when they already are).
+        for name in ("rowptr", "col", "ptr", "src_ptr"):
+            t = getattr(self, name)
+            if t is not None:
+                object.__setattr__(self, name, t.contiguous())
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -152,13 +186,7 @@ class Graph:
                 ``edge_index`` that became edge ``e`` (use ``edge_attr[perm]`` to carry
                 per-edge features along).
         """
-        if not isinstance(edge_index, Tensor):
-            raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
-        if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
-            raise TypeError(f"edge_index must have an integer dtype, got {edge_index.dtype}")
-        if edge_index.dim() != 2 or edge_index.shape[0] != 2:
-            raise ValueError(f"edge_index must be [2, E], got shape {list(edge_index.shape)}")
-        edge_index = edge_index.long()
+        edge_index = check_edge_index(edge_index).long()
         src, dst = edge_index[0], edge_index[1]
         if edge_index.numel() > 0 and int(edge_index.min()) < 0:
             raise ValueError(f"edge_index must be non-negative, got min {int(edge_index.min())}")

@@ -117,25 +117,59 @@ rp, c = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
         (
             {"rowptr": torch.tensor([0, 2, 1, 2]), "col": c, "num_src": 2},
             ValueError,
-            r"rowptr must be non-decreasing .* rowptr\[2\] = 1 < rowptr\[1\] = 2",
+            r"rowptr must be non-decreasing, but rowptr\[2\] = 1 < rowptr\[1\] = 2",
         ),
         (
             {"rowptr": torch.tensor([1, 2]), "col": c, "num_src": 2},
             ValueError,
-            r"rowptr must start at 0 and end at E = col.numel\(\) = 2",
+            r"rowptr must start at 0, got rowptr\[0\] = 1",
         ),
         (
             {"rowptr": torch.tensor([0, 3]), "col": c, "num_src": 2},
             ValueError,
-            r"got rowptr\[0\] = 0, rowptr\[-1\] = 3",
+            r"rowptr must end at E = col.numel\(\) = 2, got rowptr\[-1\] = 3",
         ),
         ({"rowptr": torch.zeros(0, dtype=torch.long), "col": c[:0], "num_src": 0}, ValueError, r"N_dst \+ 1 >= 1"),
         ({"rowptr": rp, "col": c.to("meta"), "num_src": 2}, ValueError, r"col and rowptr must be on the same device"),
+        ({"ptr": torch.zeros(0, dtype=torch.long)}, ValueError, r"ptr must have B \+ 1 >= 1 entries"),
+        ({"ptr": torch.tensor([0, 5])}, ValueError, r"ptr must end at N_dst = 2, got ptr\[-1\] = 5"),
+        (
+            {"ptr": torch.tensor([0, 2, 1, 2])},
+            ValueError,
+            r"ptr must be non-decreasing, but ptr\[2\] = 1 < ptr\[1\] = 2",
+        ),
+        ({"ptr": torch.tensor([1, 2])}, ValueError, r"ptr must start at 0, got ptr\[0\] = 1"),
+        ({"src_ptr": torch.tensor([0, 3])}, ValueError, r"src_ptr must end at num_src = 2, got src_ptr\[-1\] = 3"),
+        ({"src_ptr": torch.tensor([-1, 2])}, ValueError, r"src_ptr must start at 0, got src_ptr\[0\] = -1"),
+        (
+            {"ptr": torch.tensor([0, 1, 2]), "src_ptr": torch.tensor([0, 2])},
+            ValueError,
+            r"src_ptr must have one entry per entry of ptr \(B \+ 1 = 3\), got 2 entries",
+        ),
     ],
 )
 def test_constructor_rejects(kwargs, error, match):
+    kwargs = {"rowptr": rp, "col": c, "num_src": 2} | kwargs
     with pytest.raises(error, match=match):
         Graph(**kwargs)
+
+
+def test_non_contiguous_index_tensors_are_stored_contiguous():
+    from graphattn.ops import edge_attention
+
+    rowptr = torch.tensor([[0, 9], [2, 9], [3, 9], [5, 9]])[:, 0]  # stride 2
+    col = torch.tensor([[1, 0], [2, 1], [0, 2], [1, 0], [2, 1]])[:, 0]
+    ptr = torch.tensor([[0, 0], [3, 3]])[:, 1]
+    ones = torch.tensor([1]).expand(2)  # stride 0
+    strided = Graph(rowptr, col, 3, ptr=ptr, src_ptr=ptr)
+    expanded = Graph(torch.tensor([0, 2, 2, 2]), ones, 3)
+    assert all(t.is_contiguous() for t in (strided.rowptr, strided.col, strided.ptr, strided.src_ptr, expanded.col))
+    q, k, v = (torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    for g, ref in [
+        (strided, Graph(rowptr.contiguous(), col.contiguous(), 3)),
+        (expanded, Graph(torch.tensor([0, 2, 2, 2]), ones.contiguous(), 3)),
+    ]:
+        torch.testing.assert_close(edge_attention(q, k, v, g), edge_attention(q, k, v, ref))
 
 
 @pytest.mark.parametrize(

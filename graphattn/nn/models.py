@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..graph import Graph
+from ..graph import Graph, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
 from ..structure.grid import grid
@@ -48,6 +48,7 @@ def segment_pool(x: Tensor, ptr: Tensor, mode: str = "mean") -> Tensor:
     ``mode``: ``"mean"``, ``"max"`` (an empty example gives zeros) or ``"first"`` (the first node,
     e.g. a ``[CLS]`` token; an empty example raises).
     """
+    ptr = check_ptr("ptr", ptr, x.shape[0])
     counts = ptr[1:] - ptr[:-1]
     b = counts.numel()
     if mode == "first":

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..graph import check_ptr
+
 __all__ = [
     "positions",
     "image_positions",
@@ -36,8 +38,7 @@ def positions(num_nodes: int, ptr: Tensor | None = None, *, device: torch.device
     """``[N]`` position of each node inside its example (``ptr=None``: one example)."""
     if ptr is None:
         return torch.arange(num_nodes, device=device)
-    if int(ptr[-1]) != num_nodes:
-        raise ValueError(f"ptr must end at N = {num_nodes}, got ptr[-1] = {int(ptr[-1])}")
+    ptr = check_ptr("ptr", ptr, num_nodes)
     counts = ptr[1:] - ptr[:-1]
     start = torch.repeat_interleave(ptr[:-1], counts, output_size=num_nodes)
     return torch.arange(num_nodes, device=ptr.device) - start

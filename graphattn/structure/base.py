@@ -35,7 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..graph import Graph
+from ..graph import Graph, check_ptr
 
 __all__ = ["StructureOutput", "Structure", "StaticStructure", "resolve_ptr"]
 
@@ -83,9 +83,10 @@ def resolve_ptr(
 ) -> Tensor:
     """Example offsets ``ptr [B + 1]`` of a self-attention structure's input, checked.
 
-    ``ptr`` defaults to ``graph.ptr``, then to one example of all ``N`` nodes. Raises when
-    ``q`` and ``k`` have different node counts, ``src_ptr`` differs from ``ptr``, or ``ptr``
-    does not end at ``N``.
+    ``ptr`` defaults to ``graph.ptr``, then to one example of all ``N`` nodes; it may be on another
+    device than ``q`` (it is moved). Raises when ``q`` and ``k`` have different node counts,
+    ``src_ptr`` differs from ``ptr``, or ``ptr`` is not valid offsets of ``N`` nodes (a 1-D int64
+    tensor, non-decreasing from 0 to ``N``; see :func:`~graphattn.graph.check_ptr`).
     """
     n = q.shape[0]
     if k.shape[0] != n:
@@ -95,13 +96,13 @@ def resolve_ptr(
         )
     if ptr is None and graph is not None:
         ptr = graph.ptr
-    if src_ptr is not None and ptr is not None and not torch.equal(src_ptr, ptr):
-        raise ValueError(f"{name} needs src_ptr == ptr (sources and destinations are the same nodes)")
     if ptr is None:
-        return torch.tensor([0, n], dtype=torch.long, device=q.device)
-    if int(ptr[-1]) != n:
-        raise ValueError(f"ptr must end at N = {n} (the number of nodes), got ptr[-1] = {int(ptr[-1])}")
-    return ptr.to(q.device)
+        ptr = torch.tensor([0, n], dtype=torch.long, device=q.device)
+    else:
+        ptr = check_ptr("ptr", ptr, n).to(q.device)
+    if src_ptr is not None and not torch.equal(check_ptr("src_ptr", src_ptr, n).to(q.device), ptr):
+        raise ValueError(f"{name} needs src_ptr == ptr (sources and destinations are the same nodes)")
+    return ptr
 
 
 class StaticStructure(Structure):

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..graph import Graph
+from .._validation import check_int
+from ..graph import Graph, check_ptr
 
 __all__ = ["batch", "unbatch", "ptr_to_batch"]
 
@@ -73,7 +74,10 @@ def unbatch(graph: Graph) -> list[Graph]:
 
 
 def ptr_to_batch(ptr: Tensor, num_nodes: int | None = None) -> Tensor:
-    """``batch [N]`` (example id of each node) from ``ptr [B + 1]``."""
+    """``batch [N]`` (example id of each node) from ``ptr [B + 1]`` (``num_nodes``: ``N``, default ``ptr[-1]``)."""
+    if num_nodes is not None:
+        num_nodes = check_int("num_nodes", num_nodes, minimum=0)
+    ptr = check_ptr("ptr", ptr, num_nodes)
     counts = ptr[1:] - ptr[:-1]
     n = int(ptr[-1]) if num_nodes is None else num_nodes
     return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts, output_size=n)

@@ -27,7 +27,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ..graph import Graph
+from ..graph import Graph, check_edge_index
+from ._segments import segments
 
 __all__ = ["from_pyg", "from_dgl", "from_edge_index"]
 
@@ -57,10 +58,7 @@ def from_edge_index(
     """
     if self_loops not in ("keep", "add", "remove"):
         raise ValueError(f"self_loops must be 'keep', 'add' or 'remove', got {self_loops!r}")
-    if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
-        got = list(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
-        raise ValueError(f"edge_index must be a [2, E] tensor, got {got}")
-    edge_index = edge_index.long()
+    edge_index = check_edge_index(edge_index).long()
     perm = torch.arange(edge_index.shape[1], device=edge_index.device)
     if self_loops != "keep":
         if self_loops == "add" and num_src != num_dst:
@@ -99,8 +97,7 @@ def from_pyg(data: Any, *, self_loops: SelfLoops, return_perm: bool = False) -> 
         raise ValueError("data.num_nodes is None; set it (PyG cannot infer it without node features)")
     ptr = getattr(data, "ptr", None)
     if ptr is None and getattr(data, "batch", None) is not None:
-        batch = data.batch
-        ptr = _ptr_from_counts(torch.bincount(batch, minlength=int(batch.max()) + 1 if batch.numel() else 0))
+        ptr = segments(int(n), batch=data.batch).ptr  # checks that batch is sorted and has num_nodes entries
     return from_edge_index(edge_index, int(n), int(n), self_loops=self_loops, ptr=ptr, return_perm=return_perm)
 
 

@@ -18,6 +18,21 @@ def test_segment_pool_modes():
         segment_pool(x, ptr, "first")
 
 
+@pytest.mark.parametrize("mode", ["mean", "max", "first"])
+@pytest.mark.parametrize(
+    ("ptr", "match"),
+    [
+        (torch.tensor([0, 3, 1, 4]), r"ptr must be non-decreasing, but ptr\[2\] = 1 < ptr\[1\] = 3"),
+        (torch.tensor([0, 2, 5]), r"ptr must end at N = 4, got ptr\[-1\] = 5"),
+        (torch.tensor([1, 2, 4]), r"ptr must start at 0, got ptr\[0\] = 1"),
+        (torch.tensor(4), r"ptr must be 1-D, got shape \[\]"),
+    ],
+)
+def test_segment_pool_rejects_a_bad_ptr(ptr, match, mode):
+    with pytest.raises(ValueError, match=match):
+        segment_pool(torch.randn(4, 2), ptr, mode)
+
+
 def test_sequence_classifier_batch_equals_examples_one_by_one():
     torch.manual_seed(0)
     model = SequenceClassifier(

@@ -53,3 +53,18 @@ def test_learned_and_2d():
     assert torch.allclose(out[5], (l2.rows[1] + l2.cols[2]).detach())
     with pytest.raises(ValueError, match="dim must be divisible by 4"):
         SinusoidalPositionalEncoding2D(6)
+
+
+@pytest.mark.parametrize(
+    ("ptr", "error", "match"),
+    [
+        (torch.tensor([0, 4, 2, 6]), ValueError, r"ptr must be non-decreasing, but ptr\[2\] = 2 < ptr\[1\] = 4"),
+        (torch.tensor([2, 6]), ValueError, r"ptr must start at 0, got ptr\[0\] = 2"),
+        ([0, 6], TypeError, r"ptr must be a torch.Tensor, got list"),
+    ],
+)
+def test_positions_rejects_a_bad_ptr(ptr, error, match):
+    with pytest.raises(error, match=match):
+        positions(6, ptr)
+    with pytest.raises(error, match=match):
+        SinusoidalPositionalEncoding(4)(torch.randn(6, 4), ptr=ptr)

@@ -53,3 +53,32 @@ def test_bigbird_structure_and_errors():
         st(q, q, ptr=torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="w must be >= 1"):
         S.Window(0)
+
+
+_BAD_PTRS = [
+    (torch.tensor([2, 6]), ValueError, r"ptr must start at 0, got ptr\[0\] = 2"),
+    (torch.tensor([0, 4, 2, 6]), ValueError, r"ptr must be non-decreasing, but ptr\[2\] = 2 < ptr\[1\] = 4"),
+    ([0, 6], TypeError, r"ptr must be a torch.Tensor, got list"),
+    (torch.tensor(6), ValueError, r"ptr must be 1-D, got shape \[\]"),
+    (torch.tensor([[0, 6]]), ValueError, r"ptr must be 1-D, got shape \[1, 2\]"),
+    (torch.zeros(0, dtype=torch.long), ValueError, r"ptr must have B \+ 1 >= 1 entries"),
+    (torch.tensor([0, 6], dtype=torch.int32), TypeError, r"ptr must have dtype torch.int64"),
+]
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: S.Window(1), lambda: S.BigBird(2, 1, 2), lambda: S.SEA(1, 4, k=2), lambda: S.Routing(1, 4, 2)]
+)
+@pytest.mark.parametrize(("ptr", "error", "match"), _BAD_PTRS)
+def test_structures_reject_bad_ptr(make, ptr, error, match):
+    q = torch.randn(6, 1, 4)
+    with pytest.raises(error, match=match):
+        make()(q, q, ptr=ptr)
+
+
+def test_structures_reject_bad_src_ptr():
+    q = torch.randn(6, 1, 4)
+    with pytest.raises(ValueError, match=r"src_ptr must be non-decreasing, but src_ptr\[2\] = 2 < src_ptr\[1\] = 4"):
+        S.Window(1)(q, q, ptr=torch.tensor([0, 4, 6]), src_ptr=torch.tensor([0, 4, 2, 6]))
+    with pytest.raises(ValueError, match=r"Window needs src_ptr == ptr"):
+        S.Window(1)(q, q, src_ptr=torch.tensor([0, 2, 6]))  # ptr defaults to one example

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,3 +97,20 @@ def test_batch_rejects_nothing_and_non_graphs():
 
 def test_ptr_to_batch():
     assert S.ptr_to_batch(torch.tensor([0, 2, 2, 5])).tolist() == [0, 0, 2, 2, 2]
+    assert S.ptr_to_batch(torch.tensor([0, 2, 2, 5]), num_nodes=5).tolist() == [0, 0, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("ptr", "num_nodes", "error", "match"),
+    [
+        (torch.tensor([0, 3, 2, 5]), None, ValueError, r"ptr must be non-decreasing, but ptr\[2\] = 2 < ptr\[1\] = 3"),
+        (torch.tensor([1, 5]), None, ValueError, r"ptr must start at 0, got ptr\[0\] = 1"),
+        (torch.tensor([0, 2, 5]), 4, ValueError, r"ptr must end at N = 4, got ptr\[-1\] = 5"),
+        (torch.zeros(0, dtype=torch.long), None, ValueError, r"ptr must have B \+ 1 >= 1 entries"),
+        ([0, 2, 5], None, TypeError, r"ptr must be a torch.Tensor, got list"),
+        (torch.tensor([0, 5]), -1, ValueError, r"num_nodes must be >= 0, got -1"),
+    ],
+)
+def test_ptr_to_batch_rejects(ptr, num_nodes, error, match):
+    with pytest.raises(error, match=match):
+        S.ptr_to_batch(ptr, num_nodes)

@@ -45,6 +45,25 @@ def test_from_pyg_batch_sets_ptr():
     assert S.from_pyg(data, self_loops="keep").ptr.tolist() == [0, 2, 4]
 
 
+@pytest.mark.parametrize(
+    ("batch", "match"),
+    [
+        (torch.tensor([0, 1, 0]), r"batch must be non-decreasing \(nodes grouped by example, as in PyG\)"),
+        (torch.tensor([0, 1]), r"batch must have n = 3 entries, got 2"),
+    ],
+)
+def test_from_pyg_rejects_a_bad_batch(batch, match):
+    data = SimpleNamespace(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3, batch=batch)
+    with pytest.raises(ValueError, match=match):
+        S.from_pyg(data, self_loops="keep")
+
+
+def test_from_pyg_rejects_a_bad_ptr():
+    data = SimpleNamespace(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3, ptr=torch.tensor([0, 2, 1, 3]))
+    with pytest.raises(ValueError, match=r"ptr must be non-decreasing, but ptr\[2\] = 1 < ptr\[1\] = 2"):
+        S.from_pyg(data, self_loops="keep")
+
+
 def test_from_dgl_with_a_duck_typed_graph_and_bipartite_block():
     g = S.from_dgl(FakeDGL(EDGES[0], EDGES[1], 3, 3), self_loops="add")
     assert torch.diagonal(g.to_dense()).tolist() == [1, 1, 1]
@@ -71,3 +90,15 @@ def test_policy_is_required_and_checked():
         S.from_dgl(FakeDGL(torch.tensor([0]), torch.tensor([0]), 2, 1), self_loops="add")
     with pytest.raises(TypeError, match=r"g must be a DGL graph with .edges\(\)"):
         S.from_dgl(object(), self_loops="keep")
+
+
+@pytest.mark.parametrize("self_loops", ["keep", "add", "remove"])
+def test_from_edge_index_rejects_non_integer_indices(self_loops):
+    """A float edge_index was truncated by .long() into another graph; the policies that read the
+    indices ("add", "remove") did so before any check."""
+    with pytest.raises(TypeError, match=r"edge_index must have an integer dtype, got torch\.float32"):
+        S.from_edge_index(torch.tensor([[0.9, 1.5], [1.2, 0.7]]), 2, 2, self_loops=self_loops)
+    with pytest.raises(TypeError, match=r"edge_index must have an integer dtype, got torch\.bool"):
+        S.from_edge_index(torch.tensor([[True, False], [False, True]]), 2, 2, self_loops=self_loops)
+    with pytest.raises(ValueError, match=r"edge_index must be \[2, E\], got shape \[3, 1\]"):
+        S.from_edge_index(torch.zeros(3, 1, dtype=torch.long), 2, 2, self_loops=self_loops)
