@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
+from ..ops._checks import check_graph
 from ..structure.base import Structure, StructureOutput
 from ..structure.heads import fold, unfold
 
@@ -179,8 +180,6 @@ class GraphAttention(nn.Module):
         if self.structure is None:
             if graph is None:
                 raise ValueError("graph is required when the layer has no structure (pass graph= or structure=)")
-            if not isinstance(graph, Graph):
-                raise TypeError(f"graph must be a graphattn.Graph, got {type(graph).__name__}")
             return StructureOutput(graph)
         out = self.structure(q, k, ptr=ptr, src_ptr=src_ptr, graph=graph)
         if not isinstance(out, StructureOutput):
@@ -224,6 +223,8 @@ class GraphAttention(nn.Module):
             raise ValueError(
                 f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {list(x_src.shape)}"
             )
+        if graph is not None:
+            check_graph(graph)  # before graph.ptr: an edge_index Tensor here gets a TypeError, not AttributeError
         if ptr is None and graph is not None:
             ptr = graph.ptr
         if src_ptr is None and graph is not None:

@@ -88,6 +88,11 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         )
     if edge_index.is_sparse or edge_index.layout != torch.strided:
         raise TypeError("edge_index must be a dense [2, E] index tensor here; sparse layouts use the per-edge path")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        # ValueError, as PyG's MessagePassing (and so this layer's per-edge path) raises for it.
+        raise ValueError(
+            f"edge_index must be of integer type (e.g. torch.int64 or torch.int32), got {edge_index.dtype}"
+        )
     ref = _LAST.get("ref")
     if (
         ref is not None
@@ -112,8 +117,10 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         dst = plain[1]
         if _sorted_by_dst(dst):
             # Already grouped by destination: the CSR is a histogram away, no sort needed.
-            if dst.numel() > 0 and (int(dst[-1]) >= num_dst or int(dst[0]) < 0):
-                raise ValueError(f"edge_index[1] must be in [0, {num_dst}), got values up to {int(dst[-1])}")
+            lo, hi = (int(dst[0]), int(dst[-1])) if dst.numel() > 0 else (0, -1)
+            if lo < 0 or hi >= num_dst:
+                bad = f"min {lo}" if lo < 0 else f"max {hi}"
+                raise ValueError(f"edge_index[1] (destinations) must be in [0, {num_dst}), got {bad}")
             rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
             torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=rowptr[1:])
             graph = Graph(rowptr, plain[0].contiguous(), num_src)

@@ -160,6 +160,16 @@ def test_edge_bias_and_weights_recomputed_not_stored():
         (lambda: GraphAttention(8, 2, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
         (lambda: GraphAttention(8, 2, structure=lambda q, k: None), TypeError, "structure must be a"),
         (lambda: GraphAttention(8, 2)(torch.zeros(3, 8)), ValueError, "graph is required"),
+        (
+            lambda: GraphAttention(8, 2)(torch.zeros(2, 8), torch.tensor([[0, 1], [1, 0]])),
+            TypeError,
+            r"graph must be a graphattn.Graph, got Tensor; build one with Graph.from_edge_index\(edge_index\)",
+        ),
+        (
+            lambda: GraphAttention(8, 2, structure=S.Window(1))(torch.zeros(2, 8), torch.tensor([[0, 1], [1, 0]])),
+            TypeError,
+            "graph must be a graphattn.Graph, got Tensor",
+        ),
         (lambda: GraphAttention(8, 2)(torch.zeros(3, 5), S.full(3)), ValueError, r"x must be \[N, embed_dim\]"),
         (lambda: GraphAttention(8, 2, kdim=4)(torch.zeros(3, 8), S.full(3)), ValueError, "x_src is required"),
     ],

@@ -379,6 +379,41 @@ def test_errors_name_the_argument():
         GraphAttnConv(5, 3, heads=0)
 
 
+def test_edge_index_dtype_is_checked_like_pyg():
+    from torch_geometric import EdgeIndex
+
+    x = torch.randn(3, 8)
+    for dtype in (torch.float32, torch.float64, torch.bool):
+        bad = torch.tensor([[0.9, 1.5], [1.2, 1.7]]).to(dtype)
+        match = rf"edge_index must be of integer type .*got {dtype}"
+        with pytest.raises(ValueError, match=match):  # the fused path used to truncate it with .long()
+            GraphAttnConv(8, 4)(x, bad)
+        with pytest.raises(ValueError, match=match):
+            GraphAttnConv(8, 4, structure=self_loops)(x, bad)
+        with pytest.raises(ValueError, match=match):
+            as_graph(bad, 3, 3)
+        with pytest.raises(ValueError, match="Expected 'edge_index' to be of integer type"):
+            TransformerConv(8, 4)(x, bad)  # PyG's own conv: the same exception type
+    # Integer dtypes (and EdgeIndex) keep working and agree with TransformerConv.
+    ref, ours = make_pair(5)
+    x = torch.randn(10, 5, dtype=torch.float64)
+    for dtype in (torch.int32, torch.int64):
+        edge_index = random_edges(10, 10, 50, seed=7).to(dtype)
+        expected = ref(x, edge_index)
+        torch.testing.assert_close(ours(x, edge_index), expected)
+        by_col, _ = EdgeIndex(edge_index, sparse_size=(10, 10)).sort_by("col")
+        torch.testing.assert_close(ours(x, by_col), expected)
+
+
+@pytest.mark.parametrize(
+    ("dst", "bad"), [([-1, 1], "min -1"), ([-3, -2], "min -3"), ([1, 6], "max 6"), ([0, 9], "max 9")]
+)
+def test_sorted_fast_path_reports_the_offending_destination(dst, bad):
+    edge_index = torch.tensor([[0, 1], dst])  # already sorted by destination: no from_edge_index call
+    with pytest.raises(ValueError, match=rf"edge_index\[1\] \(destinations\) must be in \[0, 6\), got {bad}$"):
+        as_graph(edge_index, 6, 6)
+
+
 def test_import_graphattn_does_not_import_pyg_or_dgl():
     code = (
         "import sys, graphattn, graphattn.nn, graphattn.datasets\n"
