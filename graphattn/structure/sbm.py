@@ -323,8 +323,9 @@ class SBM(Structure):
         # Gate 1 whose gradient goes to p_e = (Y S)_i . Z_j on the sampled edges only (never
         # [N, N], and no [E, k] either: two sparse products in the backward). The folded node ids
         # (h * N + i) index rows of the head-major [H * N, k] memberships.
-        ys = torch.einsum("nha,hac->hnc", y, s).reshape(h * n, -1)
-        zf = z.transpose(0, 1).reshape(h * n, -1)
+        kc = self.num_clusters
+        ys = torch.einsum("nha,hac->hnc", y, s).reshape(h * n, kc)
+        zf = z.transpose(0, 1).reshape(h * n, kc)
         gate = straight_through_edge_gate(ys, zf, g)[:, None]
         lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
         example = ptr_to_batch(ptr, n)

@@ -278,3 +278,20 @@ def test_bad_inputs():
         SBM(2, 4)(torch.randn(5, 3, 4), torch.randn(5, 3, 4))
     with pytest.raises(ValueError, match=r"ptr must end at N = 5"):
         SBM(2, 4)(torch.randn(5, 2, 4), torch.randn(5, 2, 4), ptr=torch.tensor([0, 4]))
+
+
+@pytest.mark.parametrize("ptr", [None, torch.tensor([0, 0, 0])])
+def test_no_nodes_give_an_empty_graph_and_gradients(ptr):
+    """N = 0 (an empty batch, or examples without tokens): no edges, and the layer runs forward and
+    backward. Its memberships reshape no longer infers a width from zero elements."""
+    from graphattn.nn import GraphAttention
+
+    q = torch.zeros(0, 2, 4, requires_grad=True)
+    out = SBM(2, 4, 3)(q, q, ptr=ptr)
+    assert out.graph.num_edges == 0 and out.gate.shape == (0, 1)
+    layer = GraphAttention(8, 2, structure=SBM(2, 4, 3))
+    x = torch.randn(0, 8, requires_grad=True)
+    y = layer(x, ptr=ptr).output
+    assert y.shape == (0, 8)
+    y.sum().backward()
+    assert x.grad.shape == (0, 8)
