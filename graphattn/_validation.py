@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import numbers
+
+import torch
 from torch import Tensor
 
 
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     """``value`` as an ``int``; ``TypeError``/``ValueError`` naming ``name`` otherwise.
 
-    A one-element integer tensor is accepted (sizes often come from ``tensor.sum()``).
+    A one-element integer tensor is accepted (sizes often come from ``tensor.sum()``), and so is
+    any integral number (``numpy.int64``); booleans are not.
     """
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        if value.dtype == torch.bool:
+            raise TypeError(f"{name} must be an int, got a bool tensor")
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value

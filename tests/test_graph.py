@@ -108,6 +108,7 @@ rp, c = torch.tensor([0, 1, 2]), torch.tensor([0, 1])
         ({"rowptr": rp[None], "col": c, "num_src": 2}, ValueError, r"rowptr must be 1-D, got shape \[1, 3\]"),
         ({"rowptr": rp, "col": c, "num_src": -1}, ValueError, r"num_src must be >= 0, got -1"),
         ({"rowptr": rp, "col": c, "num_src": 2.0}, TypeError, r"num_src must be an int, got float"),
+        ({"rowptr": rp, "col": c, "num_src": torch.tensor(True)}, TypeError, r"num_src must be an int, got a bool"),
         (
             {"rowptr": rp, "col": c, "num_src": 1},
             ValueError,
@@ -216,3 +217,15 @@ def test_frozen():
     g = Graph.from_edge_index(torch.tensor([[0], [1]]))
     with pytest.raises(AttributeError):
         g.num_src = 3
+
+
+def test_sizes_accept_integral_numbers_not_booleans():
+    """check_int (every size argument): numpy integers are sizes (np.int64 from array arithmetic),
+    booleans are not, in Python, NumPy or tensor form."""
+    import numpy as np
+
+    g = Graph(rp, c, np.int64(2))
+    assert g.num_src == 2 and type(g.num_src) is int
+    for flag in (True, np.bool_(True)):
+        with pytest.raises(TypeError, match="num_src must be an int, got bool"):
+            Graph(rp, c, flag)

@@ -88,7 +88,7 @@ class GraphAttnConv(nn.Module):
         super().__init__()
         if not isinstance(out_feats, int) or out_feats <= 0:
             raise ValueError(f"out_feats must be a positive int, got {out_feats!r}")
-        if not isinstance(num_heads, int) or num_heads <= 0:
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
             raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
         src_feats, dst_feats = (in_feats, in_feats) if isinstance(in_feats, int) else in_feats
         self._in_feats = in_feats

@@ -241,7 +241,7 @@ class GraphAttnConv(MessagePassing):
         super().__init__(node_dim=0, **kwargs)
         if not isinstance(out_channels, int) or out_channels <= 0:
             raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
-        if not isinstance(heads, int) or heads <= 0:
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
             raise ValueError(f"heads must be a positive int, got {heads!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")

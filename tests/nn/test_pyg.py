@@ -375,8 +375,9 @@ def test_errors_name_the_argument():
         as_graph([[0], [1]], 2, 2)
     with pytest.raises(ValueError, match="structure_mode must be 'add' or 'replace'"):
         GraphAttnConv(5, 3, structure=self_loops, structure_mode="union")
-    with pytest.raises(ValueError, match="heads must be a positive int"):
-        GraphAttnConv(5, 3, heads=0)
+    for heads in (0, True):
+        with pytest.raises(ValueError, match="heads must be a positive int"):
+            GraphAttnConv(5, 3, heads=heads)
 
 
 def test_edge_index_dtype_is_checked_like_pyg():
