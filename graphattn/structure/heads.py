@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from .._validation import check_int
 from ..graph import Graph
 from .batch import batch
 
@@ -57,6 +58,7 @@ def fold(x: Tensor) -> Tensor:
 
 def unfold(x: Tensor, num_heads: int) -> Tensor:
     """``[H·N, 1, D] -> [N, H, D]``, the inverse of :func:`fold`."""
+    num_heads = check_int("num_heads", num_heads, minimum=1)
     if x.dim() != 3 or x.shape[1] != 1 or x.shape[0] % num_heads != 0:
         raise ValueError(f"x must be [H·N, 1, D] with H = {num_heads}, got shape {list(x.shape)}")
     return x.reshape(num_heads, x.shape[0] // num_heads, x.shape[2]).transpose(0, 1)
@@ -64,6 +66,7 @@ def unfold(x: Tensor, num_heads: int) -> Tensor:
 
 def unfold_graph(graph: Graph, num_heads: int) -> list[Graph]:
     """The ``H`` per-head graphs of a folded graph (inverse of :func:`fold_heads`)."""
+    num_heads = check_int("num_heads", num_heads, minimum=1)
     if graph.num_dst % num_heads or graph.num_src % num_heads:
         raise ValueError(
             f"a folded graph has H·N nodes; num_dst = {graph.num_dst} and num_src = {graph.num_src} "

@@ -38,3 +38,9 @@ def test_fold_errors():
         S.fold(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="not multiples of num_heads"):
         S.unfold_graph(S.full(5), 2)
+    # 0 divided by zero; a negative count returned no graphs.
+    for h in (0, -2):
+        with pytest.raises(ValueError, match=f"num_heads must be >= 1, got {h}"):
+            S.unfold_graph(S.full(4), h)
+        with pytest.raises(ValueError, match=f"num_heads must be >= 1, got {h}"):
+            S.unfold(torch.zeros(4, 1, 2), h)
