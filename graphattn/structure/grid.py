@@ -19,6 +19,7 @@ Images of several sizes batch without padding: ``sizes=[(H1, W1), (H2, W2), ...]
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -43,7 +44,17 @@ def _image_sizes(
     else:
         if height is not None or width is not None:
             raise ValueError("pass height and width, or sizes, not both")
-        hw = sizes.long() if isinstance(sizes, Tensor) else torch.tensor([list(s) for s in sizes], dtype=torch.long)
+        if isinstance(sizes, Tensor):
+            if sizes.is_floating_point() or sizes.is_complex() or sizes.dtype == torch.bool:
+                raise TypeError(f"sizes must hold integers, got dtype {sizes.dtype}")
+            hw = sizes.long()
+        else:
+            rows = [list(s) for s in sizes]
+            if any(len(r) != 2 for r in rows) or any(
+                isinstance(v, bool) or not isinstance(v, numbers.Integral) for r in rows for v in r
+            ):
+                raise ValueError(f"sizes must be [B, 2] (height, width) pairs of ints, got {rows}")
+            hw = torch.tensor(rows, dtype=torch.long)
         if hw.numel() == 0:
             hw = hw.reshape(0, 2)
         if hw.dim() != 2 or hw.shape[1] != 2:

@@ -87,6 +87,13 @@ def test_empty_and_single_pixel_images():
         (lambda: S.grid(4), TypeError, "pass height and width, or sizes"),
         (lambda: S.grid(4, 4, sizes=[(1, 1)]), ValueError, "not both"),
         (lambda: S.grid(sizes=[(1, 2, 3)]), ValueError, r"sizes must be \[B, 2\]"),
+        (lambda: S.grid(sizes=[(4, 4), (3,)]), ValueError, r"sizes must be \[B, 2\] \(height, width\) pairs of ints"),
+        (lambda: S.grid(sizes=[(2.9, 2)]), ValueError, r"pairs of ints, got \[\[2.9, 2\]\]"),
+        (
+            lambda: S.grid(sizes=torch.tensor([[2.9, 2.9]])),
+            TypeError,
+            r"sizes must hold integers, got dtype torch.float32",
+        ),
         (lambda: S.axial(-2, 3), ValueError, "height must be >= 0"),
     ],
 )
