@@ -112,6 +112,8 @@ class GraphAttention(nn.Module):
             raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim must be divisible by num_heads, got {embed_dim} and {num_heads}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if structure is not None and not isinstance(structure, nn.Module):

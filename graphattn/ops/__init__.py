@@ -20,6 +20,7 @@ as one op on the fastest available backend.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..graph import Graph
@@ -163,6 +164,8 @@ def attention_weights(
     if not isinstance(lse, Tensor) or lse.shape != (graph.num_dst, q.shape[1]):
         got = list(lse.shape) if isinstance(lse, Tensor) else type(lse).__name__
         raise ValueError(f"lse must be [N_dst, H] = [{graph.num_dst}, {q.shape[1]}], got {got}")
+    if lse.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"lse must be float32 or float64 (edge_attention returns one of them), got {lse.dtype}")
     if bias is not None:
         bias = check_edge_tensor("bias", bias, graph, q.shape[1], q)
     if edge_key is not None:

@@ -159,6 +159,7 @@ def test_edge_bias_and_weights_recomputed_not_stored():
         (lambda: GraphAttention(10, 3), ValueError, "embed_dim must be divisible by num_heads"),
         (lambda: GraphAttention(10, True), ValueError, "num_heads must be a positive int, got True"),
         (lambda: GraphAttention(8, 2, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+        (lambda: GraphAttention(8, 2, dropout="0.1"), TypeError, "dropout must be a float, got str"),
         (lambda: GraphAttention(8, 2, structure=lambda q, k: None), TypeError, "structure must be a"),
         (lambda: GraphAttention(8, 2)(torch.zeros(3, 8)), ValueError, "graph is required"),
         (

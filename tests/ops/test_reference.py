@@ -222,6 +222,9 @@ def test_building_block_bad_inputs():
         ops.spmm(torch.randn(3, 1), Q, G)
     with pytest.raises(ValueError, match=r"lse must be \[N_dst, H\] = \[3, 2\], got \[3\]"):
         ops.attention_weights(Q, Q, G, torch.zeros(3))
+    for dtype in (torch.int32, torch.float16):  # an int lse truncated; a half one lost the weights' precision
+        with pytest.raises(TypeError, match=f"lse must be float32 or float64 .*, got {dtype}"):
+            ops.attention_weights(Q, Q, G, torch.zeros(3, 2, dtype=dtype))
 
 
 # ---------------------------------------------------------------------- dispatch
