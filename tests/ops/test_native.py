@@ -481,3 +481,37 @@ def test_double_backward_gradgradcheck(terms):
             lambda q, k, v, t: edge_attention(q, k, v, g, edge_key=t, edge_value=t, backend="native"),
         )
     assert torch.autograd.gradgradcheck(f, args)
+
+
+def test_index_values_are_checked_so_bad_indices_raise_instead_of_crashing():
+    """The kernels index memory with rowptr / col (and the transpose's colptr / row / perm). A
+    Graph is validated once, when built; a direct op call, or a Graph whose tensors were changed in
+    place, reached the kernels unchecked and read out of bounds (a segfault, found by an API audit)."""
+    g = next(c.graph for c in GRAPHS if c.name == "random")
+    inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
+    fwd_args = _op_args(g, inputs, True, False)
+    op = torch.ops.graphattn.edge_attention_fwd
+    e = g.num_edges
+    bad_values = [
+        (4, lambda c: c.index_fill(0, torch.tensor([e // 2]), 10**9), rf"col must lie in \[0, N_src = {g.num_src}\)"),
+        (4, lambda c: c.index_fill(0, torch.tensor([e - 1]), -1), rf"col\[{e - 1}\] = -1"),
+        (3, lambda r: r.flip(0), r"rowptr must run from 0 to E"),
+        (3, lambda r: r.index_fill(0, torch.tensor([1]), e), r"rowptr must be non-decreasing"),
+    ]
+    for pos, change, msg in bad_values:
+        args = list(fwd_args)
+        args[pos] = change(args[pos]).contiguous()
+        with pytest.raises(RuntimeError, match=msg):
+            op(*args)
+    out, lse = op(*fwd_args)
+    q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = fwd_args
+    for pos, msg in [(10, r"row must lie in \[0, N_dst = "), (11, r"perm must lie in \[0, E = ")]:
+        bwd = [torch.ones_like(out), None, q, k, v, out, lse, rowptr, col, colptr, row, perm]
+        bwd[pos] = bwd[pos].index_fill(0, torch.tensor([0]), -5)
+        flags = (True, True, False, False, False)  # need k / v, bias; not gate, edge key, edge value
+        with pytest.raises(RuntimeError, match=msg):
+            torch.ops.graphattn.edge_attention_bwd(*bwd, bias, gate, edge_key, edge_value, scale, *flags)
+    mutated = Graph.from_edge_index(torch.tensor([[0, 1, 2], [0, 0, 1]]), 3, 2)
+    mutated.col[0] = 10**9  # after validation
+    with pytest.raises(RuntimeError, match=r"col must lie in \[0, N_src = 3\), got col\[0\] = 1000000000"):
+        edge_attention(torch.randn(2, 1, 4), torch.randn(3, 1, 4), torch.randn(3, 1, 4), mutated, backend="native")
