@@ -38,11 +38,21 @@ def _load_config_file(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise SystemExit(f"--config: no such file {path}")
-    if p.suffix == ".toml":
-        import tomllib
+    try:
+        if p.suffix == ".toml":
+            import tomllib
 
-        return tomllib.loads(p.read_text())
-    return json.loads(p.read_text())
+            loaded = tomllib.loads(p.read_text())
+        else:
+            loaded = json.loads(p.read_text())
+    except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError
+        kind = "TOML" if p.suffix == ".toml" else "JSON (other suffixes than .toml are read as JSON)"
+        raise SystemExit(f"--config {path}: not valid {kind}: {e}") from None
+    if not isinstance(loaded, dict):
+        raise SystemExit(f"--config {path}: must hold a table of settings, got {type(loaded).__name__}")
+    if not isinstance(loaded.get("options", {}), dict):
+        raise SystemExit(f"--config {path}: options must be a table of option names to values")
+    return loaded
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +97,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         type=_parse_option,
         default=[],
         metavar="KEY=VALUE",
-        help="task/structure option, repeatable (e.g. --option window=64 --option length=512)",
+        help="task/structure option, repeatable (e.g. --option window=64 --option length=512); "
+        "a key the task and structure do not read is an error",
     )
 
 

@@ -76,6 +76,29 @@ class TrainConfig:
     data_root: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("task", "attention", "optimizer", "lr_schedule", "device", "out"):
+            _check_setting(name, getattr(self, name), str)
+        if self.data_root is not None:
+            _check_setting("data_root", self.data_root, str)
+        for name in ("resume", "progress"):
+            _check_setting(name, getattr(self, name), bool)
+        for name in ("layers", "dim", "heads", "epochs", "batch_size"):
+            if _check_setting(name, getattr(self, name), int) < 1:
+                raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        _check_setting("seed", self.seed, int)
+        for name, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("max_grad_norm", 0.0, False)):
+            value = _check_setting(name, getattr(self, name), float)
+            if not math.isfinite(value) or value < low or (strict and value == low):
+                bound = f"{'>' if strict else '>='} {low:g}"
+                raise ValueError(f"{_flag(name)} must be a finite number {bound}, got {value}")
+        if not 0.0 <= _check_setting("dropout", self.dropout, float) < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not isinstance(self.options, dict) or not all(isinstance(key, str) and key for key in self.options):
+            raise TypeError(f"options must map option names to values, got {self.options!r}")
+        # The option keys the task and structure read (tasks._opt): any other is a typo (engine.train).
+        self._options_read: set[str] = set()
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
@@ -83,6 +106,19 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_setting(name: str, value: Any, kind: type) -> Any:
+    """``value`` of setting ``name`` if it has type ``kind`` (an int is a float; a bool is neither)."""
+    kinds = (int, float) if kind is float else (kind,)
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kinds):
+        article = "an" if kind is int else "a"
+        raise TypeError(f"{_flag(name)} (config key {name!r}) must be {article} {kind.__name__}, got {value!r}")
+    return value
 
 
 def retain_freed_memory(limit_bytes: int = 1 << 30) -> bool:
@@ -208,6 +244,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     _seed_everything(cfg.seed)
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)
+    unread = sorted(set(cfg.options) - cfg._options_read)
+    if unread:  # every option is read while the data and the model are built
+        raise ValueError(
+            f"unknown --option {unread} for --task {cfg.task} --attention {cfg.attention}; "
+            f"this run reads {sorted(cfg._options_read)}"
+        )
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir = Path(cfg.out)
@@ -217,6 +259,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume first")
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # Settings a resumed run may change; any other change would mix two runs in one record.
+        free = {"epochs", "resume", "progress", "out", "device", "data_root"}
+        now = asdict(cfg)
+        changed = {k: (v, now.get(k)) for k, v in ckpt["config"].items() if k not in free and now.get(k) != v}
+        if changed:
+            diff = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items()))
+            raise ValueError(
+                f"--resume: {ckpt_path} was trained with other settings ({diff}); resume with the same "
+                f"settings (only {sorted(free - {'resume'})} may change) or use another --out"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]

@@ -28,6 +28,7 @@ __all__ = ["Task", "SequenceTask", "get_task", "task_names", "attention_names", 
 
 # ---------------------------------------------------------------------- structures by name
 def _opt(cfg: TrainConfig, key: str, default: Any) -> Any:
+    cfg._options_read.add(key)  # keys never read are reported as unknown (engine.train)
     return cfg.options.get(key, default)
 
 

@@ -1,6 +1,7 @@
 """The real-data tasks of `graphattn train`: molecules, citation graphs, images, MNIST-1D, SST."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_molecule_task_splits_and_rwse(bace):
 @pytest.mark.parametrize("model", ["gps", "transformerconv", "graphattnconv"])
 def test_molecule_models_learn_one_step(bace, model):
     task, cfg, splits = bace
-    cfg = TrainConfig(**{**cfg.__dict__, "options": {"model": model}})
+    cfg = replace(cfg, options={"model": model})
     torch.manual_seed(0)
     net = task.build_model(cfg)
     labels = torch.cat([splits[0][i].y for i in range(len(splits[0]))])[:, 0]
@@ -145,7 +146,7 @@ def test_virtual_node_reaches_atoms_beyond_the_conv_hops(bace, virtual_node):
     task, cfg, splits = bace
     options = {"model": "graphattnconv", "vn": virtual_node}
     torch.manual_seed(0)
-    net = task.build_model(TrainConfig(**{**cfg.__dict__, "layers": 2, "options": options})).eval()
+    net = task.build_model(replace(cfg, layers=2, options=options)).eval()
     item = next(it for it in (splits[0][i] for i in range(50)) if _far_pair(it, 3))
     a, b = _far_pair(item, 3)
     seen = []
@@ -162,8 +163,8 @@ def test_virtual_node_reaches_atoms_beyond_the_conv_hops(bace, virtual_node):
 
 def test_graphattnconv_baseline_equals_the_transformerconv_one(bace):
     task, cfg, splits = bace
-    pyg = task.build_model(TrainConfig(**{**cfg.__dict__, "options": {"model": "transformerconv"}})).eval()
-    ours = task.build_model(TrainConfig(**{**cfg.__dict__, "options": {"model": "graphattnconv"}})).eval()
+    pyg = task.build_model(replace(cfg, options={"model": "transformerconv"})).eval()
+    ours = task.build_model(replace(cfg, options={"model": "graphattnconv"})).eval()
     ours.load_state_dict(pyg.state_dict(), strict=True)  # the migration is the class swap
     batch = task.collate([splits[1][i] for i in range(40)])
     torch.testing.assert_close(ours(batch)[0], pyg(batch)[0], atol=1e-5, rtol=1e-4)

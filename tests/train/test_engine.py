@@ -330,3 +330,63 @@ def test_cli_malloc_switch_is_recorded_and_checked(tmp_path):
     bad = subprocess.run([*args, "--out", str(tmp_path / "bad")], env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "GRAPHATTN_MALLOC must be 'system' or 'retain', got 'jemalloc'" in bad.stderr
+
+
+def test_a_misspelled_option_is_an_error_not_a_default(tmp_path):
+    """`--option lenght=64` trained with the default length and exited 0 (API audit)."""
+    with pytest.raises(
+        ValueError, match=r"unknown --option \['lenght'\] for --task recall --attention full; this run reads"
+    ):
+        train(_cfg(tmp_path, options=dict(TINY, lenght=64)))
+
+
+@pytest.mark.parametrize(
+    ("setting", "error", "match"),
+    [
+        ({"resume": "no"}, TypeError, r"--resume \(config key 'resume'\) must be a bool, got 'no'"),
+        ({"dim": "16"}, TypeError, r"--dim \(config key 'dim'\) must be an int, got '16'"),
+        ({"epochs": 1.5}, TypeError, r"--epochs .* must be an int, got 1.5"),
+        ({"lr": "abc"}, TypeError, r"--lr .* must be a float, got 'abc'"),
+        ({"heads": True}, TypeError, r"--heads .* must be an int, got True"),
+        ({"epochs": 0}, ValueError, r"--epochs must be >= 1, got 0"),
+        ({"batch_size": -4}, ValueError, r"--batch-size must be >= 1, got -4"),
+        ({"lr": float("inf")}, ValueError, r"--lr must be a finite number > 0, got inf"),
+        ({"lr": 0}, ValueError, r"--lr must be a finite number > 0, got 0"),
+        ({"max_grad_norm": float("nan")}, ValueError, r"--max-grad-norm must be a finite number >= 0, got nan"),
+        ({"weight_decay": -1}, ValueError, r"--weight-decay must be a finite number >= 0, got -1"),
+        ({"dropout": 1.0}, ValueError, r"--dropout must be in \[0, 1\), got 1.0"),
+        ({"options": [1, 2]}, TypeError, r"options must map option names to values"),
+    ],
+)
+def test_settings_are_checked_when_the_config_is_made(setting, error, match):
+    """Before, these ran into torch's own errors after loading the data, or were accepted: a
+    string 'no' as resume=True, lr=inf training to NaN, max_grad_norm=nan switching clipping off."""
+    with pytest.raises(error, match=match):
+        TrainConfig.from_dict(setting)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "match"),
+    [
+        ("bad.json", '{"dim": ', r"not valid JSON"),
+        ("bad.toml", "dim = = 3", r"not valid TOML"),
+        ("list.json", "[1, 2]", r"must hold a table of settings, got list"),
+        ("opts.json", '{"options": [1, 2]}', r"options must be a table"),
+    ],
+)
+def test_a_malformed_config_file_names_the_file(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SystemExit, match=rf"--config {path}: .*{match}"):
+        main(["train", "--config", str(path), "--out", str(tmp_path / "run")])
+
+
+def test_resume_with_other_settings_is_an_error(tmp_path):
+    """Resuming with another length, seed or attention mixed two runs in one record (the old best
+    validation score reported for the new settings); a new width failed in load_state_dict."""
+    train(_cfg(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match=r"--resume: .*last.pt was trained with other settings \(seed: 0 -> 7\)"):
+        train(_cfg(tmp_path, epochs=2, resume=True, seed=7))
+    with pytest.raises(ValueError, match=r"dim: 16 -> 32"):
+        train(_cfg(tmp_path, epochs=2, resume=True, dim=32))
+    assert train(_cfg(tmp_path, epochs=2, resume=True))["epochs_done"] == 2  # more epochs may be asked for
