@@ -253,8 +253,8 @@ class MoleculeTask(Task):
         self._info = load_ogbg(self.name, cfg.data_root)
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
-        model = str(_opt(cfg, "model", "gps"))
-        self._rwse_steps = int(_opt(cfg, "rwse", 16 if model == "gps" else 0))
+        model = _opt(cfg, "model", "gps", str)
+        self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
             splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)
@@ -272,7 +272,7 @@ class MoleculeTask(Task):
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         if self._info is None:
             raise RuntimeError("call datasets() before build_model(): the label count comes from the data")
-        model = str(_opt(cfg, "model", "gps"))
+        model = _opt(cfg, "model", "gps", str)
         if model == "gps":
             return MoleculeGPS(
                 self._info.num_tasks,
@@ -280,7 +280,7 @@ class MoleculeTask(Task):
                 layers=cfg.layers,
                 heads=cfg.heads,
                 dropout=cfg.dropout,
-                attn_dropout=float(_opt(cfg, "attn_dropout", 0.5)),
+                attn_dropout=_opt(cfg, "attn_dropout", 0.5, float),
                 structure=make_structure(cfg.attention, cfg, max_len=64),
                 rwse_steps=self._rwse_steps,
             )
@@ -291,7 +291,7 @@ class MoleculeTask(Task):
             layers=cfg.layers,
             heads=cfg.heads,
             dropout=cfg.dropout,
-            virtual_node=bool(int(_opt(cfg, "vn", 0))),
+            virtual_node=_opt(cfg, "vn", 0, bool),
             rwse_steps=self._rwse_steps,
         )
 
@@ -495,9 +495,9 @@ class NodeTask(Task):
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         if self._dataset is None:
             raise RuntimeError("call datasets() before build_model(): feature and class counts come from the data")
-        attn_dropout = float(_opt(cfg, "attn_dropout", cfg.dropout))
-        conv = str(_opt(cfg, "conv", "transformer"))
-        value_dropout = float(_opt(cfg, "value_dropout", 0.0))
+        attn_dropout = _opt(cfg, "attn_dropout", cfg.dropout, float)
+        conv = _opt(cfg, "conv", "transformer", str)
+        value_dropout = _opt(cfg, "value_dropout", 0.0, float)
         if value_dropout and conv != "gat":
             raise ValueError("option value_dropout is for conv=gat")
         return _NodeNet(

@@ -27,9 +27,27 @@ __all__ = ["Task", "SequenceTask", "get_task", "task_names", "attention_names", 
 
 
 # ---------------------------------------------------------------------- structures by name
-def _opt(cfg: TrainConfig, key: str, default: Any) -> Any:
+def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, minimum: float | None = None) -> Any:
+    """Option ``key`` (``--option key=value``) or ``default``; checked as ``kind`` (int, float, bool,
+    str) and ``>= minimum`` when given, with an error naming the option. Every key read is
+    recorded: engine.train reports the others as unknown."""
     cfg._options_read.add(key)  # keys never read are reported as unknown (engine.train)
-    return cfg.options.get(key, default)
+    value = cfg.options.get(key, default)
+    if kind is None or value is None:
+        return value
+    ok = {
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        bool: isinstance(value, bool) or value in (0, 1),
+        str: isinstance(value, str),
+    }[kind]
+    if not ok:
+        want = "0 or 1" if kind is bool else ("an int" if kind is int else f"a {kind.__name__}")
+        raise ValueError(f"--option {key} must be {want}, got {value!r}")
+    value = kind(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"--option {key} must be >= {minimum}, got {value}")
+    return value
 
 
 def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
@@ -43,39 +61,39 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     ``k`` (SEA keys per query, 32).
     """
     heads, head_dim = cfg.heads, cfg.dim // cfg.heads
-    w = int(_opt(cfg, "window", 16))
+    w = _opt(cfg, "window", 16, int)
     if name == "full":
         return S.Full()
     if name == "window":
         return S.Window(w)
     if name == "bigbird":
-        return S.BigBird(w, int(_opt(cfg, "global", 2)), int(_opt(cfg, "random", 3)))
+        return S.BigBird(w, _opt(cfg, "global", 2, int), _opt(cfg, "random", 3, int))
     if name == "longformer":
-        return S.Longformer(w, int(_opt(cfg, "global", 2)))
+        return S.Longformer(w, _opt(cfg, "global", 2, int))
     if name == "routing":
         from ..structure.routing import Routing
 
-        clusters = int(_opt(cfg, "clusters", max(1, round(math.sqrt(max_len)))))
+        clusters = _opt(cfg, "clusters", max(1, round(math.sqrt(max_len))), int, minimum=1)
         return Routing(heads, head_dim, clusters, window=w)
     if name == "sbm":
         from ..structure.sbm import SBM
 
-        degree = float(_opt(cfg, "sbm_degree", 16))
-        return SBM(heads, head_dim, int(_opt(cfg, "sbm_clusters", 32)), init_density=min(1.0, degree / max_len))
+        degree = _opt(cfg, "sbm_degree", 16, float)
+        return SBM(heads, head_dim, _opt(cfg, "sbm_clusters", 32, int), init_density=min(1.0, degree / max_len))
     if name == "sac":
         from ..structure.sac import SAC
 
-        return SAC(heads, head_dim, int(_opt(cfg, "edges", 32)), window=w, mode=str(_opt(cfg, "sac_mode", "reinforce")))
+        return SAC(heads, head_dim, _opt(cfg, "edges", 32, int), window=w, mode=_opt(cfg, "sac_mode", "reinforce", str))
     if name in ("combiner", "combiner-logsparse", "combiner-mixture"):
         from ..structure.combiner import Combiner
 
         variant = "fixed" if name == "combiner" else name.split("-")[1]
-        region = _opt(cfg, "region", None)
+        region = _opt(cfg, "region", None, int, minimum=1)
         return Combiner(variant, None if region is None else int(region))
     if name == "sea":
         from ..structure.sea import SEA
 
-        return SEA(heads, head_dim, int(_opt(cfg, "k", 32)))
+        return SEA(heads, head_dim, _opt(cfg, "k", 32, int))
     if name == "grid":
         raise ValueError("attention 'grid' is for image tasks (digits, mnist-graph): the patch neighbourhood graph")
     if name == "graph":
@@ -198,9 +216,9 @@ class RecallTask(SequenceTask):
         from ..datasets.recall import AssociativeRecall, RecallConfig
 
         rc = RecallConfig(
-            length=int(_opt(cfg, "length", 1024)),
-            num_pairs=int(_opt(cfg, "pairs", 8)),
-            pair_tokens=bool(int(_opt(cfg, "pair_tokens", 0))),
+            length=_opt(cfg, "length", 1024, int),
+            num_pairs=_opt(cfg, "pairs", 8, int),
+            pair_tokens=_opt(cfg, "pair_tokens", 0, bool),
         )
         self.num_classes, self.max_len = rc.num_values, rc.length
         # Pair tokens are read through their key and value one-hots (see RecallConfig.token_features).
@@ -211,12 +229,12 @@ class RecallTask(SequenceTask):
             # No positional code: order carries nothing in this layout, and a sinusoidal code
             # (norm sqrt(d / 2)) is ~5x the embedding of a one-hot row at init, burying the key.
             self.vocab_size, self.in_features, self.positional = None, self._features.shape[1], None
-        n_train = int(_opt(cfg, "train_size", 4000))
-        n_eval = int(_opt(cfg, "eval_size", 500))
+        n_train = _opt(cfg, "train_size", 4000, int, minimum=1)
+        n_eval = _opt(cfg, "eval_size", 500, int, minimum=1)
         # Disjoint seeds per split; cfg.seed moves all of them.
         base = 1000 * cfg.seed
         return (
-            AssociativeRecall(n_train, rc, seed=base + 1, resample=bool(int(_opt(cfg, "resample", 0)))),
+            AssociativeRecall(n_train, rc, seed=base + 1, resample=_opt(cfg, "resample", 0, bool)),
             AssociativeRecall(n_eval, rc, seed=base + 2),
             AssociativeRecall(n_eval, rc, seed=base + 3),
         )
@@ -250,8 +268,8 @@ class ListOpsTask(SequenceTask):
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.listops import LISTOPS_VOCAB, generate_listops
 
-        lo, hi = int(_opt(cfg, "min_length", 32)), int(_opt(cfg, "max_length", 512))
-        n_train, n_eval = int(_opt(cfg, "train_size", 4000)), int(_opt(cfg, "eval_size", 500))
+        lo, hi = _opt(cfg, "min_length", 32, int), _opt(cfg, "max_length", 512, int)
+        n_train, n_eval = _opt(cfg, "train_size", 4000, int, minimum=1), _opt(cfg, "eval_size", 500, int, minimum=1)
         self.vocab_size, self.num_classes, self.max_len = len(LISTOPS_VOCAB), 10, hi
         # One draw of distinct trees, split in order: no tree is in two splits.
         data = generate_listops(n_train + 2 * n_eval, min_length=lo, max_length=hi, seed=cfg.seed)
@@ -272,7 +290,11 @@ class MNIST1DTask(SequenceTask):
 
         data = load_mnist1d(cfg.data_root)
         self.num_classes, self.max_len = data.num_classes, data.x_train.shape[1]
-        n_valid = int(_opt(cfg, "valid_size", 500))
+        n_valid = _opt(cfg, "valid_size", 500, int, minimum=1)
+        if n_valid >= data.x_train.shape[0]:
+            raise ValueError(
+                f"--option valid_size must be below the {data.x_train.shape[0]} training examples, got {n_valid}"
+            )
         cut = data.x_train.shape[0] - n_valid
         x_train, x_test = data.x_train[..., None], data.x_test[..., None]  # [N, L, 1]
 
@@ -296,7 +318,7 @@ class SSTTask(SequenceTask):
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.sst import build_vocab, encode, load_sst
 
-        binary = bool(int(_opt(cfg, "binary", 0)))
+        binary = _opt(cfg, "binary", 0, bool)
         splits = [load_sst(split, cfg.data_root, binary=binary) for split in ("train", "dev", "test")]
         vocab = build_vocab(splits[0], lower=True)
         self.vocab_size, self.num_classes = len(vocab), 2 if binary else 5
@@ -340,7 +362,9 @@ class ImageTask(Task):
 
         data = load_digits() if self.name == "digits" else load_mnist_test(cfg.data_root)
         self.num_classes = data.num_classes
-        self.patch = int(_opt(cfg, "patch", self.patch))
+        self.patch = _opt(cfg, "patch", self.patch, int, minimum=1)
+        if self.patch > min(data.grid):
+            raise ValueError(f"--option patch must be at most the image side {min(data.grid)}, got {self.patch}")
         self.num_patches = (data.grid[0] // self.patch) * (data.grid[1] // self.patch)
         n = len(data)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(12345))

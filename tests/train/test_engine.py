@@ -390,3 +390,28 @@ def test_resume_with_other_settings_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"dim: 16 -> 32"):
         train(_cfg(tmp_path, epochs=2, resume=True, dim=32))
     assert train(_cfg(tmp_path, epochs=2, resume=True))["epochs_done"] == 2  # more epochs may be asked for
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"length": "abc"}, r"--option length must be an int, got 'abc'"),
+        ({"length": 64.7}, r"--option length must be an int, got 64.7"),  # was truncated to 64
+        ({"pair_tokens": "yes"}, r"--option pair_tokens must be 0 or 1, got 'yes'"),
+        ({"train_size": 0}, r"--option train_size must be >= 1, got 0"),  # torch's RandomSampler error before
+        ({"eval_size": 0}, r"--option eval_size must be >= 1, got 0"),  # torch.cat of nothing before
+        ({"window": [1, 2]}, r"--option window must be an int, got \[1, 2\]"),
+    ],
+)
+def test_option_values_are_checked_and_named(tmp_path, option, match):
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(tmp_path, attention="window", options=dict(TINY, **option)))
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"), [(0, r"patch must be >= 1, got 0"), (9, r"patch must be at most the image side 8, got 9")]
+)
+def test_digits_patch_is_checked(tmp_path, patch, match):
+    """patch=0 divided by zero; a patch wider than the 8 x 8 image failed in the convolution."""
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(tmp_path, task="digits", attention="grid", options={"patch": patch}))
