@@ -240,7 +240,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
-    device = torch.device(cfg.device)
+    try:
+        device = torch.device(cfg.device)
+    except RuntimeError as e:
+        raise ValueError(f"--device must be a torch device such as cpu or cuda, got {cfg.device!r} ({e})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: torch {torch.__version__} sees no CUDA device")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ValueError(f"--out must be a folder for last.pt and result.json, got the file {cfg.out}")
     _seed_everything(cfg.seed)
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)

@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -415,3 +416,16 @@ def test_digits_patch_is_checked(tmp_path, patch, match):
     """patch=0 divided by zero; a patch wider than the 8 x 8 image failed in the convolution."""
     with pytest.raises(ValueError, match=match):
         train(_cfg(tmp_path, task="digits", attention="grid", options={"patch": patch}))
+
+
+def test_device_and_out_are_checked_before_the_data_loads(tmp_path):
+    """A missing CUDA device failed after loading the data with torch's 'not compiled with CUDA'
+    assertion; an --out that is a file failed only when the first epoch's checkpoint was saved."""
+    with pytest.raises(ValueError, match=r"--device must be a torch device such as cpu or cuda, got 'tpu0'"):
+        train(_cfg(tmp_path, device="tpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"--device cuda: torch .* sees no CUDA device"):
+            train(_cfg(tmp_path, device="cuda"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"--out must be a folder .*, got the file"):
+        train(replace(_cfg(tmp_path), out=str(tmp_path / "file")))
