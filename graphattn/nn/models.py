@@ -150,8 +150,11 @@ class SequenceClassifier(nn.Module):
         """``tokens [N]`` (concatenated examples; ``[N, in_features]`` for real-valued inputs) with
         ``lengths [B]`` or ``ptr [B + 1]``.
 
-        Without either, ``graph.ptr`` is used, else the input is one example.
+        Without either, ``graph.ptr`` is used, else the input is one example. Passing both is an
+        error (they could disagree).
         """
+        if ptr is not None and lengths is not None:
+            raise ValueError("pass lengths or ptr, not both")
         if self.in_features is None and tokens.dim() != 1:
             raise ValueError(f"tokens must be [N] (examples concatenated), got shape {list(tokens.shape)}")
         if self.in_features is not None and (tokens.dim() != 2 or tokens.shape[1] != self.in_features):

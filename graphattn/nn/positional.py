@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..graph import check_ptr
+from ..structure.grid import check_image_sizes
 
 __all__ = [
     "positions",
@@ -46,8 +47,7 @@ def positions(num_nodes: int, ptr: Tensor | None = None, *, device: torch.device
 
 def image_positions(sizes: Tensor | Sequence[Sequence[int]], device: torch.device | None = None) -> Tensor:
     """``[N, 2]`` (row, column) of each node of a batch of row-major images of ``sizes [B, 2]``."""
-    hw = sizes.long() if isinstance(sizes, Tensor) else torch.tensor([list(s) for s in sizes], dtype=torch.long)
-    hw = hw.reshape(-1, 2).to(device)
+    hw = check_image_sizes(None, None, sizes, 1).to(device)  # integer (height, width) pairs, >= 0
     counts = hw[:, 0] * hw[:, 1]
     n = int(counts.sum())
     ptr = torch.zeros(counts.numel() + 1, dtype=torch.long, device=hw.device)
@@ -55,6 +55,11 @@ def image_positions(sizes: Tensor | Sequence[Sequence[int]], device: torch.devic
     pos = positions(n, ptr)
     width = torch.repeat_interleave(torch.clamp(hw[:, 1], min=1), counts, output_size=n)
     return torch.stack([pos // width, pos % width], 1)
+
+
+def _check_features(x: Tensor, dim: int) -> None:
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"x must be [N, d] = [N, {dim}], got shape {list(x.shape)}")
 
 
 def sinusoidal_table(pos: Tensor, dim: int, base: float = 10000.0) -> Tensor:
@@ -82,6 +87,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor, *, ptr: Tensor | None = None) -> Tensor:
         """``x [N, d]``, ``ptr [B + 1]`` -> ``[N, d]``."""
+        _check_features(x, self.dim)
         pe = sinusoidal_table(positions(x.shape[0], ptr, device=x.device), self.dim, self.base)
         return x + pe.to(x.dtype)
 
@@ -100,6 +106,7 @@ class LearnedPositionalEncoding(nn.Module):
         self.weight = nn.Parameter(torch.randn(max_len, dim) * 0.02)
 
     def forward(self, x: Tensor, *, ptr: Tensor | None = None) -> Tensor:
+        _check_features(x, self.weight.shape[1])
         pos = positions(x.shape[0], ptr, device=x.device)
         if pos.numel() > 0 and int(pos.max()) >= self.max_len:
             raise ValueError(f"an example has {int(pos.max()) + 1} positions, more than max_len = {self.max_len}")
@@ -116,6 +123,7 @@ class SinusoidalPositionalEncoding2D(nn.Module):
         self.dim, self.base = dim, base
 
     def forward(self, x: Tensor, *, sizes: Tensor | Sequence[Sequence[int]]) -> Tensor:
+        _check_features(x, self.dim)
         yx = image_positions(sizes, x.device)
         if yx.shape[0] != x.shape[0]:
             raise ValueError(f"sizes describe {yx.shape[0]} nodes, x has {x.shape[0]}")
@@ -133,6 +141,7 @@ class LearnedPositionalEncoding2D(nn.Module):
         self.cols = nn.Parameter(torch.randn(max_width, dim) * 0.02)
 
     def forward(self, x: Tensor, *, sizes: Tensor | Sequence[Sequence[int]]) -> Tensor:
+        _check_features(x, self.rows.shape[1])
         yx = image_positions(sizes, x.device)
         if yx.shape[0] != x.shape[0]:
             raise ValueError(f"sizes describe {yx.shape[0]} nodes, x has {x.shape[0]}")

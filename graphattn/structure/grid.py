@@ -32,7 +32,7 @@ from .base import StaticStructure
 __all__ = ["grid", "axial", "Grid", "Axial"]
 
 
-def _image_sizes(
+def check_image_sizes(
     height: int | None, width: int | None, sizes: Tensor | Sequence[Sequence[int]] | None, patch_size: int
 ) -> Tensor:
     """``[B, 2]`` node-grid sizes (after patching)."""
@@ -100,7 +100,7 @@ def grid(
     d = check_int("dilation", dilation, minimum=1)
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
-    hw = _image_sizes(height, width, sizes, patch_size)
+    hw = check_image_sizes(height, width, sizes, patch_size)
     seg, y, x, h, w = _pixels(hw)
     a = torch.arange(-radius, radius + 1)
     ay, ax = torch.meshgrid(a, a, indexing="ij")
@@ -135,7 +135,7 @@ def axial(
 
     Row order: the row (left to right), then the column without the pixel itself (top to bottom).
     """
-    hw = _image_sizes(height, width, sizes, patch_size)
+    hw = check_image_sizes(height, width, sizes, patch_size)
     seg, y, x, h, w = _pixels(hw)
     rowptr, col = assemble_rows(
         [

@@ -73,6 +73,10 @@ def test_classifier_argument_errors():
         ImageClassifier(3, 2, positional="rope")
     with pytest.raises(ValueError, match=r"tokens must be \[N\]"):
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="pass lengths or ptr, not both"):  # ptr silently won before
+        SequenceClassifier(5, 2, 8, 2, structure=S.Full())(
+            torch.zeros(7, dtype=torch.long), lengths=[3, 4], ptr=torch.tensor([0, 1, 7])
+        )
 
 
 def test_sequence_classifier_real_valued_inputs():

@@ -68,3 +68,28 @@ def test_positions_rejects_a_bad_ptr(ptr, error, match):
         positions(6, ptr)
     with pytest.raises(error, match=match):
         SinusoidalPositionalEncoding(4)(torch.randn(6, 4), ptr=ptr)
+
+
+def test_encodings_check_their_input():
+    """Negative sizes whose product is positive gave positions, and a 1-D x broadcast into
+    [d, d] (API audit)."""
+    from graphattn.nn.positional import (
+        LearnedPositionalEncoding,
+        LearnedPositionalEncoding2D,
+        SinusoidalPositionalEncoding,
+        SinusoidalPositionalEncoding2D,
+        image_positions,
+    )
+
+    with pytest.raises(ValueError, match="sizes must be >= 0, got min -3"):
+        image_positions([[-2, -3]])
+    with pytest.raises(TypeError, match="sizes must hold integers"):
+        image_positions(torch.tensor([[2.0, 3.0]]))
+    for enc in (SinusoidalPositionalEncoding(16), LearnedPositionalEncoding(8, 16)):
+        with pytest.raises(ValueError, match=r"x must be \[N, d\] = \[N, 16\], got shape \[16\]"):
+            enc(torch.rand(16))
+    for enc in (SinusoidalPositionalEncoding2D(16), LearnedPositionalEncoding2D(4, 4, 16)):
+        with pytest.raises(ValueError, match=r"x must be \[N, d\] = \[N, 16\], got shape \[6, 8\]"):
+            enc(torch.rand(6, 8), sizes=[[2, 3]])
+        with pytest.raises(ValueError, match="sizes must be >= 0"):
+            enc(torch.rand(6, 16), sizes=[[-2, -3]])
