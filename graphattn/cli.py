@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             f"test {metric} {result[f'test_{metric}']}, {result['samples_per_s'] or 0:.1f} samples/s, "
             f"peak RSS {result['peak_rss_mib']:.0f} MiB -> {cfg.out}/result.json"
         )
-    return 0
+    return 130 if result["interrupted"] else 0  # a shell's code for a run stopped by Ctrl-C
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ def load_planetoid(
     """
     if name not in (*PLANETOID_DATASETS, "PubMed"):
         raise ValueError(f"name must be one of {', '.join(PLANETOID_DATASETS)} (or PubMed online), got {name!r}")
+    splits = ("public", "full", "geom-gcn", "random")
+    if split not in splits:  # PyG asserts it without a message, which try_download reported as a missing dataset
+        raise ValueError(f"split must be one of {', '.join(splits)}, got {split!r}")
     from torch_geometric.datasets import Planetoid
 
     relative = f"planetoid/{name}"

@@ -51,3 +51,6 @@ def test_tu_counts(name, shared_data, cache):
 def test_planetoid_name_is_checked():
     with pytest.raises(ValueError, match="name must be one of Cora, CiteSeer"):
         load_planetoid("cora")
+    # PyG asserted the split without a message, reported as "Planetoid Cora is not available".
+    with pytest.raises(ValueError, match="split must be one of public, full, geom-gcn, random, got 'bogus'"):
+        load_planetoid("Cora", split="bogus")

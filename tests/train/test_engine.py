@@ -67,6 +67,11 @@ def test_ctrl_c_keeps_the_last_complete_epoch(tmp_path, monkeypatch):
     assert result["interrupted"] and result["epochs_done"] == 1
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert ckpt["state"]["epoch"] == 1
+    # The command's exit status says so too (130, a shell's code for Ctrl-C; it was 0).
+    calls["n"] = 0
+    args = ["train", "--task", "recall", "--attention", "full", "--dim", "16", "--heads", "2", "--layers", "1"]
+    options = [x for key, value in TINY.items() for x in ("--option", f"{key}={value}")]
+    assert main([*args, *options, "--epochs", "3", "--no-progress", "--out", str(tmp_path / "cli")]) == 130
 
 
 def test_same_seed_same_result(tmp_path):
