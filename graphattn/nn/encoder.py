@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._validation import check_int
 from ..graph import Graph
 from ..structure.base import Structure
 from .attention import GraphAttention
@@ -74,7 +75,8 @@ class GraphTransformerLayer(nn.Module):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        ff = 4 * d_model if dim_feedforward is None else dim_feedforward
+        check_int("d_model", d_model, minimum=1)
+        ff = 4 * d_model if dim_feedforward is None else check_int("dim_feedforward", dim_feedforward, minimum=1)
         self.self_attn = GraphAttention(
             d_model, nhead, structure=structure, bias=bias, dropout=dropout, backend=backend
         )
@@ -107,7 +109,7 @@ class GraphTransformerEncoder(nn.Module):
 
     def __init__(self, encoder_layer: GraphTransformerLayer, num_layers: int, *, final_norm: bool = True) -> None:
         super().__init__()
-        if not isinstance(num_layers, int) or num_layers < 1:
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
             raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
         self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         d_model = encoder_layer.self_attn.embed_dim

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
 from ..graph import Graph, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
@@ -118,6 +119,11 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         if pooling not in ("mean", "max", "first"):
             raise ValueError(f"pooling must be 'mean', 'max' or 'first', got {pooling!r}")
+        check_int("num_classes", num_classes, minimum=1)
+        check_int("max_len", max_len, minimum=1)
+        for name, size in (("vocab_size", vocab_size), ("in_features", in_features)):
+            if size is not None:
+                check_int(name, size, minimum=1)
         if (vocab_size is None) == (in_features is None):
             raise ValueError(
                 f"give exactly one of vocab_size (token ids) and in_features (real-valued inputs), "
@@ -219,6 +225,8 @@ class ImageClassifier(nn.Module):
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be 'mean' or 'max', got {pooling!r}")
         grid(1, 1, radius=radius, connectivity=connectivity)  # validate now, not at the first batch
+        for name, size in (("in_channels", in_channels), ("num_classes", num_classes), ("patch_size", patch_size)):
+            check_int(name, size, minimum=1)
         self.patch_size = patch_size
         self.patch = nn.Conv2d(in_channels, d_model, patch_size, stride=patch_size)
         if positional == "sinusoidal":

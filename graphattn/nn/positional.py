@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_int
 from ..graph import check_ptr
 from ..structure.grid import check_image_sizes
 
@@ -102,8 +103,8 @@ class LearnedPositionalEncoding(nn.Module):
 
     def __init__(self, max_len: int, dim: int) -> None:
         super().__init__()
-        self.max_len = max_len
-        self.weight = nn.Parameter(torch.randn(max_len, dim) * 0.02)
+        self.max_len = check_int("max_len", max_len, minimum=1)
+        self.weight = nn.Parameter(torch.randn(max_len, check_int("dim", dim, minimum=1)) * 0.02)
 
     def forward(self, x: Tensor, *, ptr: Tensor | None = None) -> Tensor:
         _check_features(x, self.weight.shape[1])

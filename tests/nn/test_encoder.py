@@ -36,8 +36,11 @@ def test_encoder_copies_layers_shares_graph_and_final_norm():
     out = enc(torch.randn(10, 16), g)
     assert out.output.shape == (10, 16)
     assert torch.allclose(out.output.mean(-1), torch.zeros(10), atol=1e-5)  # final LayerNorm
-    with pytest.raises(ValueError, match="num_layers must be an int >= 1"):
-        GraphTransformerEncoder(layer, 0)
+    for count in (0, True):  # True was one layer
+        with pytest.raises(ValueError, match="num_layers must be an int >= 1"):
+            GraphTransformerEncoder(layer, count)
+    with pytest.raises(ValueError, match="dim_feedforward must be >= 1, got 0"):
+        GraphTransformerLayer(16, 2, dim_feedforward=0)
 
 
 class AuxOnly(Structure):

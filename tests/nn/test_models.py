@@ -73,6 +73,16 @@ def test_classifier_argument_errors():
         ImageClassifier(3, 2, positional="rope")
     with pytest.raises(ValueError, match=r"tokens must be \[N\]"):
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(torch.zeros(2, 3, dtype=torch.long))
+    # Sizes that constructed a model and failed at forward (or never): checked when made.
+    bad = [
+        (lambda: SequenceClassifier(0, 2), "vocab_size must be >= 1, got 0"),
+        (lambda: SequenceClassifier(5, 0), "num_classes must be >= 1, got 0"),
+        (lambda: ImageClassifier(1, 2, patch_size=0), "patch_size must be >= 1, got 0"),
+        (lambda: ImageClassifier(1, 0), "num_classes must be >= 1, got 0"),
+    ]
+    for make, match in bad:
+        with pytest.raises(ValueError, match=match):
+            make()
     with pytest.raises(ValueError, match="pass lengths or ptr, not both"):  # ptr silently won before
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(
             torch.zeros(7, dtype=torch.long), lengths=[3, 4], ptr=torch.tensor([0, 1, 7])

@@ -83,6 +83,8 @@ def test_encodings_check_their_input():
 
     with pytest.raises(ValueError, match="sizes must be >= 0, got min -3"):
         image_positions([[-2, -3]])
+    with pytest.raises(ValueError, match="max_len must be >= 1, got -1"):  # torch's "negative dimension" before
+        LearnedPositionalEncoding(-1, 16)
     with pytest.raises(TypeError, match="sizes must hold integers"):
         image_positions(torch.tensor([[2.0, 3.0]]))
     for enc in (SinusoidalPositionalEncoding(16), LearnedPositionalEncoding(8, 16)):
