@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
-from ..ops._checks import check_graph
+from ..ops._checks import check_edge_tensor, check_graph
 from ..structure.base import Structure, StructureOutput
 from ..structure.heads import fold, unfold
 
@@ -235,6 +235,7 @@ class GraphAttention(nn.Module):
         st = self._edges(q, k, graph, ptr, src_ptr)
         g, bias, gate = st.graph, st.bias, st.gate
         if edge_bias is not None:
+            edge_bias = check_edge_tensor("edge_bias", edge_bias, g, 1 if st.per_head else self.num_heads, q)
             bias = edge_bias if bias is None else bias + edge_bias
         if self.training and self.dropout > 0.0:
             rows = g.num_edges

@@ -232,6 +232,17 @@ class MoleculeConvNet(nn.Module):
         return self.head(segment_pool(x, ptr, "mean")), x.new_zeros(())
 
 
+MOLECULE_MODELS = ("gps", "transformerconv", "graphattnconv")
+
+
+def _molecule_model(cfg: TrainConfig) -> str:
+    """The ``--option model`` of a molecule task (default ``gps``), checked before any data loads."""
+    model = _opt(cfg, "model", "gps", str)
+    if model not in MOLECULE_MODELS:
+        raise ValueError(f"--option model must be one of {', '.join(MOLECULE_MODELS)}, got {model!r}")
+    return model
+
+
 class MoleculeTask(Task):
     """An OGB ``ogbg-mol*`` dataset: graph-level labels, OGB's metric (ROC-AUC or RMSE).
 
@@ -250,10 +261,10 @@ class MoleculeTask(Task):
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.ogb import load_ogbg
 
+        model = _molecule_model(cfg)  # before loading the data
         self._info = load_ogbg(self.name, cfg.data_root)
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
-        model = _opt(cfg, "model", "gps", str)
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
@@ -272,7 +283,7 @@ class MoleculeTask(Task):
     def build_model(self, cfg: TrainConfig) -> nn.Module:
         if self._info is None:
             raise RuntimeError("call datasets() before build_model(): the label count comes from the data")
-        model = _opt(cfg, "model", "gps", str)
+        model = _molecule_model(cfg)
         if model == "gps":
             return MoleculeGPS(
                 self._info.num_tasks,

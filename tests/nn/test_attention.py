@@ -151,6 +151,9 @@ def test_edge_bias_and_weights_recomputed_not_stored():
     selfw = out.weights[g.col == g.dst()]
     assert bool((selfw > 0.999).all())
     assert not any(isinstance(v, torch.Tensor) and v.shape[:1] == (g.num_edges,) for v in vars(ga).values())
+    # A wrong shape names edge_bias (the op's check named its own "bias").
+    with pytest.raises(ValueError, match=rf"edge_bias must be \[E, H\] = \[{g.num_edges}, 2\], got shape \[5, 2\]"):
+        ga(x, g, edge_bias=big[:5])
 
 
 @pytest.mark.parametrize(

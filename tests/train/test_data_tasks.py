@@ -271,3 +271,15 @@ def test_sst_sentences_as_token_sequences():
     batch = task.collate([splits[2][i] for i in range(5)])
     logits, _ = task.forward(task.build_model(cfg), batch)
     assert logits.shape == (5, 5)
+
+
+def test_molecule_model_option_is_checked_before_the_data_loads(tmp_path):
+    """model=gpss was reported by the conv net as "conv must be 'transformerconv' or
+    'graphattnconv'" (naming neither the option nor gps), after loading the dataset."""
+    cfg = TrainConfig(
+        task="ogbg-molbace", attention="full", options={"model": "gpss"}, data_root=str(tmp_path / "none")
+    )
+    with pytest.raises(
+        ValueError, match="--option model must be one of gps, transformerconv, graphattnconv, got 'gpss'"
+    ):
+        get_task("ogbg-molbace").datasets(cfg)  # the empty data root would fail later
