@@ -1339,31 +1339,41 @@ Kernels<scalar_t> pick_kernels(int64_t D, int64_t Dv) {
 
 // ================================================================ ops
 
-// The index values the kernels read memory with: offsets `ptr` non-decreasing from 0 to E = idx's
-// length, `idx` in [0, bound). Python checks a Graph once, when it is built; this keeps a direct
-// torch.ops call, or a Graph whose tensors were changed in place, from reading out of bounds. One
-// parallel pass over the index tensors (~1% of a forward); the message names the first bad entry.
-void check_index_values(const at::Tensor& ptr, const char* ptr_name, const at::Tensor& idx, const char* idx_name,
-                        int64_t bound, const char* bound_name) {
+// The index values the kernels read memory with. Python checks a Graph once, when it is built;
+// these keep a direct torch.ops call, or a Graph whose tensors were changed in place, from reading
+// out of bounds. One parallel pass each (~1% of a forward); the message names the first bad entry.
+// Offsets `ptr` into `total` items: non-decreasing from 0 to total.
+void check_offsets(const at::Tensor& ptr, const char* name, int64_t total) {
   const int64_t* p = ptr.const_data_ptr<int64_t>();
-  const int64_t* x = idx.const_data_ptr<int64_t>();
-  const int64_t n = ptr.numel() - 1, e = idx.numel();
-  TORCH_CHECK(p[0] == 0 && p[n] == e, ptr_name, " must run from 0 to E = ", e, ", got ", ptr_name, "[0] = ", p[0],
-              " and ", ptr_name, "[-1] = ", p[n]);
+  const int64_t n = ptr.numel() - 1;
+  TORCH_CHECK(p[0] == 0 && p[n] == total, name, " must run from 0 to E = ", total, ", got ", name, "[0] = ", p[0],
+              " and ", name, "[-1] = ", p[n]);
   std::atomic<bool> bad{false};
-  at::parallel_for(0, std::max(n, e), int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, n, int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
     bool b = false;
-    for (int64_t i = lo; i < std::min(hi, n); ++i) b |= p[i] > p[i + 1];
-    for (int64_t i = lo; i < std::min(hi, e); ++i) b |= static_cast<uint64_t>(x[i]) >= static_cast<uint64_t>(bound);
+    for (int64_t i = lo; i < hi; ++i) b |= p[i] > p[i + 1];
     if (b) bad = true;
   });
   if (!bad) return;
   for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(p[i] <= p[i + 1], ptr_name, " must be non-decreasing, but ", ptr_name, "[", i + 1, "] = ", p[i + 1],
-                " < ", ptr_name, "[", i, "] = ", p[i]);
+    TORCH_CHECK(p[i] <= p[i + 1], name, " must be non-decreasing, but ", name, "[", i + 1, "] = ", p[i + 1], " < ",
+                name, "[", i, "] = ", p[i]);
+}
+
+// Indices `idx` in [0, bound).
+void check_indices(const at::Tensor& idx, const char* name, int64_t bound, const char* bound_name) {
+  const int64_t* x = idx.const_data_ptr<int64_t>();
+  const int64_t e = idx.numel();
+  std::atomic<bool> bad{false};
+  at::parallel_for(0, e, int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
+    bool b = false;
+    for (int64_t i = lo; i < hi; ++i) b |= static_cast<uint64_t>(x[i]) >= static_cast<uint64_t>(bound);
+    if (b) bad = true;
+  });
+  if (!bad) return;
   for (int64_t i = 0; i < e; ++i)
-    TORCH_CHECK(x[i] >= 0 && x[i] < bound, idx_name, " must lie in [0, ", bound_name, " = ", bound, "), got ",
-                idx_name, "[", i, "] = ", x[i]);
+    TORCH_CHECK(x[i] >= 0 && x[i] < bound, name, " must lie in [0, ", bound_name, " = ", bound, "), got ", name, "[",
+                i, "] = ", x[i]);
 }
 
 std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
@@ -1379,7 +1389,8 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
   (void)perm;
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_fwd (CPU kernel) got q on ", q.device());
   const Sizes sz = check_forward(q, k, v, rowptr, col, bias, gate, edge_key, edge_value);
-  check_index_values(rowptr, "rowptr", col, "col", sz.n_src, "N_src");
+  check_offsets(rowptr, "rowptr", sz.edges);
+  check_indices(col, "col", sz.n_src, "N_src");
   const auto acc_type = at::toOpMathType(q.scalar_type());
   at::Tensor out = output_empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
@@ -1464,10 +1475,12 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
   const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate,
                                   edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
                                   need_edge_value);
-  check_index_values(rowptr, "rowptr", col, "col", sz.n_src, "N_src");
+  check_offsets(rowptr, "rowptr", sz.edges);
+  check_indices(col, "col", sz.n_src, "N_src");
   if (need_kv) {
-    check_index_values(colptr, "colptr", row, "row", sz.n_dst, "N_dst");
-    check_index_values(colptr, "colptr", perm, "perm", sz.edges, "E");
+    check_offsets(colptr, "colptr", sz.edges);  // once for both of its index lists
+    check_indices(row, "row", sz.n_dst, "N_dst");
+    check_indices(perm, "perm", sz.edges, "E");
   }
   const auto acc_type = at::toOpMathType(q.scalar_type());
   const int64_t H = sz.heads, D = sz.d, Dv = sz.dv, E = sz.edges;
