@@ -8,6 +8,11 @@ import torch
 from torch import Tensor
 
 
+def is_integer_tensor(t: Tensor) -> bool:
+    """Whether ``t`` holds integers (bool, floating and complex dtypes do not)."""
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+
+
 def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     """``value`` as an ``int``; ``TypeError``/``ValueError`` naming ``name`` otherwise.
 

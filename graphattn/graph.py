@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ._alloc import large_empty
 from ._keys import stable_argsort
-from ._validation import check_int
+from ._validation import check_int, is_integer_tensor
 
 __all__ = ["Graph", "Transpose"]
 
@@ -76,7 +76,7 @@ def check_edge_index(edge_index: object) -> Tensor:
     """``edge_index`` checked as an integer ``[2, E]`` tensor (``TypeError``/``ValueError`` naming it)."""
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
-    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+    if not is_integer_tensor(edge_index):
         raise TypeError(f"edge_index must have an integer dtype, got {edge_index.dtype}")
     if edge_index.dim() != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index must be [2, E], got shape {list(edge_index.shape)}")

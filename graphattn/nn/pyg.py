@@ -25,6 +25,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
+from .._validation import is_integer_tensor
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
@@ -88,7 +89,7 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         )
     if edge_index.is_sparse or edge_index.layout != torch.strided:
         raise TypeError("edge_index must be a dense [2, E] index tensor here; sparse layouts use the per-edge path")
-    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+    if not is_integer_tensor(edge_index):
         # ValueError, as PyG's MessagePassing (and so this layer's per-edge path) raises for it.
         raise ValueError(
             f"edge_index must be of integer type (e.g. torch.int64 or torch.int32), got {edge_index.dtype}"

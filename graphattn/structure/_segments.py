@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .._alloc import large_empty
-from .._validation import check_int
+from .._validation import check_int, is_integer_tensor
 from ..graph import Graph
 
 __all__ = [
@@ -74,7 +74,7 @@ class Segments(NamedTuple):
 
 def _as_index_vector(name: str, value: object, device: torch.device | None) -> Tensor:
     if isinstance(value, Tensor):
-        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        if not is_integer_tensor(value):
             raise TypeError(f"{name} must hold integers, got dtype {value.dtype}")
         t = value.long()
     elif isinstance(value, Sequence) and not isinstance(value, str):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .._validation import is_integer_tensor
 from ..graph import Graph
 from ._segments import Part, assemble_rows, check_int, segments, trusted_graph
 from .base import StaticStructure
@@ -45,7 +46,7 @@ def check_image_sizes(
         if height is not None or width is not None:
             raise ValueError("pass height and width, or sizes, not both")
         if isinstance(sizes, Tensor):
-            if sizes.is_floating_point() or sizes.is_complex() or sizes.dtype == torch.bool:
+            if not is_integer_tensor(sizes):
                 raise TypeError(f"sizes must hold integers, got dtype {sizes.dtype}")
             hw = sizes.long()
         else:
