@@ -88,8 +88,7 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
         from ..structure.combiner import Combiner
 
         variant = "fixed" if name == "combiner" else name.split("-")[1]
-        region = _opt(cfg, "region", None, int, minimum=1)
-        return Combiner(variant, None if region is None else int(region))
+        return Combiner(variant, _opt(cfg, "region", None, int, minimum=1))
     if name == "sea":
         from ..structure.sea import SEA
 
