@@ -140,6 +140,10 @@ RUNS: dict[str, list[str]] = {
             ("d128-d0.5", ["--dim", "128"]),
             # 2026-11-27 (fourteenth session): the chosen `vn-d0.5` at OGB GIN-VN's depth of 5 layers.
             ("vn-d0.5-l5", ["--option", "vn=1", "--layers", "5"]),
+            # 2026-11-27 (fifteenth session): `vn-d0.5` and `vn-d0.5-l5` with GIN's MLP after each conv
+            # (`--option mlp=1`); both decided, three seeds each, before any ran.
+            ("vn-d0.5-mlp", ["--option", "vn=1", "--option", "mlp=1"]),
+            ("vn-d0.5-mlp-l5", ["--option", "vn=1", "--option", "mlp=1", "--layers", "5"]),
         )
         for s in range(3)
     },

@@ -159,12 +159,16 @@ class MoleculeConvNet(nn.Module):
     """The plain baseline: atom/bond encoders, ``layers`` x (conv -> batch norm -> ReLU -> dropout) with
     residuals, mean pool, linear head. ``conv`` is ``"transformerconv"`` (PyG) or ``"graphattnconv"``.
 
-    Two additions, off by default (the plain baseline has neither):
+    Three additions, off by default (the plain baseline has none):
 
     - ``virtual_node``: a virtual node per molecule as in OGB's GIN-VN (Gilmer et al. 2017; Hu et al.
       2020): its state is added to every atom before each layer and updated between layers by an
       MLP over (sum of the molecule's atoms + its state), so every layer also sees the whole molecule.
     - ``rwse_steps``: random-walk structural encodings (``batch.rwse``) added to the atom embeddings.
+    - ``mlp``: GIN's update (Xu et al. 2019, as in OGB's GIN): a 2-layer MLP
+      ``Linear(d, 2d) -> BN -> ReLU -> Linear(2d, d)`` on each conv's output before its batch norm,
+      so a layer is ``x + dropout(relu(bn(mlp(conv(x)))))``; the attention aggregate alone is
+      linear in the values, GIN's layer has this MLP.
     """
 
     def __init__(
@@ -177,6 +181,7 @@ class MoleculeConvNet(nn.Module):
         dropout: float = 0.0,
         virtual_node: bool = False,
         rwse_steps: int = 0,
+        mlp: bool = False,
     ) -> None:
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
@@ -193,6 +198,14 @@ class MoleculeConvNet(nn.Module):
         self.rwse = nn.Sequential(nn.BatchNorm1d(rwse_steps), nn.Linear(rwse_steps, hidden)) if rwse_steps else None
         self.convs = nn.ModuleList(Conv(hidden, hidden // heads, heads=heads, edge_dim=hidden) for _ in range(layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
+        self.mlps = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(hidden, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
+            )
+            if mlp
+            else nn.Identity()
+            for _ in range(layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.vn_init: nn.Parameter | None = None
         self.vn_mlps = nn.ModuleList()
@@ -222,10 +235,10 @@ class MoleculeConvNet(nn.Module):
             torch.arange(counts.numel(), device=x.device), counts, output_size=x.shape[0]
         )
         vn = None if self.vn_init is None else self.vn_init.expand(counts.numel(), -1)
-        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+        for i, (conv, mlp, norm) in enumerate(zip(self.convs, self.mlps, self.norms, strict=True)):
             if vn is not None:
                 x = x + vn[graph_of]
-            x = x + self.dropout(F.relu(norm(conv(x, batch.edge_index, e))))
+            x = x + self.dropout(F.relu(norm(mlp(conv(x, batch.edge_index, e)))))
             if vn is not None and i < len(self.vn_mlps):
                 pooled = x.new_zeros(vn.shape).index_add_(0, graph_of, x)  # sum over each molecule
                 vn = vn + self.vn_mlps[i](pooled + vn)
@@ -247,8 +260,8 @@ class MoleculeTask(Task):
     """An OGB ``ogbg-mol*`` dataset: graph-level labels, OGB's metric (ROC-AUC or RMSE).
 
     Options: ``model`` (``gps``, ``transformerconv``, ``graphattnconv``), ``rwse`` (steps; 16 for
-    ``gps``, 0 otherwise), ``vn`` (1: a virtual node, conv models only; default 0),
-    ``attn_dropout`` (0.5, ``gps``).
+    ``gps``, 0 otherwise), ``vn`` (1: a virtual node, conv models only; default 0), ``mlp`` (1: GIN's
+    MLP after each conv, conv models only; default 0), ``attn_dropout`` (0.5, ``gps``).
     """
 
     def __init__(self, name: str) -> None:
@@ -304,6 +317,7 @@ class MoleculeTask(Task):
             dropout=cfg.dropout,
             virtual_node=_opt(cfg, "vn", 0, bool),
             rwse_steps=self._rwse_steps,
+            mlp=_opt(cfg, "mlp", 0, bool),
         )
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:

@@ -161,6 +161,27 @@ def test_virtual_node_reaches_atoms_beyond_the_conv_hops(bace, virtual_node):
     assert changed == bool(virtual_node)
 
 
+def test_gin_mlp_option_runs_each_conv_output_through_its_mlp(bace):
+    task, cfg, splits = bace
+    torch.manual_seed(0)
+    net = task.build_model(replace(cfg, layers=2, options={"model": "graphattnconv", "mlp": 1})).train()
+    plain = task.build_model(replace(cfg, layers=2, options={"model": "graphattnconv"}))
+    assert all(isinstance(m, torch.nn.Identity) for m in plain.mlps)
+    seen = []  # (conv output, what the layer's norm gets)
+    for conv, mlp, norm in zip(net.convs, net.mlps, net.norms, strict=True):
+        conv.register_forward_hook(lambda _m, _a, out: seen.append(out))
+        norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+        assert [type(m).__name__ for m in mlp] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+        assert mlp[0].out_features == 2 * cfg.dim and mlp[3].out_features == cfg.dim
+    batch = task.collate([splits[0][i] for i in range(16)])
+    pred, _ = net(batch)
+    for i, mlp in enumerate(net.mlps):
+        conv_out, norm_in = seen[2 * i], seen[2 * i + 1]
+        torch.testing.assert_close(norm_in, mlp(conv_out))
+    pred.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.mlps.parameters())
+
+
 def test_graphattnconv_baseline_equals_the_transformerconv_one(bace):
     task, cfg, splits = bace
     pyg = task.build_model(replace(cfg, options={"model": "transformerconv"})).eval()
