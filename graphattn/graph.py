@@ -100,7 +100,9 @@ class Graph:
 
     Duplicate edges are allowed and count separately; self loops are ordinary edges.
     The transpose (:attr:`transpose`) is built on first use and cached, so one graph
-    built per batch serves the forward and backward passes of every layer.
+    built per batch serves the forward and backward passes of every layer. Editing ``rowptr``
+    or ``col`` in place afterwards drops the cache (it is keyed on the tensors' in-place
+    version counters), so the views are rebuilt from the edited edges.
 
     Example:
         >>> g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]))
@@ -257,6 +259,7 @@ class Graph:
 
     def dst(self) -> Tensor:
         """``int64 [E]``: the destination of each edge (cached)."""
+        self._check_cache()
         if "dst" not in self._cache:
             if self.device.type == "cpu":  # NumPy's repeat: several times faster, output in huge pages
                 dst = np.repeat(np.arange(self.num_dst, dtype=np.int64), self.in_degree().numpy())
@@ -270,6 +273,7 @@ class Graph:
     @property
     def transpose(self) -> Transpose:
         """The source-grouped view (CSC) of the same edges, built once and cached."""
+        self._check_cache()
         if "transpose" not in self._cache:
             e, dev = self.num_edges, self.device
             perm = stable_argsort(self.col, self.num_src)
@@ -279,6 +283,17 @@ class Graph:
             row = torch.index_select(self.dst(), 0, perm, out=large_empty(e, device=dev))
             self._cache["transpose"] = Transpose(colptr, row, perm)
         return self._cache["transpose"]
+
+    def _check_cache(self) -> None:
+        """Drop the cached views if ``rowptr`` or ``col`` was edited in place since they were built.
+
+        Not under ``torch.compile``, which traces version counters as data-dependent values."""
+        if torch.compiler.is_compiling():
+            return
+        versions = (self.rowptr._version, self.col._version)
+        if self._cache.get("versions") != versions:
+            self._cache.clear()
+            self._cache["versions"] = versions
 
     def to_edge_index(self) -> Tensor:
         """``int64 [2, E]`` in edge-id order: row 0 = sources, row 1 = destinations."""
@@ -300,10 +315,13 @@ class Graph:
             return None if t is None else t.to(device)
 
         out = Graph._unchecked(move(self.rowptr), move(self.col), self.num_src, move(self.ptr), move(self.src_ptr))
+        self._check_cache()
+        out._check_cache()  # stamps the copy's own versions
         for key, value in self._cache.items():
-            out._cache[key] = (
-                type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
-            )
+            if key != "versions":
+                out._cache[key] = (
+                    type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
+                )
         return out
 
     def __repr__(self) -> str:

@@ -52,6 +52,27 @@ def test_transpose_lists_the_same_edges(case):
     assert g.transpose is g.transpose  # cached
 
 
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_editing_col_in_place_rebuilds_the_cached_views(backend):
+    # The transpose is cached; an in-place edit of col must not leave it describing the old
+    # edges (the backward reads it: the native gradients of k and v were silently wrong).
+    from graphattn.ops import edge_attention
+
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 0], [1, 2, 0, 0]]))
+    stale = g.transpose
+    g.col.copy_(torch.tensor([1, 1, 1, 1]))
+    colptr, row, perm = g.transpose
+    assert colptr.tolist() == [0, 0, 4, 4] and row.tolist() == [0, 0, 1, 2]
+    assert g.transpose is not stale and g.transpose is g.transpose  # rebuilt once, then cached again
+    assert g.dst().tolist() == [0, 0, 1, 2]
+    q, k, v = (torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    got = torch.autograd.grad(edge_attention(q, k, v, g, backend=backend).sum(), (q, k, v))
+    fresh = Graph(g.rowptr.clone(), g.col.clone(), g.num_src)
+    want = torch.autograd.grad(edge_attention(q, k, v, fresh, backend="reference").sum(), (q, k, v))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("case", adversarial_graphs(hub_degree=300), ids=repr)
 def test_packed_key_argsort_equals_the_stable_sort(case, monkeypatch):
     """On the CPU, stable argsorts (the transpose, from_edge_index) sort packed (value, position)
@@ -85,8 +106,10 @@ def test_to_same_device_is_identity_and_repr():
 
 def test_to_moves_cached_views():
     g = Graph.from_edge_index(torch.tensor([[0, 1], [1, 0]]))
-    _ = g.transpose
+    _ = g.transpose, g.dst()
     moved = g.to("meta")
+    carried = moved._cache["transpose"], moved._cache["dst"]
+    assert moved.transpose is carried[0] and moved.dst() is carried[1]  # not rebuilt on first use
     assert moved.col.device.type == "meta"
     assert moved.transpose.perm.device.type == "meta"
 
