@@ -4,7 +4,8 @@ Every loader finds its files in this order:
 
 1. ``root=`` (a folder laid out like graphattn's offline data folder: ``<root>/ogb/ogbg_molhiv``,
    ``<root>/planetoid/Cora``, ``<root>/tudataset/MUTAG``, ``<root>/mnist/raw``, ``<root>/mnist1d``,
-   ``<root>/sst/trees``), else the environment variable ``GRAPHATTN_DATA`` (same layout);
+   ``<root>/sst/trees``), else the environment variable ``GRAPHATTN_DATA`` (same layout); a root
+   that is not a folder is an error (:func:`data_root`);
 2. if the dataset is not there (or neither is set): the normal download of its source (OGB, PyG
    or the original URL) into the cache.
 
@@ -49,13 +50,26 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def data_root(root: str | os.PathLike | None) -> Path | None:
-    """``root`` if given, else ``$GRAPHATTN_DATA`` if set, else ``None`` (download only)."""
+    """``root`` if given, else ``$GRAPHATTN_DATA`` if set, else ``None`` (download only).
+
+    A root that is not a folder is an error, not a silent fallback to the download path (or to an
+    earlier download in the cache): it is a mistyped path far more often than a wish to download.
+    """
     if root is None:
         env = os.environ.get(DATA_ENV)
-        return Path(env).expanduser() if env else None
-    if not isinstance(root, (str, os.PathLike)):
+        if not env:
+            return None
+        name, path = f"${DATA_ENV}", Path(env).expanduser()
+    elif not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
-    return Path(root).expanduser()
+    else:
+        name, path = "root", Path(root).expanduser()
+    if not path.is_dir():
+        raise NotADirectoryError(
+            f"{name} must be a folder holding local copies of the datasets, got {str(path)!r}, which "
+            f"{'is not a folder' if path.exists() else 'does not exist'}; leave it unset to download"
+        )
+    return path
 
 
 def cache_root(cache_dir: str | os.PathLike | None) -> Path:

@@ -7,6 +7,7 @@ host first, so each loader really tries its normal download and meets the failur
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -55,3 +56,20 @@ def test_absent_data_and_no_network_raise_clearly(relative, load, tmp_path, monk
     assert "root=" in message and D.DATA_ENV in message  # what to do
     assert calls, "the loader should have tried its normal download path"
     assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("where", ["argument", "environment"])
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_root_that_is_not_a_folder_is_an_error(where, kind, tmp_path, monkeypatch):
+    # Before, a mistyped root fell through to the download path, and so to an earlier download in
+    # the cache: the run silently used other data than the folder it was pointed at.
+    bad = tmp_path / "typo"
+    if kind == "file":
+        bad.write_text("not a folder")
+    monkeypatch.delenv(D.DATA_ENV, raising=False)
+    if where == "environment":
+        monkeypatch.setenv(D.DATA_ENV, str(bad))
+    name = "root" if where == "argument" else f"${D.DATA_ENV}"
+    with pytest.raises(NotADirectoryError, match=rf"^{re.escape(name)} must be a folder .*{re.escape(str(bad))}"):
+        D.load_mnist1d(bad if where == "argument" else None, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "mnist1d").exists()  # failed before any copy or download
