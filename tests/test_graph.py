@@ -62,7 +62,7 @@ def test_editing_col_in_place_rebuilds_the_cached_views(backend):
     stale = g.transpose
     g.col.copy_(torch.tensor([1, 1, 1, 1]))
     colptr, row, perm = g.transpose
-    assert colptr.tolist() == [0, 0, 4, 4] and row.tolist() == [0, 0, 1, 2]
+    assert colptr.tolist() == [0, 0, 4, 4] and row.tolist() == [0, 0, 1, 2] and perm.tolist() == [0, 1, 2, 3]
     assert g.transpose is not stale and g.transpose is g.transpose  # rebuilt once, then cached again
     assert g.dst().tolist() == [0, 0, 1, 2]
     q, k, v = (torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
