@@ -235,8 +235,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.task`` with ``cfg.attention``; returns (and on rank 0 writes) the result record."""
     rank, world = _distributed()
     task = get_task(cfg.task)
+    if cfg.attention not in task.attentions(cfg):  # settings checked before any data is loaded
+        raise ValueError(
+            f"--attention for --task {cfg.task} must be one of {', '.join(task.attentions(cfg))}, got {cfg.attention!r}"
+        )
     optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
-    if cfg.optimizer not in optimizers:  # settings checked before any data is loaded
+    if cfg.optimizer not in optimizers:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")

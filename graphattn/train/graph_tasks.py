@@ -259,6 +259,9 @@ def _molecule_model(cfg: TrainConfig) -> str:
 class MoleculeTask(Task):
     """An OGB ``ogbg-mol*`` dataset: graph-level labels, OGB's metric (ROC-AUC or RMSE).
 
+    ``--attention``: for ``gps`` a sequence structure over each molecule's atoms (``full``: all
+    pairs); the conv models attend over the bonds, ``--attention graph``.
+
     Options: ``model`` (``gps``, ``transformerconv``, ``graphattnconv``), ``rwse`` (steps; 16 for
     ``gps``, 0 otherwise), ``vn`` (1: a virtual node, conv models only; default 0), ``mlp`` (1: GIN's
     MLP after each conv, conv models only; default 0), ``attn_dropout`` (0.5, ``gps``).
@@ -270,6 +273,10 @@ class MoleculeTask(Task):
         self.higher_is_better = True
         self._info: Any = None
         self._rwse_steps = 16
+
+    def attentions(self, cfg: TrainConfig) -> list[str]:
+        """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
+        return super().attentions(cfg) if _molecule_model(cfg) == "gps" else ["graph"]
 
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.ogb import load_ogbg
@@ -496,9 +503,10 @@ class NodeTask(Task):
         self.name = name
         self._dataset: Any = None
 
+    def attentions(self, cfg: TrainConfig) -> list[str]:
+        return ["graph"]  # the citation graph
+
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
-        if cfg.attention != "graph":
-            raise ValueError(f"node tasks attend over the citation graph: use --attention graph, got {cfg.attention!r}")
         import torch_geometric.transforms as T
         from torch_geometric.utils import add_self_loops
 

@@ -101,6 +101,7 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
 
 
 def attention_names() -> list[str]:
+    """Every ``--attention`` name; each task runs the subset its :meth:`Task.attentions` lists."""
     return [
         "full",
         "window",
@@ -125,6 +126,11 @@ class Task:
     name: str = ""
     metric_name: str = "accuracy"
     higher_is_better: bool = True
+
+    def attentions(self, cfg: TrainConfig) -> list[str]:
+        """The ``--attention`` names this task runs with ``cfg`` (checked before any data loads):
+        the sequence structures, not ``grid`` (image tasks) or ``graph`` (the input edges)."""
+        return [name for name in attention_names() if name not in ("grid", "graph")]
 
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         raise NotImplementedError
@@ -355,6 +361,9 @@ class ImageTask(Task):
         self.num_classes = 10
         self.patch = 2 if name == "digits" else 4
         self.num_patches = 0
+
+    def attentions(self, cfg: TrainConfig) -> list[str]:
+        return [*super().attentions(cfg), "grid"]
 
     def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
         from ..datasets.images import load_digits, load_mnist_test

@@ -249,17 +249,31 @@ def test_gat_layer_equals_pyg_gatconv(concat):
     torch.testing.assert_close(ours.train()(x, graph), ours.bias.expand(30, -1), atol=0.0, rtol=0.0)
 
 
-def test_node_task_rejects_a_sequence_structure(tmp_path):
-    with pytest.raises(ValueError, match="use --attention graph"):
-        train(_cfg(tmp_path, task="cora", attention="window"))
+@pytest.mark.parametrize(
+    ("task", "attention", "options", "allowed"),
+    [
+        ("cora", "window", {}, "graph"),
+        ("ogbg-molbace", "full", {"model": "graphattnconv"}, "graph"),  # was ignored: the convs attend over bonds
+        ("ogbg-molbace", "graph", {"model": "gps"}, "full, window, "),
+        ("listops", "graph", {}, "full, window, "),
+        ("mnist1d", "grid", {}, "full, window, "),
+        ("digits", "graph", {}, "sea, grid"),
+    ],
+)
+def test_attention_is_checked_per_task_before_the_data_loads(tmp_path, monkeypatch, task, attention, options, allowed):
+    def no_data(self, cfg):
+        raise AssertionError("the data loaded before the attention was checked")
+
+    monkeypatch.setattr(type(get_task(task)), "datasets", no_data)
+    wanted = rf"^--attention for --task {task} must be one of .*{allowed}.*, got '{attention}'"
+    with pytest.raises(ValueError, match=wanted):
+        train(_cfg(tmp_path, task=task, attention=attention, options=options))
 
 
 # ---------------------------------------------------------------------- images and sequences
 def test_digits_as_patch_graphs_learn(tmp_path):
     result = train(_cfg(tmp_path, task="digits", attention="grid", dim=32, heads=4, epochs=4, batch_size=32))
     assert result["best_valid_accuracy"] > 0.3  # 10 classes
-    with pytest.raises(ValueError, match="attention 'grid' is for image tasks"):
-        train(_cfg(tmp_path, task="mnist1d", attention="grid"))
 
 
 def test_mnist_graph_splits_the_offline_test_images():
