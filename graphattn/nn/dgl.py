@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._compat import import_dgl
+from .._validation import check_int
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 
@@ -86,10 +87,8 @@ class GraphAttnConv(nn.Module):
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(out_feats, int) or out_feats <= 0:
-            raise ValueError(f"out_feats must be a positive int, got {out_feats!r}")
-        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+        out_feats = check_int("out_feats", out_feats, minimum=1)
+        num_heads = check_int("num_heads", num_heads, minimum=1)
         src_feats, dst_feats = (in_feats, in_feats) if isinstance(in_feats, int) else in_feats
         self._in_feats = in_feats
         self._out_feats = out_feats

@@ -25,7 +25,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
-from .._validation import is_integer_tensor
+from .._validation import check_int, is_integer_tensor
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
@@ -240,10 +240,8 @@ class GraphAttnConv(MessagePassing):
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
-        if not isinstance(out_channels, int) or out_channels <= 0:
-            raise ValueError(f"out_channels must be a positive int, got {out_channels!r}")
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads <= 0:
-            raise ValueError(f"heads must be a positive int, got {heads!r}")
+        out_channels = check_int("out_channels", out_channels, minimum=1)
+        heads = check_int("heads", heads, minimum=1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if structure is not None and not callable(structure):

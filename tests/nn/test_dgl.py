@@ -131,9 +131,12 @@ def test_errors_name_the_argument():
         GraphAttnConv(4, 3, 2, edge_feats=2)(graph, torch.randn(5, 4))
     with pytest.raises(ValueError, match=r"feat must have \(N_src, N_dst\) = \(5, 5\)"):
         GraphAttnConv(4, 3, 2)(graph, torch.randn(6, 4))
-    for heads in (0, True):
-        with pytest.raises(ValueError, match="num_heads must be a positive int"):
-            GraphAttnConv(4, 3, heads)
+    with pytest.raises(ValueError, match="num_heads must be >= 1, got 0"):
+        GraphAttnConv(4, 3, 0)
+    with pytest.raises(TypeError, match="num_heads must be an int, got bool"):
+        GraphAttnConv(4, 3, True)  # was one head
+    with pytest.raises(TypeError, match="out_feats must be an int, got bool"):
+        GraphAttnConv(4, True, 2)
 
 
 def test_import_helper_stubs_graphbolt_only_when_missing():

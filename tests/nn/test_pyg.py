@@ -375,9 +375,12 @@ def test_errors_name_the_argument():
         as_graph([[0], [1]], 2, 2)
     with pytest.raises(ValueError, match="structure_mode must be 'add' or 'replace'"):
         GraphAttnConv(5, 3, structure=self_loops, structure_mode="union")
-    for heads in (0, True):
-        with pytest.raises(ValueError, match="heads must be a positive int"):
-            GraphAttnConv(5, 3, heads=heads)
+    with pytest.raises(ValueError, match="heads must be >= 1, got 0"):
+        GraphAttnConv(5, 3, heads=0)
+    with pytest.raises(TypeError, match="heads must be an int, got bool"):
+        GraphAttnConv(5, 3, heads=True)
+    with pytest.raises(TypeError, match="out_channels must be an int, got bool"):
+        GraphAttnConv(5, True)  # was one channel
 
 
 def test_edge_index_dtype_is_checked_like_pyg():
