@@ -146,6 +146,9 @@ RUNS: dict[str, list[str]] = {
             # (`--option mlp=1`); both decided, three seeds each, before any ran.
             ("vn-d0.5-mlp", ["--option", "vn=1", "--option", "mlp=1"]),
             ("vn-d0.5-mlp-l5", ["--option", "vn=1", "--option", "mlp=1", "--layers", "5"]),
+            # The same session: `vn-d0.5-mlp` with a node per ring (chordless cycles of <= 8 atoms,
+            # `--option rings=8`), decided, three seeds, before any ran.
+            ("vn-d0.5-mlp-rings8", ["--option", "vn=1", "--option", "mlp=1", "--option", "rings=8"]),
         )
         for s in range(3)
     },

@@ -15,8 +15,9 @@ when a task is built, not when :mod:`graphattn.train` is imported.
   - ``transformerconv``: the plain baseline of the issue: PyG's ``TransformerConv`` layers (bond
     features as ``edge_attr``), batch norm, ReLU, mean pool.
   - ``graphattnconv``: the same baseline with :class:`graphattn.nn.pyg.GraphAttnConv` (equal
-    math, the fused op); ``--option vn=1`` adds a virtual node per molecule (OGB's GIN-VN scheme)
-    and ``--option rwse=16`` random-walk structural encodings, both off by default.
+    math, the fused op); ``--option vn=1`` adds a virtual node per molecule (OGB's GIN-VN scheme),
+    ``--option rwse=16`` random-walk structural encodings, ``--option mlp=1`` GIN's MLP after each
+    conv and ``--option rings=8`` a node per ring, all off by default.
 
 * :class:`NodeTask` (``cora``, ``citeseer``): Planetoid's public split (140 / 500 / 1000 nodes on
   Cora), two attention layers over the citation graph with self loops, dropout on inputs and
@@ -92,6 +93,52 @@ class _WithRWSE(Dataset):
         return data
 
 
+def ring_index(edge_index: Tensor, num_nodes: int, max_size: int) -> Tensor:
+    """A molecule's rings as ``int64 [2, M]`` (atom, ring) memberships: its chordless (induced)
+    cycles of at most ``max_size`` atoms, the rings of Bodnar et al.'s CIN ("Weisfeiler and Lehman
+    Go Cellular", NeurIPS 2021); a fused ring system gives its rings, not its perimeter. Rings are
+    numbered in networkx's order (``networkx.chordless_cycles``; networkx ships with torch)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(range(num_nodes))
+    g.add_edges_from(edge_index.t().tolist())
+    rings = [sorted(c) for c in nx.chordless_cycles(g, length_bound=max_size) if len(c) >= 3]
+    atoms = [a for ring in rings for a in ring]
+    ids = [r for r, ring in enumerate(rings) for _ in ring]
+    return torch.tensor([atoms, ids], dtype=torch.long).reshape(2, len(atoms))
+
+
+class _WithRings(Dataset):
+    """A PyG dataset whose items carry ``ring_index [2, M]`` (atom, ring; :func:`ring_index`) and
+    ``num_rings``, computed once per graph on first pass."""
+
+    def __init__(self, dataset: Any, max_size: int) -> None:
+        self.dataset, self.max_size = dataset, max_size
+        self._cache: dict[int, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        data = self.dataset[i]
+        rings = self._cache.get(i)
+        if rings is None:
+            rings = self._cache[i] = ring_index(data.edge_index, data.num_nodes, self.max_size)
+        data.ring_index = rings
+        data.num_rings = int(rings[1].max()) + 1 if rings.numel() else 0
+        return data
+
+
+def _batch_rings(items: Sequence[Any]) -> Tensor:
+    """The items' ``ring_index`` in one batch: atoms offset by the atoms before, rings by the rings before."""
+    out, atoms, rings = [], 0, 0
+    for item in items:
+        out.append(item.ring_index + torch.tensor([[atoms], [rings]]))
+        atoms, rings = atoms + item.num_nodes, rings + item.num_rings
+    return torch.cat(out, 1) if out else torch.zeros(2, 0, dtype=torch.long)
+
+
 class _GPSLayer(nn.Module):
     """Local GINE + global graphattn attention, summed, then an FFN; batch norm after each residual."""
 
@@ -159,7 +206,7 @@ class MoleculeConvNet(nn.Module):
     """The plain baseline: atom/bond encoders, ``layers`` x (conv -> batch norm -> ReLU -> dropout) with
     residuals, mean pool, linear head. ``conv`` is ``"transformerconv"`` (PyG) or ``"graphattnconv"``.
 
-    Three additions, off by default (the plain baseline has none):
+    Four additions, off by default (the plain baseline has none):
 
     - ``virtual_node``: a virtual node per molecule as in OGB's GIN-VN (Gilmer et al. 2017; Hu et al.
       2020): its state is added to every atom before each layer and updated between layers by an
@@ -169,6 +216,12 @@ class MoleculeConvNet(nn.Module):
       ``Linear(d, 2d) -> BN -> ReLU -> Linear(2d, d)`` on each conv's output before its batch norm,
       so a layer is ``x + dropout(relu(bn(mlp(conv(x)))))``; the attention aggregate alone is
       linear in the values, GIN's layer has this MLP.
+    - ``ring_size``: a node per ring (``batch.ring_index``, :func:`ring_index`: chordless cycles of
+      at most ``ring_size`` atoms), embedded by its size and joined to its atoms by edges both ways
+      (one learned edge embedding per direction); the convs, the virtual node and the mean pool
+      run over atoms and rings alike. Two atoms of a ring are two hops apart through it, as with
+      the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message Passing for Learning on
+      Molecular Graphs", 2020) and the ring cells of CIN.
     """
 
     def __init__(
@@ -182,6 +235,7 @@ class MoleculeConvNet(nn.Module):
         virtual_node: bool = False,
         rwse_steps: int = 0,
         mlp: bool = False,
+        ring_size: int = 0,
     ) -> None:
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
@@ -224,25 +278,41 @@ class MoleculeConvNet(nn.Module):
                     )
                 )
         self.head = nn.Linear(hidden, num_tasks)
+        self.ring_embed = nn.Embedding(ring_size + 1, hidden) if ring_size else None  # by ring size
+        self.ring_edge = nn.Embedding(2, hidden) if ring_size else None  # atom -> ring, ring -> atom
 
     def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
         x, e = self.atom(batch.x), self.bond(batch.edge_attr)
         if self.rwse is not None:
             x = x + self.rwse(batch.rwse)
-        ptr = batch.ptr
-        counts = ptr[1:] - ptr[:-1]
-        graph_of = torch.repeat_interleave(
-            torch.arange(counts.numel(), device=x.device), counts, output_size=x.shape[0]
-        )
+        counts = batch.ptr[1:] - batch.ptr[:-1]
+        molecules = torch.arange(counts.numel(), device=x.device)
+        graph_of = torch.repeat_interleave(molecules, counts, output_size=x.shape[0])
+        edge_index = batch.edge_index
+        if self.ring_embed is not None and self.ring_edge is not None:
+            atom, ring = batch.ring_index
+            ring_node = ring + x.shape[0]  # ring nodes follow the atoms
+            num_rings = int(batch.num_rings.sum())
+            sizes = torch.zeros(num_rings, dtype=torch.long, device=x.device).index_add_(0, ring, torch.ones_like(ring))
+            x = torch.cat([x, self.ring_embed(sizes)])
+            edge_index = torch.cat([edge_index, torch.stack([atom, ring_node]), torch.stack([ring_node, atom])], 1)
+            directions = torch.repeat_interleave(torch.arange(2, device=x.device), atom.numel())
+            e = torch.cat([e, self.ring_edge(directions)])
+            ring_of = torch.repeat_interleave(molecules, batch.num_rings, output_size=num_rings)
+            graph_of = torch.cat([graph_of, ring_of])
         vn = None if self.vn_init is None else self.vn_init.expand(counts.numel(), -1)
         for i, (conv, mlp, norm) in enumerate(zip(self.convs, self.mlps, self.norms, strict=True)):
             if vn is not None:
                 x = x + vn[graph_of]
-            x = x + self.dropout(F.relu(norm(mlp(conv(x, batch.edge_index, e)))))
+            x = x + self.dropout(F.relu(norm(mlp(conv(x, edge_index, e)))))
             if vn is not None and i < len(self.vn_mlps):
                 pooled = x.new_zeros(vn.shape).index_add_(0, graph_of, x)  # sum over each molecule
                 vn = vn + self.vn_mlps[i](pooled + vn)
-        return self.head(segment_pool(x, ptr, "mean")), x.new_zeros(())
+        if self.ring_embed is None:
+            return self.head(segment_pool(x, batch.ptr, "mean")), x.new_zeros(())
+        sums = x.new_zeros(counts.numel(), x.shape[1]).index_add_(0, graph_of, x)  # atoms and rings
+        nodes = torch.bincount(graph_of, minlength=counts.numel()).clamp_min(1)
+        return self.head(sums / nodes[:, None].to(x.dtype)), x.new_zeros(())
 
 
 MOLECULE_MODELS = ("gps", "transformerconv", "graphattnconv")
@@ -264,7 +334,8 @@ class MoleculeTask(Task):
 
     Options: ``model`` (``gps``, ``transformerconv``, ``graphattnconv``), ``rwse`` (steps; 16 for
     ``gps``, 0 otherwise), ``vn`` (1: a virtual node, conv models only; default 0), ``mlp`` (1: GIN's
-    MLP after each conv, conv models only; default 0), ``attn_dropout`` (0.5, ``gps``).
+    MLP after each conv, conv models only; default 0), ``rings`` (the largest ring: a node per ring
+    of at most that many atoms, conv models only; default 0, none), ``attn_dropout`` (0.5, ``gps``).
     """
 
     def __init__(self, name: str) -> None:
@@ -273,6 +344,7 @@ class MoleculeTask(Task):
         self.higher_is_better = True
         self._info: Any = None
         self._rwse_steps = 16
+        self._ring_size = 0
 
     def attentions(self, cfg: TrainConfig) -> list[str]:
         """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
@@ -286,15 +358,22 @@ class MoleculeTask(Task):
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
+        self._ring_size = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
             splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)
+        if self._ring_size:
+            splits = tuple(_WithRings(part, self._ring_size) for part in splits)
         return splits
 
     def collate(self, items: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
 
-        return Batch.from_data_list(list(items))
+        if not self._ring_size:
+            return Batch.from_data_list(list(items))
+        batch = Batch.from_data_list(list(items), exclude_keys=["ring_index"])  # PyG would offset both rows by atoms
+        batch.ring_index = _batch_rings(items)
+        return batch
 
     @staticmethod
     def to_device(batch: Any, device: torch.device) -> Any:
@@ -325,6 +404,7 @@ class MoleculeTask(Task):
             virtual_node=_opt(cfg, "vn", 0, bool),
             rwse_steps=self._rwse_steps,
             mlp=_opt(cfg, "mlp", 0, bool),
+            ring_size=self._ring_size,
         )
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:

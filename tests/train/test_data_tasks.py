@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from graphattn.train.engine import TrainConfig, train
+from graphattn.train.graph_tasks import MoleculeConvNet, ring_index
 from graphattn.train.tasks import attention_names, get_task, task_names
 
 pytest.importorskip("torch_geometric")
@@ -180,6 +181,70 @@ def test_gin_mlp_option_runs_each_conv_output_through_its_mlp(bace):
         torch.testing.assert_close(norm_in, mlp(conv_out))
     pred.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.mlps.parameters())
+
+
+def _undirected(pairs):
+    return torch.tensor([[a for a, b in pairs] + [b for a, b in pairs], [b for a, b in pairs] + [a for a, b in pairs]])
+
+
+def test_ring_index_lists_chordless_rings_up_to_the_size():
+    # Naphthalene's skeleton (two fused 6-rings sharing atoms 0 and 5; the 10-atom perimeter has a
+    # chord, so it is not a ring), a cyclopropyl on atom 2 and a tail atom.
+    bonds = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 0), (5, 6), (6, 7), (7, 8), (8, 9), (9, 0)]
+    bonds += [(2, 10), (10, 11), (11, 12), (12, 10), (12, 13)]
+    ri = ring_index(_undirected(bonds), 14, max_size=8)
+    rings = sorted(sorted(ri[0, ri[1] == r].tolist()) for r in range(int(ri[1].max()) + 1))
+    assert rings == [[0, 1, 2, 3, 4, 5], [0, 5, 6, 7, 8, 9], [10, 11, 12]]
+    small = ring_index(_undirected(bonds), 14, max_size=5)
+    assert sorted(small[0].tolist()) == [10, 11, 12] and small[1].tolist() == [0, 0, 0]
+    assert ring_index(_undirected([(0, 1), (1, 2)]), 3, max_size=8).shape == (2, 0)  # a chain
+
+
+def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
+    task, cfg, _ = bace
+    ringed = replace(cfg, layers=3, options={"model": "graphattnconv", "rings": 8})
+    splits = task.datasets(ringed)
+    items = [splits[0][i] for i in range(6)]
+    batch = task.collate(items)
+    # Batched memberships point at each molecule's own atoms and rings.
+    atom_off, ring_off = 0, 0
+    for item in items:
+        mine = (batch.ring_index[1] >= ring_off) & (batch.ring_index[1] < ring_off + item.num_rings)
+        assert torch.equal(batch.ring_index[:, mine] - torch.tensor([[atom_off], [ring_off]]), item.ring_index)
+        atom_off, ring_off = atom_off + item.num_nodes, ring_off + item.num_rings
+    assert batch.ring_index.shape[1] == sum(item.ring_index.shape[1] for item in items) > 0
+    # Two atoms three bonds apart in a 6-ring: after two convs one has seen the other only
+    # through their ring node (atom -> ring -> atom), not over two bonds.
+    item = next(it for it in items if int(it.ring_index[1].bincount().max()) == 6)
+    ring = int(item.ring_index[1].bincount().eq(6).nonzero()[0, 0])
+    atoms = item.ring_index[0, item.ring_index[1] == ring].tolist()
+    a, b = next((a, b) for a in atoms for b in atoms if _distance(item, a, b) == 3)
+    for ring_size, reaches in ((8, True), (0, False)):
+        torch.manual_seed(0)
+        net = MoleculeConvNet(1, "graphattnconv", hidden=16, layers=3, heads=2, ring_size=ring_size).eval()
+        seen: list[torch.Tensor] = []
+        net.convs[2].register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0][a].clone()))
+        one = task.collate([item])  # the plain model ignores the memberships
+        net(one)
+        one.x[b, 0] = (one.x[b, 0] + 1) % 10  # another element at the far atom
+        net(one)
+        assert (not torch.allclose(seen[0], seen[1])) == reaches
+    net = task.build_model(ringed).train()
+    pred, _ = net(batch)
+    pred.sum().backward()
+    for module in (net.ring_embed, net.ring_edge):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+
+
+def _distance(item, a, b):
+    """Bonds between atoms ``a`` and ``b`` (breadth-first)."""
+    adj = [[] for _ in range(item.num_nodes)]
+    for u, v in item.edge_index.T.tolist():
+        adj[u].append(v)
+    dist, frontier = {a: 0}, [a]
+    while frontier and b not in dist:
+        frontier = [v for u in frontier for v in adj[u] if v not in dist and not dist.update({v: dist[u] + 1})]
+    return dist.get(b)
 
 
 def test_graphattnconv_baseline_equals_the_transformerconv_one(bace):
