@@ -216,8 +216,8 @@ class MoleculeConvNet(nn.Module):
       ``Linear(d, 2d) -> BN -> ReLU -> Linear(2d, d)`` on each conv's output before its batch norm,
       so a layer is ``x + dropout(relu(bn(mlp(conv(x)))))``; the attention aggregate alone is
       linear in the values, GIN's layer has this MLP.
-    - ``ring_size``: a node per ring (``batch.ring_index``, :func:`ring_index`: chordless cycles of
-      at most ``ring_size`` atoms), embedded by its size and joined to its atoms by edges both ways
+    - ``rings``: a node per ring (``batch.ring_index``, :func:`ring_index`: chordless cycles of
+      at most ``rings`` atoms), embedded by its size and joined to its atoms by edges both ways
       (one learned edge embedding per direction); the convs, the virtual node and the mean pool
       run over atoms and rings alike. Two atoms of a ring are two hops apart through it, as with
       the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message Passing for Learning on
@@ -235,7 +235,7 @@ class MoleculeConvNet(nn.Module):
         virtual_node: bool = False,
         rwse_steps: int = 0,
         mlp: bool = False,
-        ring_size: int = 0,
+        rings: int = 0,
     ) -> None:
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
@@ -278,8 +278,8 @@ class MoleculeConvNet(nn.Module):
                     )
                 )
         self.head = nn.Linear(hidden, num_tasks)
-        self.ring_embed = nn.Embedding(ring_size + 1, hidden) if ring_size else None  # by ring size
-        self.ring_edge = nn.Embedding(2, hidden) if ring_size else None  # atom -> ring, ring -> atom
+        self.ring_embed = nn.Embedding(rings + 1, hidden) if rings else None  # by ring size
+        self.ring_edge = nn.Embedding(2, hidden) if rings else None  # atom -> ring, ring -> atom
 
     def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
         x, e = self.atom(batch.x), self.bond(batch.edge_attr)
@@ -344,7 +344,7 @@ class MoleculeTask(Task):
         self.higher_is_better = True
         self._info: Any = None
         self._rwse_steps = 16
-        self._ring_size = 0
+        self._rings = 0
 
     def attentions(self, cfg: TrainConfig) -> list[str]:
         """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
@@ -358,18 +358,18 @@ class MoleculeTask(Task):
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
-        self._ring_size = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
+        self._rings = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
             splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)
-        if self._ring_size:
-            splits = tuple(_WithRings(part, self._ring_size) for part in splits)
+        if self._rings:
+            splits = tuple(_WithRings(part, self._rings) for part in splits)
         return splits
 
     def collate(self, items: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
 
-        if not self._ring_size:
+        if not self._rings:
             return Batch.from_data_list(list(items))
         batch = Batch.from_data_list(list(items), exclude_keys=["ring_index"])  # PyG would offset both rows by atoms
         batch.ring_index = _batch_rings(items)
@@ -404,7 +404,7 @@ class MoleculeTask(Task):
             virtual_node=_opt(cfg, "vn", 0, bool),
             rwse_steps=self._rwse_steps,
             mlp=_opt(cfg, "mlp", 0, bool),
-            ring_size=self._ring_size,
+            rings=self._rings,
         )
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:

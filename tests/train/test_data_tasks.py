@@ -219,9 +219,9 @@ def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
     ring = int(item.ring_index[1].bincount().eq(6).nonzero()[0, 0])
     atoms = item.ring_index[0, item.ring_index[1] == ring].tolist()
     a, b = next((a, b) for a in atoms for b in atoms if _distance(item, a, b) == 3)
-    for ring_size, reaches in ((8, True), (0, False)):
+    for rings, reaches in ((8, True), (0, False)):
         torch.manual_seed(0)
-        net = MoleculeConvNet(1, "graphattnconv", hidden=16, layers=3, heads=2, ring_size=ring_size).eval()
+        net = MoleculeConvNet(1, "graphattnconv", hidden=16, layers=3, heads=2, rings=rings).eval()
         seen: list[torch.Tensor] = []
         net.convs[2].register_forward_pre_hook(lambda _m, args, seen=seen: seen.append(args[0][a].clone()))
         one = task.collate([item])  # the plain model ignores the memberships
