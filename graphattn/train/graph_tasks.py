@@ -44,7 +44,7 @@ from .tasks import Task, _opt, make_structure
 if TYPE_CHECKING:
     from .engine import TrainConfig
 
-__all__ = ["MoleculeTask", "NodeTask", "MoleculeGPS", "MoleculeConvNet", "random_walk_encoding"]
+__all__ = ["MoleculeTask", "NodeTask", "MoleculeGPS", "MoleculeConvNet", "random_walk_encoding", "ring_index"]
 
 
 def random_walk_encoding(edge_index: Tensor, ptr: Tensor, steps: int) -> Tensor:
