@@ -359,6 +359,8 @@ class MoleculeTask(Task):
         self.higher_is_better = self.metric_name != "rmse"
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
         self._rings = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
+        if self._rings in (1, 2):
+            raise ValueError(f"--option rings is the largest ring size: 0 (no ring nodes) or >= 3, got {self._rings}")
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
             splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)

@@ -236,6 +236,14 @@ def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
 
 
+def test_rings_option_is_a_ring_size(bace):
+    task, cfg, _ = bace
+    with pytest.raises(ValueError, match=r"--option rings is the largest ring size: 0 .* or >= 3, got 2"):
+        task.datasets(replace(cfg, options={"model": "graphattnconv", "rings": 2}))
+    with pytest.raises(ValueError, match="--option rings must be >= 0, got -1"):
+        task.datasets(replace(cfg, options={"model": "graphattnconv", "rings": -1}))
+
+
 def _distance(item, a, b):
     """Bonds between atoms ``a`` and ``b`` (breadth-first)."""
     adj = [[] for _ in range(item.num_nodes)]
