@@ -71,7 +71,8 @@ RUNS: dict[str, list[str]] = {
         for a in ("full", "window")
     },
     # The molecule conv models attend over the bonds: `--attention graph`, the only value they take.
-    # Their records before 2026-11-27 (fifteenth session) say `full`, which those models ignored.
+    # Records made before that rule (up to the fifteenth session's `vn-d0.5-mlp` and `vn-d0.5-mlp-l5`)
+    # say `full`, which those models ignored.
     **{
         f"ogbg-molhiv/transformerconv/s{s}": [
             "--task", "ogbg-molhiv", "--attention", "graph", "--option", "model=transformerconv",

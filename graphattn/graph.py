@@ -287,8 +287,9 @@ class Graph:
     def _check_cache(self) -> None:
         """Drop the cached views if ``rowptr`` or ``col`` was edited in place since they were built.
 
-        Not under ``torch.compile``, which traces version counters as data-dependent values."""
-        if torch.compiler.is_compiling():
+        Not under ``torch.compile``, which traces version counters as data-dependent values, nor for
+        inference tensors (``torch.inference_mode``), which have none."""
+        if torch.compiler.is_compiling() or self.rowptr.is_inference() or self.col.is_inference():
             return
         versions = (self.rowptr._version, self.col._version)
         if self._cache.get("versions") != versions:

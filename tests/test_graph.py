@@ -104,6 +104,20 @@ def test_to_same_device_is_identity_and_repr():
     assert repr(g) == "Graph(num_dst=2, num_src=2, num_edges=1, device=cpu)"
 
 
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_graphs_made_under_inference_mode_work(backend):
+    # Inference tensors have no version counter; the cache check must not ask them for one.
+    from graphattn.ops import edge_attention
+
+    with torch.inference_mode():
+        g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 0], [1, 2, 0, 0]]))
+        assert g.dst().tolist() == [0, 0, 1, 2] and g.transpose.colptr.tolist() == [0, 2, 3, 4]
+        assert g.to_edge_index().shape == (2, 4)
+        q = torch.randn(3, 2, 4)
+        out = edge_attention(q, q, q, g, backend=backend)
+    torch.testing.assert_close(out, edge_attention(q, q, q, Graph(g.rowptr.clone(), g.col.clone(), 3)))
+
+
 def test_to_moves_cached_views():
     g = Graph.from_edge_index(torch.tensor([[0, 1], [1, 0]]))
     _ = g.transpose, g.dst()

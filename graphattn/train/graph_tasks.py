@@ -136,7 +136,7 @@ def _batch_rings(items: Sequence[Any]) -> Tensor:
     for item in items:
         out.append(item.ring_index + torch.tensor([[atoms], [rings]]))
         atoms, rings = atoms + item.num_nodes, rings + item.num_rings
-    return torch.cat(out, 1) if out else torch.zeros(2, 0, dtype=torch.long)
+    return torch.cat(out, 1)
 
 
 class _GPSLayer(nn.Module):
@@ -218,7 +218,8 @@ class MoleculeConvNet(nn.Module):
       linear in the values, GIN's layer has this MLP.
     - ``rings``: a node per ring (``batch.ring_index``, :func:`ring_index`: chordless cycles of
       at most ``rings`` atoms), embedded by its size and joined to its atoms by edges both ways
-      (one learned edge embedding per direction); the convs, the virtual node and the mean pool
+      (one learned edge embedding per direction; a ring of more than ``rings`` atoms, from data
+      found with a larger bound, shares the largest size's embedding); the convs, the virtual node and the mean pool
       run over atoms and rings alike. Two atoms of a ring are two hops apart through it, as with
       the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message Passing for Learning on
       Molecular Graphs", 2020) and the ring cells of CIN.
@@ -294,6 +295,7 @@ class MoleculeConvNet(nn.Module):
             ring_node = ring + x.shape[0]  # ring nodes follow the atoms
             num_rings = int(batch.num_rings.sum())
             sizes = torch.zeros(num_rings, dtype=torch.long, device=x.device).index_add_(0, ring, torch.ones_like(ring))
+            sizes = sizes.clamp_max(self.ring_embed.num_embeddings - 1)  # rings found with a larger bound
             x = torch.cat([x, self.ring_embed(sizes)])
             edge_index = torch.cat([edge_index, torch.stack([atom, ring_node]), torch.stack([ring_node, atom])], 1)
             directions = torch.repeat_interleave(torch.arange(2, device=x.device), atom.numel())
@@ -358,9 +360,10 @@ class MoleculeTask(Task):
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
-        self._rings = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
-        if self._rings in (1, 2):
-            raise ValueError(f"--option rings is the largest ring size: 0 (no ring nodes) or >= 3, got {self._rings}")
+        rings = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
+        if rings in (1, 2):
+            raise ValueError(f"--option rings is the largest ring size: 0 (no ring nodes) or >= 3, got {rings}")
+        self._rings = rings
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
             splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)
@@ -371,7 +374,7 @@ class MoleculeTask(Task):
     def collate(self, items: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
 
-        if not self._rings:
+        if not items or "ring_index" not in items[0]:
             return Batch.from_data_list(list(items))
         batch = Batch.from_data_list(list(items), exclude_keys=["ring_index"])  # PyG would offset both rows by atoms
         batch.ring_index = _batch_rings(items)

@@ -96,7 +96,9 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     if name == "grid":
         raise ValueError("attention 'grid' is for image tasks (digits, mnist-graph): the patch neighbourhood graph")
     if name == "graph":
-        raise ValueError("attention 'graph' (the input edges) is for node tasks (cora, citeseer)")
+        raise ValueError(
+            "attention 'graph' (the input edges) is for node tasks (cora, citeseer) and the molecule conv models"
+        )
     raise ValueError(f"attention must be one of {attention_names()}, got {name!r}")
 
 

@@ -201,7 +201,8 @@ def test_ring_index_lists_chordless_rings_up_to_the_size():
 
 
 def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
-    task, cfg, _ = bace
+    _, cfg, _ = bace
+    task = get_task("ogbg-molbace")  # its own: datasets() sets the task's ring and RWSE options
     ringed = replace(cfg, layers=3, options={"model": "graphattnconv", "rings": 8})
     splits = task.datasets(ringed)
     items = [splits[0][i] for i in range(6)]
@@ -237,7 +238,8 @@ def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
 
 
 def test_rings_option_is_a_ring_size(bace):
-    task, cfg, _ = bace
+    _, cfg, _ = bace
+    task = get_task("ogbg-molbace")
     with pytest.raises(ValueError, match=r"--option rings is the largest ring size: 0 .* or >= 3, got 2"):
         task.datasets(replace(cfg, options={"model": "graphattnconv", "rings": 2}))
     with pytest.raises(ValueError, match="--option rings must be >= 0, got -1"):
