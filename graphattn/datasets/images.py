@@ -68,9 +68,10 @@ def load_mnist_test(root: str | os.PathLike | None = None, *, cache_dir: str | o
     are not comparable to standard MNIST numbers.
     """
     relative = "mnist/raw"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
     with cache_lock(cache, relative):
-        folder = local_copy(data_root(root), relative, cache, required=_MNIST_FILES)
+        folder = local_copy(local, relative, cache, required=_MNIST_FILES)
         if folder is None:
             folder = cache / relative
 
@@ -79,7 +80,7 @@ def load_mnist_test(root: str | os.PathLike | None = None, *, cache_dir: str | o
                     if not (folder / name).exists():
                         download_file(MNIST_URL + name, folder / name)
 
-            try_download("MNIST test set", data_root(root), relative, MNIST_URL, fetch)
+            try_download("MNIST test set", local, relative, MNIST_URL, fetch)
     pixels = _read_idx(folder / _MNIST_FILES[0], 16).reshape(-1, 28, 28)
     labels = _read_idx(folder / _MNIST_FILES[1], 8)
     images = torch.from_numpy(pixels.astype(np.float32) / 255.0)

@@ -104,6 +104,7 @@ def load_ogbg(
         raise ValueError(f"name must be one of {', '.join(OGBG_DATASETS)}, got {name!r}")
     folder = name.replace("-", "_")
     relative = f"ogb/{folder}"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
     dataset_cls, evaluator_cls = _import_ogb()
     ogb_root = str(cache / "ogb")
@@ -115,13 +116,13 @@ def load_ogbg(
             return dataset_cls(name=name, root=ogb_root, transform=transform, pre_transform=pre_transform)
 
     with cache_lock(cache, relative):
-        copy = local_copy(data_root(root), relative, cache, required=("raw/edge.csv.gz", "RELEASE_v1.txt"))
+        copy = local_copy(local, relative, cache, required=("raw/edge.csv.gz", "RELEASE_v1.txt"))
         if copy is not None:
             # ogb's numpy loader expects processed/ to exist; git does not keep empty folders.
             (copy / "processed").mkdir(exist_ok=True)
             dataset = build()
         else:
-            dataset = try_download(name, data_root(root), relative, "the OGB servers (via ogb)", build)
+            dataset = try_download(name, local, relative, "the OGB servers (via ogb)", build)
     with no_weights_only_load(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD.*")
         split = {k: v for k, v in dataset.get_idx_split().items()}

@@ -53,6 +53,7 @@ def load_planetoid(
     from torch_geometric.datasets import Planetoid
 
     relative = f"planetoid/{name}"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
     stem = name.lower()
 
@@ -61,9 +62,9 @@ def load_planetoid(
 
     with cache_lock(cache, relative):
         required = tuple(f"raw/ind.{stem}.{s}" for s in _PLANETOID_RAW)
-        copy = local_copy(data_root(root), relative, cache, required=required)
+        copy = local_copy(local, relative, cache, required=required)
         if copy is None:
-            return try_download(f"Planetoid {name}", data_root(root), relative, "GitHub (via torch_geometric)", build)
+            return try_download(f"Planetoid {name}", local, relative, "GitHub (via torch_geometric)", build)
         if split == "geom-gcn":
             for s in _PLANETOID_RAW:
                 target = copy / "geom-gcn" / "raw" / f"ind.{stem}.{s}"
@@ -98,13 +99,14 @@ def load_tu(
     from torch_geometric.datasets import TUDataset
 
     relative = f"tudataset/{name}"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
 
     def build() -> Any:
         return TUDataset(str(cache / "tudataset"), name, transform=transform, **kwargs)
 
     with cache_lock(cache, relative):
-        if local_copy(data_root(root), relative, cache, required=(f"raw/{name}_A.txt",)) is not None:
+        if local_copy(local, relative, cache, required=(f"raw/{name}_A.txt",)) is not None:
             return build()
         source = "the TU website (via torch_geometric)"
-        return try_download(f"TU dataset {name}", data_root(root), relative, source, build)
+        return try_download(f"TU dataset {name}", local, relative, source, build)

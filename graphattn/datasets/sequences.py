@@ -59,15 +59,16 @@ def load_mnist1d(
     that source).
     """
     relative = "mnist1d"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
     with cache_lock(cache, relative):
-        folder = local_copy(data_root(root), relative, cache, required=("mnist1d_data.npz",))
+        folder = local_copy(local, relative, cache, required=("mnist1d_data.npz",))
         if folder is not None:
             with np.load(folder / "mnist1d_data.npz") as z:
                 return _from_arrays({k: z[k] for k in ("x", "y", "x_test", "y_test")})
         target = cache / relative / "mnist1d_data.pkl"
         if not target.exists():
-            try_download("MNIST-1D", data_root(root), relative, MNIST1D_URL, lambda: download_file(MNIST1D_URL, target))
+            try_download("MNIST-1D", local, relative, MNIST1D_URL, lambda: download_file(MNIST1D_URL, target))
     import pickle
 
     with open(target, "rb") as fh:

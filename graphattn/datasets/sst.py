@@ -125,9 +125,10 @@ def load_sst(
     if split not in SST_SPLITS:
         raise ValueError(f"split must be one of {', '.join(SST_SPLITS)}, got {split!r}")
     relative = "sst/trees"
+    local = data_root(root)  # checked before the cache is touched
     cache = cache_root(cache_dir)
     with cache_lock(cache, relative):
-        folder = local_copy(data_root(root), relative, cache, required=tuple(f"{s}.txt" for s in SST_SPLITS))
+        folder = local_copy(local, relative, cache, required=tuple(f"{s}.txt" for s in SST_SPLITS))
         if folder is None:
             folder = cache / relative
             if not (folder / f"{split}.txt").exists():
@@ -137,7 +138,7 @@ def load_sst(
                     with zipfile.ZipFile(archive) as z:
                         z.extractall(cache / "sst")  # the zip holds trees/{train,dev,test}.txt
 
-                try_download("SST trees", data_root(root), relative, SST_URL, fetch)
+                try_download("SST trees", local, relative, SST_URL, fetch)
     out = []
     with open(folder / f"{split}.txt", encoding="utf-8") as fh:
         for line in fh:
