@@ -29,3 +29,23 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_feature_sizes(name: str, value: object, *, lazy: bool = False) -> tuple[int, int]:
+    """``value`` (an int, or a ``(source, destination)`` pair of them) as two positive sizes.
+
+    ``lazy``: ``-1`` is also accepted (PyG's lazily initialized ``Linear``).
+    """
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a (source, destination) pair, got {value!r}")
+        labelled = [(f"{name}[0]", value[0]), (f"{name}[1]", value[1])]
+    else:
+        labelled = [(name, value)]
+    sizes = []
+    for label, size in labelled:
+        size = check_int(label, size)
+        if size < 1 and not (lazy and size == -1):
+            raise ValueError(f"{label} must be >= 1{' or -1 (lazy)' if lazy else ''}, got {size}")
+        sizes.append(size)
+    return sizes[0], sizes[-1]

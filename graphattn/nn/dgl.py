@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .._compat import import_dgl
-from .._validation import check_int
+from .._validation import check_feature_sizes, check_int
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 
@@ -89,7 +89,9 @@ class GraphAttnConv(nn.Module):
         super().__init__()
         out_feats = check_int("out_feats", out_feats, minimum=1)
         num_heads = check_int("num_heads", num_heads, minimum=1)
-        src_feats, dst_feats = (in_feats, in_feats) if isinstance(in_feats, int) else in_feats
+        src_feats, dst_feats = check_feature_sizes("in_feats", in_feats)
+        if edge_feats is not None:
+            edge_feats = check_int("edge_feats", edge_feats, minimum=1)
         self._in_feats = in_feats
         self._out_feats = out_feats
         self._num_heads = num_heads

@@ -25,7 +25,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
-from .._validation import check_int, is_integer_tensor
+from .._validation import check_feature_sizes, check_int, is_integer_tensor
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
@@ -266,7 +266,9 @@ class GraphAttnConv(MessagePassing):
         self._alpha = None
         self.aux_loss: Tensor | None = None  # the Structure module's aux_loss of the last call
 
-        src_channels, dst_channels = (in_channels, in_channels) if isinstance(in_channels, int) else in_channels
+        src_channels, dst_channels = check_feature_sizes("in_channels", in_channels, lazy=True)
+        if edge_dim is not None:
+            edge_dim = self.edge_dim = check_int("edge_dim", edge_dim, minimum=1)
         width = heads * out_channels
         self.lin_key = Linear(src_channels, width, bias=bias)
         self.lin_query = Linear(dst_channels, width, bias=bias)

@@ -163,6 +163,8 @@ def test_edge_bias_and_weights_recomputed_not_stored():
         (lambda: GraphAttention(10, True), TypeError, "num_heads must be an int, got bool"),
         (lambda: GraphAttention(10, 0), ValueError, "num_heads must be >= 1, got 0"),
         (lambda: GraphAttention(True, 1), TypeError, "embed_dim must be an int, got bool"),
+        (lambda: GraphAttention(8, 2, kdim=True), TypeError, "kdim must be an int, got bool"),
+        (lambda: GraphAttention(8, 2, vdim=0), ValueError, "vdim must be >= 1, got 0"),
         (lambda: GraphAttention(8, 2, dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
         (lambda: GraphAttention(8, 2, dropout="0.1"), TypeError, "dropout must be a float, got str"),
         (lambda: GraphAttention(8, 2, structure=lambda q, k: None), TypeError, "structure must be a"),

@@ -137,6 +137,12 @@ def test_errors_name_the_argument():
         GraphAttnConv(4, 3, True)  # was one head
     with pytest.raises(TypeError, match="out_feats must be an int, got bool"):
         GraphAttnConv(4, True, 2)
+    with pytest.raises(ValueError, match=r"in_feats\[1\] must be >= 1, got 0"):
+        GraphAttnConv((4, 0), 3, 2)
+    with pytest.raises(ValueError, match="in_feats must be >= 1, got -1"):
+        GraphAttnConv(-1, 3, 2)  # no lazy sizes in DGL
+    with pytest.raises(ValueError, match="edge_feats must be >= 1, got 0"):
+        GraphAttnConv(4, 3, 2, edge_feats=0)
 
 
 def test_import_helper_stubs_graphbolt_only_when_missing():

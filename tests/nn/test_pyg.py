@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -381,6 +382,19 @@ def test_errors_name_the_argument():
         GraphAttnConv(5, 3, heads=True)
     with pytest.raises(TypeError, match="out_channels must be an int, got bool"):
         GraphAttnConv(5, True)  # was one channel
+    for bad, error, match in [
+        (True, TypeError, r"in_channels must be an int, got bool"),
+        (0, ValueError, r"in_channels must be >= 1 or -1 \(lazy\), got 0"),
+        ((4, 0), ValueError, r"in_channels\[1\] must be >= 1 or -1 \(lazy\), got 0"),
+        ((1, 2, 3), ValueError, r"in_channels must be an int or a \(source, destination\) pair"),
+    ]:
+        with pytest.raises(error, match=match):
+            GraphAttnConv(bad, 3)
+    with pytest.raises(TypeError, match="edge_dim must be an int, got bool"):
+        GraphAttnConv(5, 3, edge_dim=True)
+    assert GraphAttnConv(np.int64(5), 3).lin_key.in_channels == 5  # numpy sizes, like PyG's
+    assert GraphAttnConv(-1, 3).lin_key.in_channels == -1  # lazy
+    assert GraphAttnConv((4, 6), 3).lin_query.in_channels == 6
 
 
 def test_edge_index_dtype_is_checked_like_pyg():
