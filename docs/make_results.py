@@ -150,6 +150,9 @@ RUNS: dict[str, list[str]] = {
             # The same session: `vn-d0.5-mlp` with a node per ring (chordless cycles of <= 8 atoms,
             # `--option rings=8`), decided, three seeds, before any ran.
             ("vn-d0.5-mlp-rings8", ["--option", "vn=1", "--option", "mlp=1", "--option", "rings=8"]),
+            # The same session, after those: `vn-d0.5-mlp` (the best mean validation so far) for 60 epochs,
+            # since one of its seeds peaked at epoch 30 of 30; three seeds, decided before any ran.
+            ("vn-d0.5-mlp-e60", ["--option", "vn=1", "--option", "mlp=1", "--epochs", "60"]),
         )
         for s in range(3)
     },
