@@ -29,7 +29,8 @@ when a task is built, not when :mod:`graphattn.train` is imported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -73,26 +74,6 @@ def random_walk_encoding(edge_index: Tensor, ptr: Tensor, steps: int) -> Tensor:
     return torch.stack(out, -1)[graph_of, local]  # [N, steps]
 
 
-class _WithRWSE(Dataset):
-    """A PyG dataset whose items carry ``rwse [n, steps]``, computed once per graph on first pass."""
-
-    def __init__(self, dataset: Any, steps: int) -> None:
-        self.dataset, self.steps = dataset, steps
-        self._cache: dict[int, Tensor] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        data = self.dataset[i]
-        rwse = self._cache.get(i)
-        if rwse is None:
-            ptr = torch.tensor([0, data.num_nodes])
-            rwse = self._cache[i] = random_walk_encoding(data.edge_index, ptr, self.steps)
-        data.rwse = rwse
-        return data
-
-
 def ring_index(edge_index: Tensor, num_nodes: int, max_size: int) -> Tensor:
     """A molecule's rings as ``int64 [2, M]`` (atom, ring) memberships: its chordless (induced)
     cycles of at most ``max_size`` atoms, the rings of Bodnar et al.'s CIN ("Weisfeiler and Lehman
@@ -109,25 +90,34 @@ def ring_index(edge_index: Tensor, num_nodes: int, max_size: int) -> Tensor:
     return torch.tensor([atoms, ids], dtype=torch.long).reshape(2, len(atoms))
 
 
-class _WithRings(Dataset):
-    """A PyG dataset whose items carry ``ring_index [2, M]`` (atom, ring; :func:`ring_index`) and
-    ``num_rings``, computed once per graph on first pass."""
+class _PerGraph(Dataset):
+    """A PyG dataset whose items carry attributes ``compute(item)`` (a dict), computed once per graph
+    on first pass (RWSE, rings)."""
 
-    def __init__(self, dataset: Any, max_size: int) -> None:
-        self.dataset, self.max_size = dataset, max_size
-        self._cache: dict[int, Tensor] = {}
+    def __init__(self, dataset: Any, compute: Callable[[Any], dict[str, Any]]) -> None:
+        self.dataset, self.compute = dataset, compute
+        self._cache: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Any:
         data = self.dataset[i]
-        rings = self._cache.get(i)
-        if rings is None:
-            rings = self._cache[i] = ring_index(data.edge_index, data.num_nodes, self.max_size)
-        data.ring_index = rings
-        data.num_rings = int(rings[1].max()) + 1 if rings.numel() else 0
+        extra = self._cache.get(i)
+        if extra is None:
+            extra = self._cache[i] = self.compute(data)
+        for key, value in extra.items():
+            setattr(data, key, value)
         return data
+
+
+def _rwse_of(steps: int, data: Any) -> dict[str, Any]:
+    return {"rwse": random_walk_encoding(data.edge_index, torch.tensor([0, data.num_nodes]), steps)}
+
+
+def _rings_of(max_size: int, data: Any) -> dict[str, Any]:
+    rings = ring_index(data.edge_index, data.num_nodes, max_size)
+    return {"ring_index": rings, "num_rings": int(rings[1].max()) + 1 if rings.numel() else 0}
 
 
 def _batch_rings(items: Sequence[Any]) -> Tensor:
@@ -366,9 +356,9 @@ class MoleculeTask(Task):
         self._rings = rings
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
         if self._rwse_steps:
-            splits = tuple(_WithRWSE(part, self._rwse_steps) for part in splits)
+            splits = tuple(_PerGraph(part, partial(_rwse_of, self._rwse_steps)) for part in splits)
         if self._rings:
-            splits = tuple(_WithRings(part, self._rings) for part in splits)
+            splits = tuple(_PerGraph(part, partial(_rings_of, self._rings)) for part in splits)
         return splits
 
     def collate(self, items: Sequence[Any]) -> Any:
