@@ -142,7 +142,7 @@ class Graph:
                 f"got {self.src_ptr.numel()} entries"
             )
         if e > 0:
-            lo, hi = int(col.min()), int(col.max())
+            lo, hi = torch.stack(torch.aminmax(col)).tolist()  # one host sync for both
             if lo < 0 or hi >= num_src:
                 raise ValueError(
                     f"col must hold source indices in [0, num_src) = [0, {num_src}), got values in [{lo}, {hi}]"
