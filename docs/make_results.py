@@ -260,9 +260,9 @@ NOTES: dict[str, str] = {
     "validation 0.833 (0.827 / 0.835 / 0.837), test 0.767 ± 0.016 (0.778 / 0.772 / 0.749), below `vn-d0.5-mlp` "
     "on both. `vn-d0.5-mlp-e60` is `vn-d0.5-mlp` for 60 epochs (one seed had peaked at epoch 30 of 30; its "
     "first 30 epochs repeat the 30-epoch runs exactly): no seed's validation beat its first 30 epochs' best, "
-    "so the picks, and the test 0.773 ± 0.003, are the 30-epoch run's. Records of the conv models made before `--attention graph` became their only value (these "
-    "`mlp` and `mlp-l5` runs and every earlier one) say `full`, which those models ignored: they attend over "
-    "the bonds.",
+    "so the picks, and the test 0.773 ± 0.003, are the 30-epoch run's. Records of the conv models made "
+    "before `--attention graph` became their only value (the `mlp` and `mlp-l5` runs and every earlier one) "
+    "say `full`, which those models ignored: they attend over the bonds.",
     "cora": "Planetoid public split (140 / 500 / 1000); two attention layers over the citation graph with "
     "self loops, 8 heads x 8, ELU, Adam (lr 0.005, L2 term 5e-4), test accuracy at the best validation epoch "
     "of 200 full-graph steps. `gat`: GAT's layer (additive LeakyReLU attention, one shared projection) run "
@@ -365,15 +365,16 @@ def _plot(task: str, variants: dict[str, list[dict]], metric: str) -> str | None
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    many = len(variants) > 6  # then a 20-colour map and the legend beside the axes
+    many = len(variants) > 6  # then the legend beside the axes
     fig, ax = plt.subplots(figsize=(8.5, 3.6) if many else (5.5, 3.2))
-    colours = plt.get_cmap("tab20" if many else "tab10")
+    # tab10, or past 10 variants tab20 in the order of its 10 dark hues, then their 10 light ones
+    colours = plt.get_cmap("tab10") if len(variants) <= 10 else lambda j: plt.get_cmap("tab20")(2 * j % 20 + j // 10)
     for j, (variant, records) in enumerate(variants.items()):
         n = min(len(rec["history"]) for rec in records)  # the epochs every seed has
         xs = [records[0]["history"][e]["epoch"] for e in range(n)]
         ys = [statistics.mean(rec["history"][e][f"valid_{metric}"] for rec in records) for e in range(n)]
         label = variant if len(records) == 1 else f"{variant} ({len(records)} seeds)"
-        ax.plot(xs, ys, color=colours(j % colours.N), lw=1.2, label=label)
+        ax.plot(xs, ys, color=colours(j % 20), lw=1.2, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric}\n(mean over seeds)")
     ax.set_title(task)
