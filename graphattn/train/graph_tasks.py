@@ -209,10 +209,10 @@ class MoleculeConvNet(nn.Module):
     - ``rings``: a node per ring (``batch.ring_index``, :func:`ring_index`: chordless cycles of
       at most ``rings`` atoms), embedded by its size and joined to its atoms by edges both ways
       (one learned edge embedding per direction; a ring of more than ``rings`` atoms, from data
-      found with a larger bound, shares the largest size's embedding); the convs, the virtual node and the mean pool
-      run over atoms and rings alike. Two atoms of a ring are two hops apart through it, as with
-      the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message Passing for Learning on
-      Molecular Graphs", 2020) and the ring cells of CIN.
+      found with a larger bound, shares the largest size's embedding); the convs, the virtual
+      node and the mean pool run over atoms and rings alike. Two atoms of a ring are two hops
+      apart through it, as with the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message
+      Passing for Learning on Molecular Graphs", 2020) and the ring cells of CIN.
     """
 
     def __init__(
