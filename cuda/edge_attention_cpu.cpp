@@ -1342,38 +1342,41 @@ Kernels<scalar_t> pick_kernels(int64_t D, int64_t Dv) {
 // The index values the kernels read memory with. Python checks a Graph once, when it is built;
 // these keep a direct torch.ops call, or a Graph whose tensors were changed in place, from reading
 // out of bounds. One parallel pass each (~1% of a forward); the message names the first bad entry.
+
+// The first i in [0, n) with bad(i), or -1: one parallel pass finds whether there is one, and
+// only then a serial pass finds the first (so the message names it).
+template <class Bad>
+int64_t first_bad(int64_t n, const Bad& bad) {
+  std::atomic<bool> any{false};
+  at::parallel_for(0, n, int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
+    bool b = false;
+    for (int64_t i = lo; i < hi; ++i) b |= bad(i);
+    if (b) any = true;
+  });
+  if (!any) return -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (bad(i)) return i;
+  return -1;
+}
+
 // Offsets `ptr` into `total` items: non-decreasing from 0 to total.
 void check_offsets(const at::Tensor& ptr, const char* name, int64_t total) {
   const int64_t* p = ptr.const_data_ptr<int64_t>();
   const int64_t n = ptr.numel() - 1;
   TORCH_CHECK(p[0] == 0 && p[n] == total, name, " must run from 0 to E = ", total, ", got ", name, "[0] = ", p[0],
               " and ", name, "[-1] = ", p[n]);
-  std::atomic<bool> bad{false};
-  at::parallel_for(0, n, int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
-    bool b = false;
-    for (int64_t i = lo; i < hi; ++i) b |= p[i] > p[i + 1];
-    if (b) bad = true;
-  });
-  if (!bad) return;
-  for (int64_t i = 0; i < n; ++i)
-    TORCH_CHECK(p[i] <= p[i + 1], name, " must be non-decreasing, but ", name, "[", i + 1, "] = ", p[i + 1], " < ",
-                name, "[", i, "] = ", p[i]);
+  const int64_t i = first_bad(n, [p](int64_t i) { return p[i] > p[i + 1]; });
+  TORCH_CHECK(i < 0, name, " must be non-decreasing, but ", name, "[", i + 1, "] = ", p[i + 1], " < ", name, "[", i,
+              "] = ", p[i]);
 }
 
 // Indices `idx` in [0, bound).
 void check_indices(const at::Tensor& idx, const char* name, int64_t bound, const char* bound_name) {
   const int64_t* x = idx.const_data_ptr<int64_t>();
-  const int64_t e = idx.numel();
-  std::atomic<bool> bad{false};
-  at::parallel_for(0, e, int64_t(1) << 15, [&](int64_t lo, int64_t hi) {
-    bool b = false;
-    for (int64_t i = lo; i < hi; ++i) b |= static_cast<uint64_t>(x[i]) >= static_cast<uint64_t>(bound);
-    if (b) bad = true;
+  const int64_t i = first_bad(idx.numel(), [x, bound](int64_t i) {
+    return static_cast<uint64_t>(x[i]) >= static_cast<uint64_t>(bound);
   });
-  if (!bad) return;
-  for (int64_t i = 0; i < e; ++i)
-    TORCH_CHECK(x[i] >= 0 && x[i] < bound, name, " must lie in [0, ", bound_name, " = ", bound, "), got ", name, "[",
-                i, "] = ", x[i]);
+  TORCH_CHECK(i < 0, name, " must lie in [0, ", bound_name, " = ", bound, "), got ", name, "[", i, "] = ", x[i]);
 }
 
 std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
