@@ -284,7 +284,7 @@ class MoleculeConvNet(nn.Module):
             atom, ring = batch.ring_index
             ring_node = ring + x.shape[0]  # ring nodes follow the atoms
             num_rings = int(batch.num_rings.sum())
-            sizes = torch.zeros(num_rings, dtype=torch.long, device=x.device).index_add_(0, ring, torch.ones_like(ring))
+            sizes = torch.bincount(ring, minlength=num_rings)  # atoms per ring
             sizes = sizes.clamp_max(self.ring_embed.num_embeddings - 1)  # rings found with a larger bound
             x = torch.cat([x, self.ring_embed(sizes)])
             edge_index = torch.cat([edge_index, torch.stack([atom, ring_node]), torch.stack([ring_node, atom])], 1)
