@@ -31,7 +31,7 @@ def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, 
     """Option ``key`` (``--option key=value``) or ``default``; checked as ``kind`` (int, float, bool,
     str) and ``>= minimum`` when given, with an error naming the option. Every key read is
     recorded: engine.train reports the others as unknown."""
-    cfg._options_read.add(key)  # keys never read are reported as unknown (engine.train)
+    cfg._options_read.add(key)
     value = cfg.options.get(key, default)
     if kind is None or value is None:
         return value
