@@ -153,6 +153,10 @@ RUNS: dict[str, list[str]] = {
             # The same session, after those: `vn-d0.5-mlp` (the best mean validation so far) for 60 epochs,
             # since one of its seeds peaked at epoch 30 of 30; three seeds, decided before any ran.
             ("vn-d0.5-mlp-e60", ["--option", "vn=1", "--option", "mlp=1", "--epochs", "60"]),
+            # 2026-11-27 (sixteenth session): PNA's degree scalers on each conv output (`--option scalers=1`),
+            # with and without GIN's MLP; both decided, three seeds each, before any ran.
+            ("vn-d0.5-mlp-scalers", ["--option", "vn=1", "--option", "mlp=1", "--option", "scalers=1"]),
+            ("vn-d0.5-scalers", ["--option", "vn=1", "--option", "scalers=1"]),
         )
         for s in range(3)
     },

@@ -29,6 +29,7 @@ when a task is built, not when :mod:`graphattn.train` is imported.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,15 @@ from .tasks import Task, _opt, make_structure
 if TYPE_CHECKING:
     from .engine import TrainConfig
 
-__all__ = ["MoleculeTask", "NodeTask", "MoleculeGPS", "MoleculeConvNet", "random_walk_encoding", "ring_index"]
+__all__ = [
+    "MoleculeTask",
+    "NodeTask",
+    "MoleculeGPS",
+    "MoleculeConvNet",
+    "random_walk_encoding",
+    "ring_index",
+    "mean_log_degree",
+]
 
 
 def random_walk_encoding(edge_index: Tensor, ptr: Tensor, steps: int) -> Tensor:
@@ -196,7 +205,7 @@ class MoleculeConvNet(nn.Module):
     """The plain baseline: atom/bond encoders, ``layers`` x (conv -> batch norm -> ReLU -> dropout) with
     residuals, mean pool, linear head. ``conv`` is ``"transformerconv"`` (PyG) or ``"graphattnconv"``.
 
-    Four additions, off by default (the plain baseline has none):
+    Five additions, off by default (the plain baseline has none):
 
     - ``virtual_node``: a virtual node per molecule as in OGB's GIN-VN (Gilmer et al. 2017; Hu et al.
       2020): its state is added to every atom before each layer and updated between layers by an
@@ -213,6 +222,14 @@ class MoleculeConvNet(nn.Module):
       node and the mean pool run over atoms and rings alike. Two atoms of a ring are two hops
       apart through it, as with the clusters of Fey et al.'s HIMP ("Hierarchical Inter-Message
       Passing for Learning on Molecular Graphs", 2020) and the ring cells of CIN.
+    - ``degree_scalers``: PNA's degree scalers (Corso et al., "Principal Neighbourhood Aggregation
+      for Graph Nets", 2020, eq. 5). Attention weights sum to 1 over a node's in-edges, so the
+      aggregate ``h`` of node ``i`` is a weighted mean and cannot tell a node with one neighbour
+      from one with three identical neighbours; each conv output becomes
+      ``[h, h s_i, h / s_i]`` with ``s_i = log(d_i + 1) / delta`` (``d_i`` its in-degree, at
+      least 1), mapped back to ``d`` by the MLP's first layer (``mlp``) or by a linear layer.
+      The value is ``delta``, the mean ``log(d + 1)`` over the training atoms
+      (:func:`mean_log_degree`); 0 turns the scalers off.
     """
 
     def __init__(
@@ -227,6 +244,7 @@ class MoleculeConvNet(nn.Module):
         rwse_steps: int = 0,
         mlp: bool = False,
         rings: int = 0,
+        degree_scalers: float = 0.0,
     ) -> None:
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
@@ -239,15 +257,21 @@ class MoleculeConvNet(nn.Module):
             raise ValueError(f"conv must be 'transformerconv' or 'graphattnconv', got {conv!r}")
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        if not (math.isfinite(degree_scalers) and degree_scalers >= 0):
+            raise ValueError(f"degree_scalers must be 0 (off) or the mean log(degree + 1), > 0; got {degree_scalers}")
+        self.delta = float(degree_scalers)
+        width = 3 * hidden if self.delta else hidden  # the conv output and its two scaled copies
         self.atom, self.bond = AtomEncoder(hidden), BondEncoder(hidden)
         self.rwse = nn.Sequential(nn.BatchNorm1d(rwse_steps), nn.Linear(rwse_steps, hidden)) if rwse_steps else None
         self.convs = nn.ModuleList(Conv(hidden, hidden // heads, heads=heads, edge_dim=hidden) for _ in range(layers))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(layers))
         self.mlps = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(hidden, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
+                nn.Linear(width, 2 * hidden), nn.BatchNorm1d(2 * hidden), nn.ReLU(), nn.Linear(2 * hidden, hidden)
             )
             if mlp
+            else nn.Linear(width, hidden)
+            if self.delta
             else nn.Identity()
             for _ in range(layers)
         )
@@ -292,11 +316,18 @@ class MoleculeConvNet(nn.Module):
             e = torch.cat([e, self.ring_edge(directions)])
             ring_of = torch.repeat_interleave(molecules, batch.num_rings, output_size=num_rings)
             graph_of = torch.cat([graph_of, ring_of])
+        scale = None
+        if self.delta:
+            degree = torch.bincount(edge_index[1], minlength=x.shape[0]).clamp_min(1)
+            scale = (torch.log(degree.to(x.dtype) + 1) / self.delta)[:, None]
         vn = None if self.vn_init is None else self.vn_init.expand(counts.numel(), -1)
         for i, (conv, mlp, norm) in enumerate(zip(self.convs, self.mlps, self.norms, strict=True)):
             if vn is not None:
                 x = x + vn[graph_of]
-            x = x + self.dropout(F.relu(norm(mlp(conv(x, edge_index, e)))))
+            h = conv(x, edge_index, e)
+            if scale is not None:
+                h = torch.cat([h, h * scale, h / scale], 1)
+            x = x + self.dropout(F.relu(norm(mlp(h))))
             if vn is not None and i < len(self.vn_mlps):
                 pooled = x.new_zeros(vn.shape).index_add_(0, graph_of, x)  # sum over each molecule
                 vn = vn + self.vn_mlps[i](pooled + vn)
@@ -308,6 +339,20 @@ class MoleculeConvNet(nn.Module):
 
 
 MOLECULE_MODELS = ("gps", "transformerconv", "graphattnconv")
+
+
+def mean_log_degree(graphs: Any) -> float:
+    """PNA's ``delta``: the mean of ``log(d + 1)`` over every node of ``graphs`` (PyG ``Data`` items
+    with ``edge_index``; ``d`` a node's in-degree), the normalizer of :class:`MoleculeConvNet`'s
+    ``degree_scalers``. Raises ``ValueError`` for graphs without nodes."""
+    total, nodes = 0.0, 0
+    for data in graphs:
+        degree = torch.bincount(data.edge_index[1], minlength=data.num_nodes)
+        total += float(torch.log1p(degree.double()).sum())
+        nodes += degree.numel()
+    if nodes == 0:
+        raise ValueError("graphs must hold at least one node to take their mean log degree")
+    return total / nodes
 
 
 def _molecule_model(cfg: TrainConfig) -> str:
@@ -327,7 +372,9 @@ class MoleculeTask(Task):
     Options: ``model`` (``gps``, ``transformerconv``, ``graphattnconv``), ``rwse`` (steps; 16 for
     ``gps``, 0 otherwise), ``vn`` (1: a virtual node, conv models only; default 0), ``mlp`` (1: GIN's
     MLP after each conv, conv models only; default 0), ``rings`` (the largest ring: a node per ring
-    of at most that many atoms, conv models only; default 0, none), ``attn_dropout`` (0.5, ``gps``).
+    of at most that many atoms, conv models only; default 0, none), ``scalers`` (1: PNA's degree
+    scalers on each conv's output, normalized by the training atoms' mean log degree, conv models
+    only; default 0), ``attn_dropout`` (0.5, ``gps``).
     """
 
     def __init__(self, name: str) -> None:
@@ -337,6 +384,7 @@ class MoleculeTask(Task):
         self._info: Any = None
         self._rwse_steps = 16
         self._rings = 0
+        self._delta = 0.0
 
     def attentions(self, cfg: TrainConfig) -> list[str]:
         """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
@@ -355,6 +403,8 @@ class MoleculeTask(Task):
             raise ValueError(f"--option rings is the largest ring size: 0 (no ring nodes) or >= 3, got {rings}")
         self._rings = rings
         splits = tuple(self._info.subset(part) for part in ("train", "valid", "test"))
+        scalers = model != "gps" and _opt(cfg, "scalers", 0, bool)
+        self._delta = mean_log_degree(splits[0]) if scalers else 0.0  # of the bonds, before any ring nodes
         if self._rwse_steps:
             splits = tuple(_PerGraph(part, partial(_rwse_of, self._rwse_steps)) for part in splits)
         if self._rings:
@@ -400,6 +450,7 @@ class MoleculeTask(Task):
             rwse_steps=self._rwse_steps,
             mlp=_opt(cfg, "mlp", 0, bool),
             rings=self._rings,
+            degree_scalers=self._delta,
         )
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:

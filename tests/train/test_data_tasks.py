@@ -2,12 +2,13 @@
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from graphattn.train.engine import TrainConfig, train
-from graphattn.train.graph_tasks import MoleculeConvNet, ring_index
+from graphattn.train.graph_tasks import MoleculeConvNet, mean_log_degree, ring_index
 from graphattn.train.tasks import attention_names, get_task, task_names
 
 pytest.importorskip("torch_geometric")
@@ -181,6 +182,56 @@ def test_gin_mlp_option_runs_each_conv_output_through_its_mlp(bace):
         torch.testing.assert_close(norm_in, mlp(conv_out))
     pred.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.mlps.parameters())
+
+
+def test_mean_log_degree_is_the_mean_over_every_node():
+    star = SimpleNamespace(edge_index=torch.tensor([[1, 2, 3], [0, 0, 0]]), num_nodes=5)  # node 4 alone
+    pair = SimpleNamespace(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2)
+    expected = (math.log(4) + 2 * math.log(2)) / 7  # degrees 3, 0, 0, 0, 0 and 1, 1
+    assert mean_log_degree([star, pair]) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least one node"):
+        mean_log_degree([])
+
+
+def test_degree_scalers_tell_apart_nodes_that_attention_averages_alike():
+    # One carbon with one carbon neighbour, and one with three: attention over identical values
+    # gives both the same aggregate; the degree scalers (PNA) make the two atoms differ.
+    def carbon_star(leaves):
+        edges = torch.tensor([[i + 1 for i in range(leaves)], [0] * leaves])
+        edge_index = torch.cat([edges, edges.flip(0)], 1)
+        return SimpleNamespace(
+            x=torch.zeros(leaves + 1, 9, dtype=torch.long),
+            edge_attr=torch.zeros(edge_index.shape[1], 3, dtype=torch.long),
+            edge_index=edge_index,
+            ptr=torch.tensor([0, leaves + 1]),
+        )
+
+    seen = {}
+    for delta in (0.0, 1.0):
+        torch.manual_seed(0)
+        net = MoleculeConvNet(1, "graphattnconv", hidden=8, layers=1, heads=2, degree_scalers=delta).eval()
+        assert isinstance(net.mlps[0], torch.nn.Identity if delta == 0 else torch.nn.Linear)
+        seen[delta] = []
+        net.norms[0].register_forward_pre_hook(lambda _m, args, d=delta: seen[d].append(args[0][0]))
+        for leaves in (1, 3):
+            net(carbon_star(leaves))
+    torch.testing.assert_close(seen[0.0][0], seen[0.0][1])  # a weighted mean of equal values
+    assert (seen[1.0][0] - seen[1.0][1]).abs().max() > 1e-3
+    mlp = MoleculeConvNet(1, "graphattnconv", hidden=8, layers=1, heads=2, mlp=True, degree_scalers=1.0)
+    assert mlp.mlps[0][0].in_features == 24  # [h, h s, h / s]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="degree_scalers"):
+            MoleculeConvNet(1, "graphattnconv", hidden=8, heads=2, degree_scalers=bad)
+
+
+def test_scalers_option_sets_delta_from_the_training_split(bace):
+    _, cfg, _ = bace
+    task = get_task("ogbg-molbace")
+    splits = task.datasets(replace(cfg, options={"model": "graphattnconv", "scalers": 1}))
+    net = task.build_model(replace(cfg, options={"model": "graphattnconv", "scalers": 1}))
+    assert net.delta == pytest.approx(mean_log_degree(splits[0])) and 0.5 < net.delta < 2
+    task.datasets(replace(cfg, options={"model": "graphattnconv"}))
+    assert task.build_model(replace(cfg, options={"model": "graphattnconv"})).delta == 0.0
 
 
 def _undirected(pairs):
