@@ -90,6 +90,8 @@ def part_one() -> None:
 
 
 def part_two(structures: list[str], args: argparse.Namespace) -> None:
+    from .train.tasks import WINDOWED
+
     print(
         f"\n2. graphattn train --task recall (length {args.length}, {args.pairs} key-value pairs of one token each, "
         "chance 1/16), "
@@ -105,8 +107,10 @@ def part_two(structures: list[str], args: argparse.Namespace) -> None:
                 "--batch-size", "32", "--no-progress", "--out", str(out),
                 "--option", f"length={args.length}", "--option", f"pairs={args.pairs}",
                 "--option", f"train_size={args.train_size}", "--option", "eval_size=500",
-                "--option", "pair_tokens=1", "--option", "window=8",
+                "--option", "pair_tokens=1",
             ]  # fmt: skip
+            if name in WINDOWED:
+                cmd += ["--option", "window=8"]
             print(f"   training {name} ...", flush=True)
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             rows.append(json.loads((out / "result.json").read_text()))

@@ -50,10 +50,15 @@ def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, 
     return value
 
 
+WINDOWED = ("window", "bigbird", "longformer", "routing", "sac")
+"""The ``--attention`` names with a local window, the ones that read ``--option window``."""
+
+
 def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     """The structure called ``name``, sized from ``cfg`` (heads, dim, ``options``) and ``max_len``.
 
-    Options (``--option KEY=VALUE``): ``window`` (local width, default 16), ``global`` (global
+    Options (``--option KEY=VALUE``): ``window`` (local width, for the :data:`WINDOWED` names;
+    default 16), ``global`` (global
     tokens, 2), ``random`` (random sources, 3), ``clusters`` (routing centroids, default
     ``sqrt(max_len)``), ``sbm_clusters`` (32), ``sbm_degree`` (SBM's expected sampled in-edges per
     node at initialization, 16), ``edges`` (SAC edges per node, 32),
@@ -61,20 +66,23 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     ``k`` (SEA keys per query, 32).
     """
     heads, head_dim = cfg.heads, cfg.dim // cfg.heads
-    w = _opt(cfg, "window", 16, int)
+
+    def window() -> int:  # read only by the structures that have a local window: any other reports it unknown
+        return _opt(cfg, "window", 16, int)
+
     if name == "full":
         return S.Full()
     if name == "window":
-        return S.Window(w)
+        return S.Window(window())
     if name == "bigbird":
-        return S.BigBird(w, _opt(cfg, "global", 2, int), _opt(cfg, "random", 3, int))
+        return S.BigBird(window(), _opt(cfg, "global", 2, int), _opt(cfg, "random", 3, int))
     if name == "longformer":
-        return S.Longformer(w, _opt(cfg, "global", 2, int))
+        return S.Longformer(window(), _opt(cfg, "global", 2, int))
     if name == "routing":
         from ..structure.routing import Routing
 
         clusters = _opt(cfg, "clusters", max(1, round(math.sqrt(max_len))), int, minimum=1)
-        return Routing(heads, head_dim, clusters, window=w)
+        return Routing(heads, head_dim, clusters, window=window())
     if name == "sbm":
         from ..structure.sbm import SBM
 
@@ -83,7 +91,8 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     if name == "sac":
         from ..structure.sac import SAC
 
-        return SAC(heads, head_dim, _opt(cfg, "edges", 32, int), window=w, mode=_opt(cfg, "sac_mode", "reinforce", str))
+        mode = _opt(cfg, "sac_mode", "reinforce", str)
+        return SAC(heads, head_dim, _opt(cfg, "edges", 32, int), window=window(), mode=mode)
     if name in ("combiner", "combiner-logsparse", "combiner-mixture"):
         from ..structure.combiner import Combiner
 

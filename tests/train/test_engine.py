@@ -6,13 +6,14 @@ import platform
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from graphattn.cli import main
 from graphattn.train.engine import TrainConfig, retain_freed_memory, train
-from graphattn.train.tasks import RecallTask, get_task
+from graphattn.train.tasks import WINDOWED, RecallTask, attention_names, get_task, make_structure
 
 TINY = {"length": 16, "pairs": 2, "train_size": 256, "eval_size": 64}
 
@@ -344,6 +345,24 @@ def test_a_misspelled_option_is_an_error_not_a_default(tmp_path):
         ValueError, match=r"unknown --option \['lenght'\] for --task recall --attention full; this run reads"
     ):
         train(_cfg(tmp_path, options=dict(TINY, lenght=64)))
+
+
+def test_windowed_lists_the_structures_that_read_the_window_option():
+    for name in attention_names():
+        cfg = _cfg(Path("unused"), attention=name)
+        try:
+            make_structure(name, cfg, max_len=64)
+        except ValueError:  # `graph` and `grid`: not sequence structures
+            assert name in ("graph", "grid")
+            continue
+        assert ("window" in cfg._options_read) == (name in WINDOWED), name
+
+
+@pytest.mark.parametrize("attention", ["full", "sbm", "sea"])
+def test_window_option_is_unknown_to_structures_without_a_window(tmp_path, attention):
+    """`--attention full --option window=8` trained full attention and exited 0: every structure read `window`."""
+    with pytest.raises(ValueError, match=r"unknown --option \['window'\] for --task recall --attention " + attention):
+        train(_cfg(tmp_path, attention=attention, options=dict(TINY, window=8)))
 
 
 @pytest.mark.parametrize(
