@@ -109,8 +109,7 @@ class GraphTransformerEncoder(nn.Module):
 
     def __init__(self, encoder_layer: GraphTransformerLayer, num_layers: int, *, final_norm: bool = True) -> None:
         super().__init__()
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"num_layers must be an int >= 1, got {num_layers!r}")
+        num_layers = check_int("num_layers", num_layers, minimum=1)
         self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
         d_model = encoder_layer.self_attn.embed_dim
         self.norm = nn.LayerNorm(d_model, eps=encoder_layer.norm1.eps) if final_norm else nn.Identity()

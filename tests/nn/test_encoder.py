@@ -3,6 +3,7 @@ that learns a small sequence task (the acceptance test of issue 4)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -36,9 +37,11 @@ def test_encoder_copies_layers_shares_graph_and_final_norm():
     out = enc(torch.randn(10, 16), g)
     assert out.output.shape == (10, 16)
     assert torch.allclose(out.output.mean(-1), torch.zeros(10), atol=1e-5)  # final LayerNorm
-    for count in (0, True):  # True was one layer
-        with pytest.raises(ValueError, match="num_layers must be an int >= 1"):
-            GraphTransformerEncoder(layer, count)
+    with pytest.raises(ValueError, match="num_layers must be >= 1, got 0"):
+        GraphTransformerEncoder(layer, 0)
+    with pytest.raises(TypeError, match="num_layers must be an int, got bool"):  # True was one layer
+        GraphTransformerEncoder(layer, True)
+    assert len(GraphTransformerEncoder(layer, np.int64(2)).layers) == 2
     with pytest.raises(ValueError, match="dim_feedforward must be >= 1, got 0"):
         GraphTransformerLayer(16, 2, dim_feedforward=0)
 
