@@ -1365,17 +1365,15 @@ void check_offsets(const at::Tensor& ptr, const char* name, int64_t total) {
   const int64_t n = ptr.numel() - 1;
   TORCH_CHECK(p[0] == 0 && p[n] == total, name, " must run from 0 to E = ", total, ", got ", name, "[0] = ", p[0],
               " and ", name, "[-1] = ", p[n]);
-  const int64_t i = first_bad(n, [p](int64_t i) { return p[i] > p[i + 1]; });
-  TORCH_CHECK(i < 0, name, " must be non-decreasing, but ", name, "[", i + 1, "] = ", p[i + 1], " < ", name, "[", i,
-              "] = ", p[i]);
+  const int64_t i = first_bad(n, [p, n, total](int64_t i) { return !offsets_ok(i, n, p[i], p[i + 1], total); });
+  TORCH_CHECK(i < 0, name, " must be non-decreasing from 0 to E = ", total, ", but ", name, "[", i, "] = ", p[i],
+              " and ", name, "[", i + 1, "] = ", p[i + 1]);
 }
 
 // Indices `idx` in [0, bound).
 void check_indices(const at::Tensor& idx, const char* name, int64_t bound, const char* bound_name) {
   const int64_t* x = idx.const_data_ptr<int64_t>();
-  const int64_t i = first_bad(idx.numel(), [x, bound](int64_t i) {
-    return static_cast<uint64_t>(x[i]) >= static_cast<uint64_t>(bound);
-  });
+  const int64_t i = first_bad(idx.numel(), [x, bound](int64_t i) { return !index_ok(x[i], bound); });
   TORCH_CHECK(i < 0, name, " must lie in [0, ", bound_name, " = ", bound, "), got ", name, "[", i, "] = ", x[i]);
 }
 

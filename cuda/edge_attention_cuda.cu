@@ -157,7 +157,8 @@ struct Args {
   scalar_t *o, *dq, *dk, *dv;
   scalar_t *gek, *gev;  // their gradients; null when not asked for
   acc_t *lse, *ds, *pg, *dgate;
-  int64_t n, H, D, Dv;
+  int64_t n, H, D, Dv;  // n: the rows the kernel walks (N_dst, or N_src for the source pass)
+  int64_t n_dst, n_src, E;  // the bounds of the index values (device asserts)
   acc_t scale;
 };
 
@@ -183,19 +184,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
   constexpr int P = kWarp / G;
   const Lane ln = lane_of<G>(a.H);
   if (ln.w >= a.n * a.H) return;
-  const int64_t i = ln.row, h = ln.head, end = a.rowptr[i + 1];
+  const int64_t i = ln.row, h = ln.head, start = a.rowptr[i], end = a.rowptr[i + 1];
+  CUDA_KERNEL_ASSERT_MSG(offsets_ok(i, a.n, start, end, a.E), "rowptr must be non-decreasing from 0 to E");
   acc_t qv[kSlice], acc[kSlice], x[kSlice];
   load_slice(qv, a.q + ln.w * a.D, ln.d0, a.D);
 #pragma unroll
   for (int t = 0; t < kSlice; ++t) acc[t] = 0;
   SoftmaxState<acc_t> st = softmax_init<acc_t>();
-  for (int64_t base = a.rowptr[i]; base < end; base += P) {  // uniform over the warp
+  for (int64_t base = start; base < end; base += P) {  // uniform over the warp
     const int64_t e = base + ln.group;
     const bool live = e < end;
     int64_t j = 0;
     acc_t part = 0;
     if (live) {
       j = a.col[e];
+      CUDA_KERNEL_ASSERT_MSG(index_ok(j, a.n_src), "col must lie in [0, N_src)");
       load_key(x, a.k + (j * a.H + h) * a.D, edge_row(a.ek, e, a.H, h, a.D), ln.d0, a.D);
       part = slice_dot(qv, x);
     }
@@ -235,7 +238,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
   constexpr int P = kWarp / G;
   const Lane ln = lane_of<G>(a.H);
   if (ln.w >= a.n * a.H) return;
-  const int64_t i = ln.row, h = ln.head, end = a.rowptr[i + 1];
+  const int64_t i = ln.row, h = ln.head, start = a.rowptr[i], end = a.rowptr[i + 1];
+  CUDA_KERNEL_ASSERT_MSG(offsets_ok(i, a.n, start, end, a.E), "rowptr must be non-decreasing from 0 to E");
   acc_t qv[kSlice], ov[kSlice], gq[kSlice], kx[kSlice], vx[kSlice];
   load_slice(qv, a.q + ln.w * a.D, ln.d0, a.D);
   load_slice(ov, a.dout + ln.w * a.Dv, ln.d0, a.Dv);
@@ -244,12 +248,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
   for (int t = 0; t < kSlice; ++t) gq[t] = 0;
   const acc_t delta = row_delta(group_sum<G>(slice_dot(ov, vx)), a.grad_lse ? a.grad_lse[ln.w] : acc_t(0));
   const acc_t shift = prob_shift(a.lse_in[ln.w]);
-  for (int64_t base = a.rowptr[i]; base < end; base += P) {  // uniform over the warp
+  for (int64_t base = start; base < end; base += P) {  // uniform over the warp
     const int64_t e = base + ln.group;
     const bool live = e < end;
     acc_t dot_part = 0, dp_part = 0;
     if (live) {
       const int64_t j = a.col[e];
+      CUDA_KERNEL_ASSERT_MSG(index_ok(j, a.n_src), "col must lie in [0, N_src)");
       load_key(kx, a.k + (j * a.H + h) * a.D, edge_row(a.ek, e, a.H, h, a.D), ln.d0, a.D);
       load_key(vx, a.v + (j * a.H + h) * a.Dv, edge_row(a.ev, e, a.H, h, a.Dv), ln.d0, a.Dv);
       dot_part = slice_dot(qv, kx);
@@ -297,9 +302,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
   acc_t gk[kSlice], gv[kSlice], x[kSlice];
 #pragma unroll
   for (int t = 0; t < kSlice; ++t) gk[t] = gv[t] = 0;
+  const int64_t start = a.colptr[j], end = a.colptr[j + 1];
+  CUDA_KERNEL_ASSERT_MSG(offsets_ok(j, a.n, start, end, a.E), "colptr must be non-decreasing from 0 to E");
   // No shuffle inside: each group walks its own share of the source's edges.
-  for (int64_t t = a.colptr[j] + ln.group; t < a.colptr[j + 1]; t += P) {
+  for (int64_t t = start + ln.group; t < end; t += P) {
     const int64_t e = a.perm[t], i = a.row[t];
+    CUDA_KERNEL_ASSERT_MSG(index_ok(e, a.E), "perm must lie in [0, E)");
+    CUDA_KERNEL_ASSERT_MSG(index_ok(i, a.n_dst), "row must lie in [0, N_dst)");
     const acc_t dsk = grad_dot(a.ds[e * a.H + h], a.scale), pg = a.pg[e * a.H + h];
     load_slice(x, a.q + (i * a.H + h) * a.D, ln.d0, a.D);
 #pragma unroll
@@ -390,6 +399,9 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cuda(const at::Tensor& q, 
     a.H = sz.heads;
     a.D = sz.d;
     a.Dv = sz.dv;
+    a.n_dst = sz.n_dst;
+    a.n_src = sz.n_src;
+    a.E = sz.edges;
     a.scale = static_cast<acc_t>(scale);
     with_group(sz.d, sz.dv, [&](auto group) {
       launch(fwd_kernel<scalar_t, acc_t, decltype(group)::value>, a, sz.n_dst * sz.heads);
@@ -447,6 +459,9 @@ BackwardResult edge_attention_bwd_cuda(const at::Tensor& grad_out, const std::op
     a.H = H;
     a.D = sz.d;
     a.Dv = sz.dv;
+    a.n_dst = sz.n_dst;
+    a.n_src = sz.n_src;
+    a.E = E;
     a.scale = static_cast<acc_t>(scale);
     with_group(sz.d, sz.dv, [&](auto group) {
       constexpr int G = decltype(group)::value;

@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__)
 #define GA_HD __host__ __device__ __forceinline__
@@ -58,6 +59,22 @@ GA_HD float ga_log(float x) {
 }
 GA_HD double ga_log(double x) {
   return ::log(x);
+}
+
+// ---------------------------------------------------------------- index preconditions
+// What the launchers require of the index tensors they read memory with. The CPU launcher checks
+// them over the whole tensor before its kernels run (an error naming the first bad entry); the CUDA
+// kernels assert them where they read each index (a device-side assert, as PyTorch's own index ops).
+
+// x in [0, bound): one unsigned compare (a negative x wraps past any bound).
+GA_HD bool index_ok(int64_t x, int64_t bound) {
+  return static_cast<uint64_t>(x) < static_cast<uint64_t>(bound);
+}
+
+// Offsets ptr[i] = lo, ptr[i + 1] = hi of row i of n, into `total` items: the rows together run
+// non-decreasing from 0 to total when every row passes.
+GA_HD bool offsets_ok(int64_t i, int64_t n, int64_t lo, int64_t hi, int64_t total) {
+  return 0 <= lo && lo <= hi && hi <= total && (i != 0 || lo == 0) && (i != n - 1 || hi == total);
 }
 
 // ---------------------------------------------------------------- forward

@@ -497,6 +497,11 @@ def test_index_values_are_checked_so_bad_indices_raise_instead_of_crashing():
         (4, lambda c: c.index_fill(0, torch.tensor([e - 1]), -1), rf"col\[{e - 1}\] = -1"),
         (3, lambda r: r.flip(0), r"rowptr must run from 0 to E"),
         (3, lambda r: r.index_fill(0, torch.tensor([1]), e), r"rowptr must be non-decreasing"),
+        (  # every row's pair is checked against the bounds, not only against its neighbour
+            3,
+            lambda r: r.index_fill(0, torch.tensor([1]), e + 5),
+            rf"rowptr must be non-decreasing from 0 to E = {e}, but rowptr\[0\] = 0 and rowptr\[1\] = {e + 5}",
+        ),
     ]
     for pos, change, msg in bad_values:
         args = list(fwd_args)
@@ -505,9 +510,10 @@ def test_index_values_are_checked_so_bad_indices_raise_instead_of_crashing():
             op(*args)
     out, lse = op(*fwd_args)
     q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = fwd_args
-    for pos, msg in [(10, r"row must lie in \[0, N_dst = "), (11, r"perm must lie in \[0, E = ")]:
+    colptr_flipped = (9, r"colptr must run from 0 to E")
+    for pos, msg in [(10, r"row must lie in \[0, N_dst = "), (11, r"perm must lie in \[0, E = "), colptr_flipped]:
         bwd = [torch.ones_like(out), None, q, k, v, out, lse, rowptr, col, colptr, row, perm]
-        bwd[pos] = bwd[pos].index_fill(0, torch.tensor([0]), -5)
+        bwd[pos] = bwd[pos].flip(0).contiguous() if pos == 9 else bwd[pos].index_fill(0, torch.tensor([0]), -5)
         flags = (True, True, False, False, False)  # need k / v, bias; not gate, edge key, edge value
         with pytest.raises(RuntimeError, match=msg):
             torch.ops.graphattn.edge_attention_bwd(*bwd, bias, gate, edge_key, edge_value, scale, *flags)
