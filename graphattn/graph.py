@@ -58,7 +58,19 @@ def check_ptr(name: str, ptr: object, total: int | None, total_name: str = "N") 
     ptr = _check_index_tensor(name, ptr, 1)
     if ptr.numel() < 1:
         raise ValueError(f"{name} must have B + 1 >= 1 entries, got an empty tensor")
-    first, last, steps_ok = torch.stack([ptr[0], ptr[-1], (ptr[1:] >= ptr[:-1]).all().long()]).tolist()
+    _check_ptr_values(name, ptr, _ptr_stats(ptr).tolist(), total, total_name)
+    return ptr
+
+
+def _ptr_stats(ptr: Tensor) -> Tensor:
+    """``[first, last, non-decreasing]`` of non-empty offsets, on their device (no sync): what
+    :func:`check_ptr` checks, so that callers can fetch the stats of several tensors in one sync."""
+    return torch.stack([ptr[0], ptr[-1], (ptr[1:] >= ptr[:-1]).all().long()])
+
+
+def _check_ptr_values(name: str, ptr: Tensor, stats: list[int], total: int | None, total_name: str = "N") -> None:
+    """Raise :func:`check_ptr`'s errors from ``stats`` (:func:`_ptr_stats` of ``ptr``, on the host)."""
+    first, last, steps_ok = stats
     if first != 0:
         raise ValueError(f"{name} must start at 0, got {name}[0] = {first}")
     if total is not None and last != total:
@@ -69,7 +81,6 @@ def check_ptr(name: str, ptr: object, total: int | None, total_name: str = "N") 
             f"{name} must be non-decreasing, but "
             f"{name}[{bad + 1}] = {int(ptr[bad + 1])} < {name}[{bad}] = {int(ptr[bad])}"
         )
-    return ptr
 
 
 def check_edge_index(edge_index: object) -> Tensor:
@@ -98,7 +109,8 @@ class Graph:
         src_ptr: optional ``int64 [B + 1]`` offsets of the examples in the source
             nodes; ``None`` means the same as ``ptr``.
 
-    Duplicate edges are allowed and count separately; self loops are ordinary edges.
+    Construction validates everything above, with one device-to-host copy for all the value
+    checks. Duplicate edges are allowed and count separately; self loops are ordinary edges.
     The transpose (:attr:`transpose`) is built on first use and cached, so one graph
     built per batch serves the forward and backward passes of every layer. Editing ``rowptr``
     or ``col`` in place afterwards drops the cache (it is keyed on the tensors' in-place
@@ -127,22 +139,31 @@ class Graph:
         if col.device != rowptr.device:
             raise ValueError(f"col and rowptr must be on the same device, got {col.device} and {rowptr.device}")
         e = col.numel()
-        check_ptr("rowptr", rowptr, e, "E = col.numel()")
+        # Every value check in one host sync: the offsets' stats and col's range, fetched together.
+        offsets = [("rowptr", rowptr, e, "E = col.numel()")]
         sizes = {"ptr": (self.num_dst, "N_dst"), "src_ptr": (num_src, "num_src")}
         for name, (total, total_name) in sizes.items():
             p = getattr(self, name)
             if p is not None:
                 _check_index_tensor(name, p, 1)
+                if p.numel() < 1:
+                    raise ValueError(f"{name} must have B + 1 >= 1 entries, got an empty tensor")
                 if p.device != rowptr.device:
                     raise ValueError(f"{name} must be on {rowptr.device}, got {p.device}")
-                check_ptr(name, p, total, total_name)
+                offsets.append((name, p, total, total_name))
         if self.ptr is not None and self.src_ptr is not None and self.src_ptr.numel() != self.ptr.numel():
             raise ValueError(
                 f"src_ptr must have one entry per entry of ptr (B + 1 = {self.ptr.numel()}), "
                 f"got {self.src_ptr.numel()} entries"
             )
+        stats = [_ptr_stats(t) for _, t, _, _ in offsets]
         if e > 0:
-            lo, hi = torch.stack(torch.aminmax(col)).tolist()  # one host sync for both
+            stats.append(torch.stack(torch.aminmax(col)))
+        values = torch.cat(stats).tolist()
+        for i, (name, t, total, total_name) in enumerate(offsets):
+            _check_ptr_values(name, t, values[3 * i : 3 * i + 3], total, total_name)
+        if e > 0:
+            lo, hi = values[-2:]
             if lo < 0 or hi >= num_src:
                 raise ValueError(
                     f"col must hold source indices in [0, num_src) = [0, {num_src}), got values in [{lo}, {hi}]"

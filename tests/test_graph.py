@@ -192,6 +192,23 @@ def test_constructor_rejects(kwargs, error, match):
         Graph(**kwargs)
 
 
+def test_validation_fetches_every_value_check_in_one_host_sync(monkeypatch):
+    # rowptr, ptr, src_ptr and col's range were 4 device-to-host copies per Graph (structures build
+    # one per forward on the GPU); they are one now. Count the Tensor -> Python conversions.
+    rowptr, col, ptr = torch.tensor([0, 1, 3, 3, 4]), torch.tensor([2, 0, 1, 3]), torch.tensor([0, 2, 4])
+    calls = []
+    for method in ("tolist", "item", "__int__", "__bool__", "__index__", "__float__"):
+        real = getattr(torch.Tensor, method)
+        monkeypatch.setattr(torch.Tensor, method, lambda t, *a, _m=method, _r=real: calls.append(_m) or _r(t, *a))
+    Graph(rowptr, col, 4, ptr=ptr, src_ptr=ptr.clone())
+    assert calls == ["tolist"]
+    calls.clear()
+    with pytest.raises(ValueError, match=r"src_ptr must end at num_src = 4, got src_ptr\[-1\] = 3"):
+        Graph(rowptr, col, 4, ptr=ptr, src_ptr=torch.tensor([0, 2, 3]))
+    with pytest.raises(ValueError, match=r"col must hold source indices in .*, got values in \[0, 4\]"):
+        Graph(rowptr, torch.tensor([2, 0, 1, 4]), 4, ptr=ptr)
+
+
 def test_non_contiguous_index_tensors_are_stored_contiguous():
     from graphattn.ops import edge_attention
 
