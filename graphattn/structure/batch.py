@@ -78,6 +78,10 @@ def ptr_to_batch(ptr: Tensor, num_nodes: int | None = None) -> Tensor:
     if num_nodes is not None:
         num_nodes = check_int("num_nodes", num_nodes, minimum=0)
     ptr = check_ptr("ptr", ptr, num_nodes)
+    return example_ids(ptr, int(ptr[-1]) if num_nodes is None else num_nodes)
+
+
+def example_ids(ptr: Tensor, num_nodes: int) -> Tensor:
+    """:func:`ptr_to_batch` of offsets already checked (no host sync), for the structures' inner loops."""
     counts = ptr[1:] - ptr[:-1]
-    n = int(ptr[-1]) if num_nodes is None else num_nodes
-    return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts, output_size=n)
+    return torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts, output_size=num_nodes)

@@ -48,7 +48,7 @@ from ..graph import Graph
 from ._adaptive import edge_dot, self_attention_ptr, straight_through_ones
 from ._segments import check_int, expand_rows, filter_edges, graph_from_rows
 from .base import Structure, StructureOutput
-from .batch import ptr_to_batch
+from .batch import example_ids
 from .random import random as random_graph
 from .setops import union
 from .window import window as window_graph
@@ -163,7 +163,7 @@ class SAC(Structure):
         rank. ``sq``, ``sk``: the scorer's embeddings of the head-averaged queries and keys."""
         n = sq.shape[0]
         lengths = ptr[1:] - ptr[:-1]
-        example = ptr_to_batch(ptr, n)
+        example = example_ids(ptr, n)
         qs = torch.nn.functional.normalize(sq, dim=1) @ self.directions.T  # [N, rounds] in [-1, 1]
         ks = torch.nn.functional.normalize(sk, dim=1) @ self.directions.T
         p = min(self.projection, int(lengths.max()) if lengths.numel() else 0)
@@ -226,7 +226,7 @@ class SAC(Structure):
         if self.training and self.mode == "reinforce":
             # Per example: the sum of its chosen edges' log-probabilities (scaled by 1 / N, so the
             # batch's total is the mean over destinations whatever the batch size).
-            example = ptr_to_batch(ptr, n)[dst[chosen]]
+            example = example_ids(ptr, n)[dst[chosen]]
             self._log_prob = log_p.new_zeros(ptr.numel() - 1).index_add(0, example, log_p[chosen]) / max(n, 1)
         elif self.mode == "straight_through":
             gate = straight_through_ones(log_p[chosen].exp())[:, None].expand(-1, self.num_heads)

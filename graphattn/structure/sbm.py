@@ -51,7 +51,7 @@ from ..ops import native
 from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_edge_gate
 from ._segments import check_int
 from .base import Structure, StructureOutput
-from .batch import ptr_to_batch
+from .batch import example_ids
 
 __all__ = ["SBM", "sample_fastrg"]
 
@@ -328,7 +328,7 @@ class SBM(Structure):
         zf = z.transpose(0, 1).reshape(h * n, kc)
         gate = straight_through_edge_gate(ys, zf, g)[:, None]
         lengths = (ptr[1:] - ptr[:-1]).to(y.dtype)
-        example = ptr_to_batch(ptr, n)
+        example = example_ids(ptr, n)
         ysum, zsum = _column_sums(y, example, lengths.numel()), _column_sums(z, example, lengths.numel())
         expected = torch.einsum("bha,hac,bhc->bh", ysum, s, zsum)  # sum_ij p_ij per example and head
         nonempty = lengths > 0
