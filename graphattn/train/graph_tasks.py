@@ -129,15 +129,6 @@ def _rings_of(max_size: int, data: Any) -> dict[str, Any]:
     return {"ring_index": rings, "num_rings": int(rings[1].max()) + 1 if rings.numel() else 0}
 
 
-def _batch_rings(items: Sequence[Any]) -> Tensor:
-    """The items' ``ring_index`` in one batch: atoms offset by the atoms before, rings by the rings before."""
-    out, atoms, rings = [], 0, 0
-    for item in items:
-        out.append(item.ring_index + torch.tensor([[atoms], [rings]]))
-        atoms, rings = atoms + item.num_nodes, rings + item.num_rings
-    return torch.cat(out, 1)
-
-
 class _GPSLayer(nn.Module):
     """Local GINE + global graphattn attention, summed, then an FFN; batch norm after each residual."""
 
@@ -414,11 +405,11 @@ class MoleculeTask(Task):
     def collate(self, items: Sequence[Any]) -> Any:
         from torch_geometric.data import Batch
 
-        if not items or "ring_index" not in items[0]:
-            return Batch.from_data_list(list(items))
-        batch = Batch.from_data_list(list(items), exclude_keys=["ring_index"])  # PyG would offset both rows by atoms
-        batch.ring_index = _batch_rings(items)
-        return batch
+        if items and "ring_index" in items[0]:
+            from ._ring_data import RingData
+
+            items = [RingData(**item.to_dict()) for item in items]  # its rings offset by rings, not atoms
+        return Batch.from_data_list(list(items))
 
     @staticmethod
     def to_device(batch: Any, device: torch.device) -> Any:

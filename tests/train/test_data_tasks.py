@@ -265,6 +265,9 @@ def test_rings_option_batches_ring_nodes_and_reaches_across_a_ring(bace):
         assert torch.equal(batch.ring_index[:, mine] - torch.tensor([[atom_off], [ring_off]]), item.ring_index)
         atom_off, ring_off = atom_off + item.num_nodes, ring_off + item.num_rings
     assert batch.ring_index.shape[1] == sum(item.ring_index.shape[1] for item in items) > 0
+    for item, back in zip(items, batch.to_data_list(), strict=True):  # PyG's unbatching undoes the offsets
+        assert torch.equal(back.ring_index, item.ring_index) and back.num_rings == item.num_rings
+    assert torch.equal(batch.index_select([1])[0].ring_index, items[1].ring_index)
     # Two atoms three bonds apart in a 6-ring: after two convs one has seen the other only
     # through their ring node (atom -> ring -> atom), not over two bonds.
     item = next(it for it in items if int(it.ring_index[1].bincount().max()) == 6)
