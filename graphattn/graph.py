@@ -11,7 +11,7 @@ summary nodes are expressed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -81,6 +81,15 @@ def _check_ptr_values(name: str, ptr: Tensor, stats: list[int], total: int | Non
             f"{name} must be non-decreasing, but "
             f"{name}[{bad + 1}] = {int(ptr[bad + 1])} < {name}[{bad}] = {int(ptr[bad])}"
         )
+
+
+def cache_serves(made_in_inference: bool) -> bool:
+    """Whether a cached value may serve the current call: one made under ``torch.inference_mode``
+    holds inference tensors, which autograd cannot save for backward, so it serves only calls in
+    inference mode; one made outside serves every call. The graph caches (a ``Graph``'s views, the
+    fixed structures', Combiner's, the PyG layer's ``edge_index`` cache) follow this rule, so an
+    evaluation under ``inference_mode`` does not break the training step after it."""
+    return not made_in_inference or torch.is_inference_mode_enabled()
 
 
 def check_edge_index(edge_index: object) -> Tensor:
@@ -284,10 +293,13 @@ class Graph:
         if "dst" not in self._cache:
             if self.device.type == "cpu":  # NumPy's repeat: several times faster, output in huge pages
                 dst = np.repeat(np.arange(self.num_dst, dtype=np.int64), self.in_degree().numpy())
-                self._cache["dst"] = torch.from_numpy(dst)
+                self._store("dst", torch.from_numpy(dst))
             else:
-                self._cache["dst"] = torch.repeat_interleave(
-                    torch.arange(self.num_dst, device=self.device), self.in_degree(), output_size=self.num_edges
+                self._store(
+                    "dst",
+                    torch.repeat_interleave(
+                        torch.arange(self.num_dst, device=self.device), self.in_degree(), output_size=self.num_edges
+                    ),
                 )
         return self._cache["dst"]
 
@@ -302,18 +314,25 @@ class Graph:
             colptr = torch.zeros(self.num_src + 1, dtype=torch.long, device=dev)
             torch.cumsum(counts, 0, out=colptr[1:])
             row = torch.index_select(self.dst(), 0, perm, out=large_empty(e, device=dev))
-            self._cache["transpose"] = Transpose(colptr, row, perm)
+            self._store("transpose", Transpose(colptr, row, perm))
         return self._cache["transpose"]
 
-    def _check_cache(self) -> None:
-        """Drop the cached views if ``rowptr`` or ``col`` was edited in place since they were built.
+    def _store(self, key: str, value: Any) -> None:
+        self._cache[key] = value
+        if torch.is_inference_mode_enabled():
+            self._cache["inference"] = True  # see cache_serves
 
-        Not under ``torch.compile``, which traces version counters as data-dependent values, nor for
-        inference tensors (``torch.inference_mode``), which have none."""
+    def _check_cache(self) -> None:
+        """Drop the cached views if ``rowptr`` or ``col`` was edited in place since they were built,
+        or if they were built under ``torch.inference_mode`` and this call is not (:func:`cache_serves`).
+
+        The edits are not checked under ``torch.compile``, which traces version counters as
+        data-dependent values, nor for inference tensors, which have none (nor can they serve
+        autograd, so their views may as well be inference tensors too)."""
         if torch.compiler.is_compiling() or self.rowptr.is_inference() or self.col.is_inference():
             return
         versions = (self.rowptr._version, self.col._version)
-        if self._cache.get("versions") != versions:
+        if self._cache.get("versions") != versions or not cache_serves(self._cache.get("inference", False)):
             self._cache.clear()
             self._cache["versions"] = versions
 
@@ -340,9 +359,9 @@ class Graph:
         self._check_cache()
         out._check_cache()  # stamps the copy's own versions
         for key, value in self._cache.items():
-            if key != "versions":
-                out._cache[key] = (
-                    type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
+            if key not in ("versions", "inference"):  # copies made now: _store stamps them
+                out._store(
+                    key, type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
                 )
         return out
 

@@ -26,7 +26,7 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
 from .._validation import check_feature_sizes, check_int, is_integer_tensor
-from ..graph import Graph
+from ..graph import Graph, cache_serves
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
 
@@ -100,6 +100,7 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         and ref() is edge_index
         and _LAST["version"] == edge_index._version
         and _LAST["sizes"] == (num_src, num_dst)
+        and cache_serves(_LAST["inference"])
     ):
         return _LAST["graph"], _LAST["perm"]
 
@@ -129,7 +130,7 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
             graph, perm = Graph.from_edge_index(plain, num_src=num_src, num_dst=num_dst, return_perm=True)
     try:
         _LAST.update(ref=weakref.ref(edge_index), version=edge_index._version, sizes=(num_src, num_dst))
-        _LAST.update(graph=graph, perm=perm)
+        _LAST.update(graph=graph, perm=perm, inference=torch.is_inference_mode_enabled())
     except TypeError:  # pragma: no cover - tensors support weak references; be safe anyway
         _LAST.clear()
     return graph, perm

@@ -43,7 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..graph import Graph
+from ..graph import Graph, cache_serves
 from ..ops import edge_attention
 from ._segments import check_int, expand_rows
 from .base import Structure, StructureOutput, resolve_ptr
@@ -238,7 +238,7 @@ class Combiner(Structure):
             raise ValueError("variant 'axial' needs image_size=(h, w)")
         self.variant, self.region_size, self.causal = variant, region_size, causal
         self.image_size, self.backend = image_size, backend
-        self._cache: tuple[tuple, tuple[Graph, Graph, Tensor]] | None = None
+        self._cache: tuple[tuple, tuple[Graph, Graph], bool] | None = None  # key, graphs, made in inference mode
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, region_size={self.region_size}, causal={self.causal}"
@@ -246,8 +246,8 @@ class Combiner(Structure):
     def graphs(self, lengths: list[int], device: torch.device) -> tuple[Graph, Graph]:
         """Block-diagonal ``(stage1, stage2)`` of a batch; cached per batch layout."""
         key = (tuple(lengths), device)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._build(lengths, device))
+        if self._cache is None or self._cache[0] != key or not cache_serves(self._cache[2]):
+            self._cache = (key, self._build(lengths, device), torch.is_inference_mode_enabled())
         return self._cache[1]
 
     def _build(self, lengths: list[int], device: torch.device) -> tuple[Graph, Graph]:
