@@ -36,6 +36,7 @@ nearest first (ties broken by :func:`torch.topk`, so tied neighbours may differ 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -94,7 +95,8 @@ def knn(
             f"method='grid' needs Euclidean distance (cosine=False) and 1 to {_GRID_MAX_DIM} coordinates, "
             f"got cosine={cosine} and x of shape {list(x.shape)}"
         )
-    if not bool(torch.isfinite(x).all()):
+    top = float(x.abs().amax()) if x.numel() else 0.0  # NaN and inf show here too
+    if not math.isfinite(top):
         raise ValueError("x must be finite (no NaN or inf)")
     if cell_points is not None and not cell_points > 0:
         raise ValueError(f"cell_points must be > 0, got {cell_points}")
@@ -104,6 +106,11 @@ def knn(
     x = x.detach()
     if cosine:
         x = torch.nn.functional.normalize(x, dim=1)
+    elif top > 0:
+        # Distances are ranked by their squares, which overflow (or underflow) for coordinates near
+        # the dtype's range: bring the largest to [0.5, 1) by a power of two, which is exact, so
+        # every comparison is the one the unscaled coordinates would give where they do not overflow.
+        x = x * 2.0 ** -math.frexp(top)[1]
     deg = torch.clamp(torch.clamp(seg.length - (0 if loop else 1), min=0), max=k)
     rowptr, num_edges = row_offsets(deg)
     col = torch.empty(num_edges, dtype=torch.long, device=x.device)

@@ -122,6 +122,17 @@ def _rows(g) -> list[list[int]]:
     return [g.col[ptr[i] : ptr[i + 1]].tolist() for i in range(g.num_dst)]
 
 
+@pytest.mark.parametrize("method", ["grid", "brute"])
+def test_knn_is_exact_for_coordinates_near_the_dtype_range(method):
+    # Squared distances of coordinates ~1e25 overflow float32 (and of ~1e-25 underflow): the grid
+    # returned a non-nearest neighbour in every row. Scaling by a power of two changes no comparison.
+    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(0))
+    want = [set(r) for r in _rows(S.knn(x.double(), 4, method="brute"))]
+    for scale in (1e25, 1e-25, 2.0**40, 1.0):
+        got = S.knn(x * scale, 4, method=method)
+        assert [set(r) for r in _rows(got)] == want, scale
+
+
 def test_auto_uses_the_grid_for_spread_points_and_brute_force_for_clusters(monkeypatch):
     knn_module = importlib.import_module("graphattn.structure.knn")  # (the package exports the function)
     calls = []
