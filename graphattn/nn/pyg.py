@@ -70,6 +70,11 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
     ``[2, E]`` (no sort when its destinations are already non-decreasing, as after
     :class:`ToGraph`). Index building never enters ``torch.compile`` graphs.
 
+    The graph of the last ``edge_index`` tensor is cached (one entry, keyed on the tensor and its
+    version counter), so the layers of one model build it once; edits that bypass the version
+    counter (``.data``, a NumPy array sharing the memory) are not seen. The graph never shares
+    memory with ``edge_index``.
+
     Args:
         edge_index: the edges (row 0 sources ``j``, row 1 destinations ``i``).
         num_src: number of source nodes ``N_src``.
@@ -125,7 +130,7 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
                 raise ValueError(f"edge_index[1] (destinations) must be in [0, {num_dst}), got {bad}")
             rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
             torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=rowptr[1:])
-            graph = Graph(rowptr, plain[0].contiguous(), num_src)
+            graph = Graph(rowptr, plain[0].clone(), num_src)  # a copy: later edits of edge_index stay out
         else:
             graph, perm = Graph.from_edge_index(plain, num_src=num_src, num_dst=num_dst, return_perm=True)
     try:
@@ -172,7 +177,10 @@ class GraphAttnConv(MessagePassing):
     :math:`q_i^\top(k_j + e_{ij})` and :math:`\sum_j \alpha_{ij}(v_j + e_{ij})` reading :math:`k_j`,
     :math:`v_j` and :math:`e_{ij}` in place; no per-edge copies of keys or values are gathered.
     Attention weights are recomputed from the op's log-sum-exp only when asked for. Attention
-    dropout is the op's ``gate`` (a scaled Bernoulli mask).
+    dropout is the op's ``gate`` (a scaled Bernoulli mask). The layers of a model called on one
+    ``edge_index`` tensor share its CSR (:func:`as_graph`'s cache); it sees in-place edits that
+    PyTorch records (``edge_index[...] = ...``, ``copy_``), as autograd does, but not writes that
+    bypass them (through ``.data`` or a NumPy array sharing the memory): pass a new tensor then.
     The per-edge :meth:`message` path is kept and used whenever PyG tooling needs it: explainers
     (``explain=True``), registered message/aggregate/propagate hooks, or a ``SparseTensor`` adjacency.
 

@@ -189,6 +189,16 @@ def test_graph_cache_is_invalidated_by_in_place_change():
     torch.testing.assert_close(g2.to_edge_index(), edge_index[:, perm])
 
 
+def test_graph_of_a_destination_sorted_edge_index_does_not_share_its_memory():
+    # The sorted fast path used edge_index[0] itself as col: an edit of edge_index (for a new
+    # batch) changed a Graph that as_graph had returned earlier under its unchanged rowptr.
+    edge_index = torch.tensor([[2, 0, 1, 2], [0, 1, 1, 2]])
+    g, perm = as_graph(edge_index, 3, 3)
+    assert perm is None  # the fast path
+    edge_index[0] = torch.tensor([0, 0, 0, 0])
+    assert g.col.tolist() == [2, 0, 1, 2]
+
+
 # ---------------------------------------------------------------------------- dropout, per-edge path, structure
 def test_dropout_is_a_gate_on_the_normalized_weights():
     _, ours = make_pair(5, edge_dim=2, dropout=0.4)
