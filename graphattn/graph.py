@@ -222,15 +222,16 @@ class Graph:
         src, dst = edge_index[0], edge_index[1]
         if edge_index.numel() > 0 and int(edge_index.min()) < 0:
             raise ValueError(f"edge_index must be non-negative, got min {int(edge_index.min())}")
+        if num_src is not None:
+            num_src = check_int("num_src", num_src, minimum=0)
+        if num_dst is not None:
+            num_dst = check_int("num_dst", num_dst, minimum=0)
         if num_src is None and num_dst is None:
-            n = int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
-            num_src = num_dst = n
+            num_src = num_dst = int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
         elif num_src is None:
             num_src = num_dst
         elif num_dst is None:
             num_dst = num_src
-        num_src = check_int("num_src", num_src, minimum=0)
-        num_dst = check_int("num_dst", num_dst, minimum=0)
         if dst.numel() > 0 and int(dst.max()) >= num_dst:
             raise ValueError(
                 f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), got max {int(dst.max())}"

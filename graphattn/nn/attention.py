@@ -220,12 +220,16 @@ class GraphAttention(nn.Module):
             if not self._qkv_same_embed_dim:
                 raise ValueError(f"x_src is required when kdim/vdim ({self.kdim}/{self.vdim}) differ from embed_dim")
             x_src = x
-        elif x_src.dim() != 2 or x_src.shape[1] != self.kdim or self.kdim != self.vdim:
-            raise ValueError(
-                f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {list(x_src.shape)}"
-            )
+        elif not isinstance(x_src, Tensor) or x_src.dim() != 2 or x_src.shape[1] != self.kdim or self.kdim != self.vdim:
+            got = list(x_src.shape) if isinstance(x_src, Tensor) else type(x_src).__name__
+            raise ValueError(f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {got}")
         if graph is not None:
             check_graph(graph)  # before graph.ptr: an edge_index Tensor here gets a TypeError, not AttributeError
+            if self.structure is None:  # the graph's nodes are x's rows (a structure checks its own)
+                for name, t, what in (("x", x, "num_dst"), ("x_src", x_src, "num_src")):
+                    rows = getattr(graph, what)
+                    if t.shape[0] != rows:
+                        raise ValueError(f"{name} must have graph.{what} = {rows} rows, got {t.shape[0]}")
         if ptr is None and graph is not None:
             ptr = graph.ptr
         if src_ptr is None and graph is not None:

@@ -111,7 +111,7 @@ def sddmm(a: Tensor, b: Tensor, graph: Graph) -> Tensor:
         b: ``[N_src, H, D]``.
         graph: the edges.
     """
-    a, b = check_qk(a, b, graph)
+    a, b = check_qk(a, b, graph, names=("a", "b"))
     return reference.sddmm(a, b, graph)
 
 
@@ -139,7 +139,7 @@ def spmm(weights: Tensor, v: Tensor, graph: Graph) -> Tensor:
     v = check_node_tensor("v", v, graph.num_src, "N_src")
     if v.device != graph.device:
         raise ValueError(f"v must be on the graph's device ({graph.device}), got {v.device}")
-    weights = check_edge_tensor("weights", weights, graph, v.shape[1], v)
+    weights = check_edge_tensor("weights", weights, graph, v.shape[1], v, "v")
     return reference.spmm(weights, v, graph)
 
 

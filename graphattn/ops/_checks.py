@@ -41,19 +41,19 @@ def check_node_tensor(name: str, t: object, n: int, n_name: str) -> Tensor:
     return t
 
 
-def _check_like_q(name: str, t: object, like: Tensor) -> Tensor:
-    """``t`` is a tensor with the dtype and device of ``like`` (q)."""
+def _check_like_q(name: str, t: object, like: Tensor, like_name: str = "q") -> Tensor:
+    """``t`` is a tensor with the dtype and device of ``like`` (called ``like_name``: q)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
     if t.dtype != like.dtype:
-        raise TypeError(f"{name} must have the dtype of q ({like.dtype}), got {t.dtype}")
+        raise TypeError(f"{name} must have the dtype of {like_name} ({like.dtype}), got {t.dtype}")
     if t.device != like.device:
-        raise ValueError(f"{name} must be on the device of q ({like.device}), got {t.device}")
+        raise ValueError(f"{name} must be on the device of {like_name} ({like.device}), got {t.device}")
     return t
 
 
-def check_edge_tensor(name: str, t: object, graph: Graph, heads: int, like: Tensor) -> Tensor:
-    t = _check_like_q(name, t, like)
+def check_edge_tensor(name: str, t: object, graph: Graph, heads: int, like: Tensor, like_name: str = "q") -> Tensor:
+    t = _check_like_q(name, t, like, like_name)
     if t.shape != (graph.num_edges, heads):
         raise ValueError(f"{name} must be [E, H] = [{graph.num_edges}, {heads}], got shape {_shape(t)}")
     return t
@@ -84,26 +84,31 @@ def check_scale(scale: object, head_dim: int) -> float:
 
 def check_same_device(graph: Graph, **tensors: Tensor) -> None:
     devices = {name: t.device for name, t in tensors.items()}
+    names = list(devices)
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{n} on {d}" for n, d in devices.items())
-        raise ValueError(f"q, k and v must be on one device, got {listed}")
-    device = next(iter(devices.values()))
+        together = " and ".join([", ".join(names[:-1]), names[-1]])
+        raise ValueError(f"{together} must be on one device, got {listed}")
+    device = devices[names[0]]
     if graph.device != device:
-        raise ValueError(f"graph must be on the device of q ({device}), got {graph.device}; use graph.to(q.device)")
+        raise ValueError(
+            f"graph must be on the device of {names[0]} ({device}), got {graph.device}; use graph.to({names[0]}.device)"
+        )
 
 
-def check_qk(q: object, k: object, graph: Graph) -> tuple[Tensor, Tensor]:
-    """Validate ``q [N_dst, H, D]`` and ``k [N_src, H, D]`` against ``graph``."""
+def check_qk(q: object, k: object, graph: Graph, names: tuple[str, str] = ("q", "k")) -> tuple[Tensor, Tensor]:
+    """Validate ``q [N_dst, H, D]`` and ``k [N_src, H, D]`` against ``graph`` (called ``names`` in errors)."""
+    qn, kn = names
     check_graph(graph)
-    q = check_node_tensor("q", q, graph.num_dst, "N_dst")
-    k = check_node_tensor("k", k, graph.num_src, "N_src")
-    check_same_device(graph, q=q, k=k)
+    q = check_node_tensor(qn, q, graph.num_dst, "N_dst")
+    k = check_node_tensor(kn, k, graph.num_src, "N_src")
+    check_same_device(graph, **{qn: q, kn: k})
     if k.dtype != q.dtype:
-        raise TypeError(f"k must have the dtype of q ({q.dtype}), got {k.dtype}")
+        raise TypeError(f"{kn} must have the dtype of {qn} ({q.dtype}), got {k.dtype}")
     if k.shape[1] != q.shape[1]:
-        raise ValueError(f"q and k must have the same number of heads, got q {_shape(q)} and k {_shape(k)}")
+        raise ValueError(f"{qn} and {kn} must have the same number of heads, got {qn} {_shape(q)} and {kn} {_shape(k)}")
     if k.shape[2] != q.shape[2]:
-        raise ValueError(f"q and k must have the same head dim D, got q {_shape(q)} and k {_shape(k)}")
+        raise ValueError(f"{qn} and {kn} must have the same head dim D, got {qn} {_shape(q)} and {kn} {_shape(k)}")
     return q, k
 
 

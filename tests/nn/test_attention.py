@@ -181,6 +181,24 @@ def test_edge_bias_and_weights_recomputed_not_stored():
         ),
         (lambda: GraphAttention(8, 2)(torch.zeros(3, 5), S.full(3)), ValueError, r"x must be \[N, embed_dim\]"),
         (lambda: GraphAttention(8, 2, kdim=4)(torch.zeros(3, 8), S.full(3)), ValueError, "x_src is required"),
+        # These named the internal q / k, or raised AttributeError (API audit).
+        (
+            lambda: GraphAttention(8, 2)(torch.zeros(4, 8), S.full(5)),
+            ValueError,
+            "x must have graph.num_dst = 5 rows, got 4",
+        ),
+        (
+            lambda: GraphAttention(8, 2)(
+                torch.zeros(2, 8), Graph.from_dense(torch.ones(2, 3, dtype=torch.bool)), x_src=torch.zeros(4, 8)
+            ),
+            ValueError,
+            "x_src must have graph.num_src = 3 rows, got 4",
+        ),
+        (
+            lambda: GraphAttention(8, 2)(torch.zeros(3, 8), S.full(3), x_src=[1, 2]),
+            ValueError,
+            r"x_src must be .*got list",
+        ),
     ],
 )
 def test_layer_errors(call, exc, match):

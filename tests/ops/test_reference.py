@@ -191,7 +191,8 @@ def _call(**over):
         ({"q": Q.long()}, TypeError, r"q must be a floating tensor .*, got torch.int64"),
         ({"k": Q.double()}, TypeError, r"k must have the dtype of q \(torch.float32\), got torch.float64"),
         ({"v": Q.half()}, TypeError, r"v must have the dtype of q"),
-        ({"k": Q.to("meta")}, ValueError, r"q, k and v must be on one device, got q on cpu, k on meta"),
+        ({"k": Q.to("meta")}, ValueError, r"q and k must be on one device, got q on cpu, k on meta"),
+        ({"v": Q.to("meta")}, ValueError, r"q, k and v must be on one device, got q on cpu, k on cpu, v on meta"),
         (
             {"q": Q.to("meta"), "k": Q.to("meta"), "v": Q.to("meta")},
             ValueError,
@@ -211,6 +212,19 @@ def _call(**over):
 def test_bad_input_raises_clear_error(over, error, match):
     with pytest.raises(error, match=match):
         _call(**over)
+
+
+def test_primitives_name_their_own_arguments_in_errors():
+    # sddmm's errors said q / k, spmm's "the dtype of q": arguments they do not have (API audit).
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]))
+    with pytest.raises(ValueError, match=r"a must be \[N_dst=3, H, D\] for this graph, got shape \[2, 1, 4\]"):
+        ops.sddmm(torch.randn(2, 1, 4), torch.randn(3, 1, 4), g)
+    with pytest.raises(ValueError, match=r"a and b must have the same number of heads"):
+        ops.sddmm(torch.randn(3, 2, 4), torch.randn(3, 1, 4), g)
+    with pytest.raises(ValueError, match=r"a and b must be on one device, got a on cpu, b on meta"):
+        ops.sddmm(torch.randn(3, 1, 4), torch.randn(3, 1, 4, device="meta"), g)
+    with pytest.raises(TypeError, match=r"weights must have the dtype of v \(torch.float32\), got torch.float64"):
+        ops.spmm(torch.randn(3, 1, dtype=torch.float64), torch.randn(3, 1, 4), g)
 
 
 def test_building_block_bad_inputs():
