@@ -64,8 +64,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model on a task with an attention structure",
         description="Train an attention structure on a task. Precedence: defaults < --config file < flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    )  # flags default to None (so a --config file can set them); each help text states the real default
     p.add_argument("--task", choices=task_names(), help=f"task (default {defaults['task']})")
     p.add_argument("--attention", choices=attention_names(), help=f"structure (default {defaults['attention']})")
     for name, typ in (("layers", int), ("dim", int), ("heads", int), ("epochs", int), ("seed", int)):

@@ -239,6 +239,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(
             f"--attention for --task {cfg.task} must be one of {', '.join(task.attentions(cfg))}, got {cfg.attention!r}"
         )
+    if not task.dim_is_per_head and cfg.dim % cfg.heads:
+        raise ValueError(f"--dim ({cfg.dim}) must be divisible by --heads ({cfg.heads}): each head gets dim / heads")
     optimizers = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}
     if cfg.optimizer not in optimizers:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {cfg.optimizer!r}")

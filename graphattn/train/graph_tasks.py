@@ -616,6 +616,8 @@ class NodeTask(Task):
     option ``value_dropout`` (``gat`` only, default 0) dropout on the projected values as in GAT's code.
     """
 
+    dim_is_per_head = True
+
     def __init__(self, name: str) -> None:
         self.name = name
         self._dataset: Any = None

@@ -67,8 +67,8 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
     """
     heads, head_dim = cfg.heads, cfg.dim // cfg.heads
 
-    def window() -> int:  # read only by the structures that have a local window: any other reports it unknown
-        return _opt(cfg, "window", 16, int)
+    def window(minimum: int = 1) -> int:  # read only by the structures with a local window: others report it unknown
+        return _opt(cfg, "window", 16, int, minimum=minimum)
 
     if name == "full":
         return S.Full()
@@ -82,7 +82,7 @@ def make_structure(name: str, cfg: TrainConfig, max_len: int) -> S.Structure:
         from ..structure.routing import Routing
 
         clusters = _opt(cfg, "clusters", max(1, round(math.sqrt(max_len))), int, minimum=1)
-        return Routing(heads, head_dim, clusters, window=window())
+        return Routing(heads, head_dim, clusters, window=window(minimum=0))  # 0: routed edges only
     if name == "sbm":
         from ..structure.sbm import SBM
 
@@ -137,6 +137,9 @@ class Task:
     name: str = ""
     metric_name: str = "accuracy"
     higher_is_better: bool = True
+    dim_is_per_head: bool = False
+    """Whether ``--dim`` is each head's width (the node tasks' GAT recipe) rather than the model's,
+    which ``--heads`` must divide (checked before any data loads)."""
 
     def attentions(self, cfg: TrainConfig) -> list[str]:
         """The ``--attention`` names this task runs with ``cfg`` (checked before any data loads):

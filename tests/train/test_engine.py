@@ -104,7 +104,7 @@ def test_config_precedence_defaults_file_flags(tmp_path, capsys):
                 "--config",
                 str(config),
                 "--attention",
-                "full",
+                "bigbird",
                 "--no-progress",
                 "--out",
                 str(out),
@@ -115,10 +115,10 @@ def test_config_precedence_defaults_file_flags(tmp_path, capsys):
         == 0
     )
     saved = json.loads((out / "result.json").read_text())["config"]
-    assert saved["attention"] == "full"  # flag beats file
+    assert saved["attention"] == "bigbird"  # flag beats file
     assert saved["dim"] == 16  # file beats default
     assert saved["options"]["window"] == 4 and saved["options"]["eval_size"] == 32
-    assert "recall / full: best valid accuracy" in capsys.readouterr().out
+    assert "recall / bigbird: best valid accuracy" in capsys.readouterr().out
 
 
 def test_unknown_task_and_config_key_are_clear_errors():
@@ -356,6 +356,24 @@ def test_windowed_lists_the_structures_that_read_the_window_option():
             assert name in ("graph", "grid")
             continue
         assert ("window" in cfg._options_read) == (name in WINDOWED), name
+
+
+def test_train_help_states_each_default_once(capsys):
+    # Flags default to None (so --config can set them); ArgumentDefaultsHelpFormatter appended
+    # "(default: None)" after every real default.
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "default: None" not in text and "default 64" in text and "default recall" in text
+
+
+def test_dim_that_heads_do_not_divide_is_a_flag_error(tmp_path):
+    """It was the model's `embed_dim must be divisible by num_heads`, after the data had loaded."""
+    with pytest.raises(ValueError, match=r"--dim \(16\) must be divisible by --heads \(3\)"):
+        train(_cfg(tmp_path, dim=16, heads=3))
+    with pytest.raises(ValueError, match=r"--option window must be >= 1, got 0"):  # was the builder's "w must be"
+        train(_cfg(tmp_path, attention="window", options=dict(TINY, window=0)))
+    assert make_structure("routing", _cfg(tmp_path, options={"window": 0}), max_len=16).window == 0
 
 
 @pytest.mark.parametrize("attention", ["full", "sbm", "sea"])
