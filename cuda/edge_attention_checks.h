@@ -90,9 +90,11 @@ inline void check_transpose(const Sizes& s, const at::Tensor& colptr, const at::
               " entries, got ", row.size(0), " and ", perm.size(0));
 }
 
-// Checks the backward's inputs (the forward's, plus grad_out, out, lse, grad_lse, the transpose).
+// Checks the backward's inputs (the forward's, plus grad_out, out, lse, lse_lo, grad_lse, the
+// transpose).
 inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
                             const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                            const at::Tensor& lse_lo,
                             const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
                             const at::Tensor& row, const at::Tensor& perm, const std::optional<at::Tensor>& bias,
                             const std::optional<at::Tensor>& gate, const std::optional<at::Tensor>& edge_key,
@@ -106,12 +108,13 @@ inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::
               "grad_out and out must be [N_dst, H, Dv] = [", sz.n_dst, ", ", sz.heads, ", ", sz.dv, "], got ",
               grad_out.sizes(), " and ", out.sizes());
   const auto acc_type = at::toOpMathType(q.scalar_type());
-  for (const at::Tensor* t : {&lse, grad_lse ? &*grad_lse : &lse}) {
+  for (const at::Tensor* t : {&lse, &lse_lo, grad_lse ? &*grad_lse : &lse}) {
     TORCH_CHECK(t->scalar_type() == acc_type && t->is_contiguous() && t->dim() == 2 && t->size(0) == sz.n_dst &&
                     t->size(1) == sz.heads,
-                "lse and grad_lse must be contiguous ", acc_type, " [N_dst, H], got ", t->scalar_type(), " ",
+                "lse, lse_lo and grad_lse must be contiguous ", acc_type, " [N_dst, H], got ", t->scalar_type(), " ",
                 t->sizes());
-    TORCH_CHECK(t->device() == q.device(), "lse and grad_lse must be on ", q.device(), ", got ", t->device());
+    TORCH_CHECK(t->device() == q.device(), "lse, lse_lo and grad_lse must be on ", q.device(), ", got ",
+                t->device());
   }
   TORCH_CHECK(!need_bias || bias, "need_bias requires bias");
   TORCH_CHECK(!need_gate || gate, "need_gate requires gate");
@@ -121,6 +124,8 @@ inline Sizes check_backward(const at::Tensor& grad_out, const std::optional<at::
   return sz;
 }
 
+// (out, lse, lse_lo): see edge_attention_math.h for lse_lo.
+using ForwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 using BackwardResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // A gradient that was not asked for: an empty tensor.

@@ -390,7 +390,7 @@ struct BwdArgs {
   const scalar_t *ek, *ev;  // edge_key [E, H, D], edge_value [E, H, Dv]; null when absent
   scalar_t *gek, *gev;      // their gradients (same shapes); null when not asked for
   const int64_t *rowptr, *col, *colptr, *row, *perm;
-  const acc_t *lse, *grad_lse;  // grad_lse may be null (lse unused by the caller)
+  const acc_t *lse, *lse_lo, *grad_lse;  // grad_lse may be null (lse unused by the caller)
   acc_t *ds, *pg, *dgate;  // [E, H] each; dgate may be null
   int64_t H, D, Dv;
   acc_t scale;
@@ -471,7 +471,7 @@ void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t l
   std::fill(gq, gq + D, acc_t(0));
   const scalar_t* qp = a.q + (i * H + h) * D;
   const scalar_t* op = a.dout + (i * H + h) * Dv;
-  const acc_t shift = prob_shift(a.lse[i * H + h]);
+  const Shift<acc_t> shift = prob_shift(a.lse[i * H + h], a.lse_lo[i * H + h]);
   const scalar_t* no_edge = nullptr;
   const acc_t delta = row_delta(dot_edge<acc_t>(op, a.out + (i * H + h) * Dv, no_edge, Dv),
                                 a.grad_lse ? a.grad_lse[i * H + h] : acc_t(0));
@@ -482,7 +482,7 @@ void bwd_dst_generic(const BwdArgs<scalar_t>& a, int64_t i, int64_t h, int64_t l
     const acc_t dot = dot_edge<acc_t>(qp, kp, ekp, D);
     const acc_t dp = dot_edge<acc_t>(op, a.v + (j * H + h) * Dv, edge_row(a.ev, e, H, h, Dv), Dv);
     const acc_t s = a.bias ? score(dot, a.scale, acc_t(a.bias[e * H + h])) : score(dot, a.scale);
-    const acc_t p = edge_prob(s, shift);
+    const acc_t p = edge_prob(s, shift.hi, shift.lo);
     const acc_t g = a.gate ? acc_t(a.gate[e * H + h]) : acc_t(1);
     const acc_t ds = grad_score(p, a.gate ? gated_dp(dp, g) : dp, delta);
     const acc_t pg = a.gate ? value_weight(p, g) : p;
@@ -929,7 +929,7 @@ SoftmaxState<float> fwd_blocked(const FwdArgs<float>& a, int64_t i, int64_t h, i
 // normalization the launcher does for the long rows.
 
 template <class VT, int NV, bool FULL>
-void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float* out, float* lse) {
+void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float* out, float* lse, float* lse_lo) {
   using R = typename VT::reg;
   using V = Vec<VT>;
   constexpr int W = VT::W;
@@ -965,7 +965,7 @@ void fwd_short(const FwdArgs<float>& a, int64_t i, int64_t lo, int64_t hi, float
     for (int u = 0; u < NV; ++u) acc[u] = VT::zero();
     if (st[h].m != kNegInf) block_axpy<VT, NV, FULL>(acc, vm, w + W * h, a.v, a.ev, a.col, lo, n, H * Dv, h * Dv);
     float inv;
-    softmax_finalize(st[h], lse[h], inv);
+    softmax_finalize(st[h], lse[h], lse_lo[h], inv);
     const R iv = VT::set1(inv);
 #pragma GCC unroll 16
     for (int u = 0; u < NV; ++u) store_row<VT, NV, FULL>(out + h * Dv, u, vm, VT::mul(acc[u], iv));
@@ -1020,7 +1020,8 @@ GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t 
   const int64_t H = a.H, Dv = a.Dv;
   const auto vm = VT::tail(Dv, NV);
   const V scale = splat<VT>(a.scale);
-  const V shift = splat<VT>(prob_shift(a.lse[i * H + h]));
+  const Shift<float> sh = prob_shift(a.lse[i * H + h], a.lse_lo[i * H + h]);
+  const V shift_hi = splat<VT>(sh.hi), shift_lo = splat<VT>(sh.lo);
   alignas(64) float buf[W];
   R ov[NV];
   const float* op = a.dout + (i * H + h) * Dv;
@@ -1030,7 +1031,7 @@ GA_INLINE void dst_grads(const BwdArgs<float>& a, int64_t i, int64_t h, int64_t 
   for (int64_t e0 = r0; e0 < r1; e0 += W) {
     const int n = static_cast<int>(std::min<int64_t>(W, r1 - e0));
     const V dp{block_dots<VT, NV, FULL>(ov, vm, a.v, a.ev, a.col, e0, n, H * Dv, h * Dv)};
-    const V p = edge_prob(V{VT::load(sbuf + (e0 - r0))}, shift);  // 0 on lanes past n
+    const V p = edge_prob(V{VT::load(sbuf + (e0 - r0))}, shift_hi, shift_lo);  // 0 on lanes past n
     V ds, pg;
     if (a.gate) {
       const V g{load_edges<VT>(a.gate, e0, n, H, h, buf)};
@@ -1247,7 +1248,7 @@ struct Kernels {
   void (*src)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, int64_t, acc_t*, acc_t*);
   // Every head of a row with 1 to short_edges edges at once (null: none): the forward's out and
   // lse rows, normalized; the destination pass's grad_q row.
-  void (*fwd_short)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*, acc_t*) = nullptr;
+  void (*fwd_short)(const FwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*, acc_t*, acc_t*) = nullptr;
   void (*dst_short)(const BwdArgs<scalar_t>&, int64_t, int64_t, int64_t, scalar_t*) = nullptr;
   int64_t short_edges = 0;
   // The source pass of one head of a group of `group` sources (null, 0: none), see GroupStep.
@@ -1377,14 +1378,13 @@ void check_indices(const at::Tensor& idx, const char* name, int64_t bound, const
   TORCH_CHECK(i < 0, name, " must lie in [0, ", bound_name, " = ", bound, "), got ", name, "[", i, "] = ", x[i]);
 }
 
-std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
-                                                          const at::Tensor& v, const at::Tensor& rowptr,
-                                                          const at::Tensor& col, const at::Tensor& colptr,
-                                                          const at::Tensor& row, const at::Tensor& perm,
-                                                          const std::optional<at::Tensor>& bias,
-                                                          const std::optional<at::Tensor>& gate,
-                                                          const std::optional<at::Tensor>& edge_key,
-                                                          const std::optional<at::Tensor>& edge_value, double scale) {
+ForwardResult edge_attention_fwd_cpu(const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, const at::Tensor& rowptr,
+                                     const at::Tensor& col, const at::Tensor& colptr,
+                                     const at::Tensor& row, const at::Tensor& perm,
+                                     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& gate,
+                                     const std::optional<at::Tensor>& edge_key,
+                                     const std::optional<at::Tensor>& edge_value, double scale) {
   (void)colptr;
   (void)row;
   (void)perm;
@@ -1395,6 +1395,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
   const auto acc_type = at::toOpMathType(q.scalar_type());
   at::Tensor out = output_empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
+  at::Tensor lse_lo = at::empty({sz.n_dst, sz.heads}, q.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_fwd_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t H = sz.heads, Dv = sz.dv;
@@ -1414,13 +1415,14 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
     const auto kern = pick_kernels<scalar_t>(sz.d, Dv);
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     acc_t* l = lse.mutable_data_ptr<acc_t>();
+    acc_t* l_lo = lse_lo.mutable_data_ptr<acc_t>();
     const int64_t slot = Dv + 2;  // per (segment, head): m, l, accumulator
     const Plan plan = make_plan(a.rowptr, sz.n_dst);
     std::vector<acc_t> scratch(plan.segments.size() * H * slot);
 
     auto emit = [&](int64_t r, int64_t h, const SoftmaxState<acc_t>& st, const acc_t* acc) {
       acc_t inv;
-      softmax_finalize(st, l[r * H + h], inv);
+      softmax_finalize(st, l[r * H + h], l_lo[r * H + h], inv);
       scalar_t* orow = o + (r * H + h) * Dv;
       for (int64_t d = 0; d < Dv; ++d) orow[d] = static_cast<scalar_t>(acc[d] * inv);
     };
@@ -1429,7 +1431,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
       prefetch_row(a.q, r + kPrefetchRows, H * sz.d);
       prefetch_row(o, r + kPrefetchRows, H * Dv, true);
       if (kern.is_short(hi - lo, H)) {
-        kern.fwd_short(a, r, lo, hi, o + r * H * Dv, l + r * H);
+        kern.fwd_short(a, r, lo, hi, o + r * H * Dv, l + r * H, l_lo + r * H);
         return;
       }
       thread_local std::vector<acc_t> acc;
@@ -1460,20 +1462,20 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cpu(const at::Tensor& q, c
     };
     run_balanced(plan, a.rowptr, whole, segment, merge);
   });
-  return {out, lse};
+  return {out, lse, lse_lo};
 }
 
 BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse,
                                       const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& rowptr,
-                                      const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
-                                      const at::Tensor& perm, const std::optional<at::Tensor>& bias,
-                                      const std::optional<at::Tensor>& gate,
+                                      const at::Tensor& out, const at::Tensor& lse, const at::Tensor& lse_lo,
+                                      const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                                      const at::Tensor& row, const at::Tensor& perm,
+                                      const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& gate,
                                       const std::optional<at::Tensor>& edge_key,
                                       const std::optional<at::Tensor>& edge_value, double scale, bool need_kv,
                                       bool need_bias, bool need_gate, bool need_edge_key, bool need_edge_value) {
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_bwd (CPU kernel) got q on ", q.device());
-  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate,
+  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias, gate,
                                   edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
                                   need_edge_value);
   check_offsets(rowptr, "rowptr", sz.edges);
@@ -1516,6 +1518,7 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
                         need_kv ? row.const_data_ptr<int64_t>() : nullptr,
                         need_kv ? perm.const_data_ptr<int64_t>() : nullptr,
                         lse.const_data_ptr<acc_t>(),
+                        lse_lo.const_data_ptr<acc_t>(),
                         grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr,
                         ds.mutable_data_ptr<acc_t>(),
                         pg.mutable_data_ptr<acc_t>(),

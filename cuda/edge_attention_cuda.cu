@@ -153,10 +153,10 @@ struct Args {
   const scalar_t *q, *k, *v, *dout, *out, *bias, *gate;
   const scalar_t *ek, *ev;  // edge_key [E, H, D], edge_value [E, H, Dv]; null when absent
   const int64_t *rowptr, *col, *colptr, *row, *perm;
-  const acc_t *lse_in, *grad_lse;
+  const acc_t *lse_in, *lse_lo_in, *grad_lse;
   scalar_t *o, *dq, *dk, *dv;
   scalar_t *gek, *gev;  // their gradients; null when not asked for
-  acc_t *lse, *ds, *pg, *dgate;
+  acc_t *lse, *lse_lo, *ds, *pg, *dgate;
   int64_t n, H, D, Dv;  // n: the rows the kernel walks (N_dst, or N_src for the source pass)
   int64_t n_dst, n_src, E;  // the bounds of the index values (device asserts)
   acc_t scale;
@@ -223,13 +223,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
 #pragma unroll
     for (int t = 0; t < kSlice; ++t) acc[t] = acc[t] * alpha_self + __shfl_xor_sync(kFull, acc[t], o) * alpha_other;
   }
-  acc_t lse, inv;
-  softmax_finalize(st, lse, inv);
+  acc_t lse, lse_lo, inv;
+  softmax_finalize(st, lse, lse_lo, inv);
   if (ln.group != 0) return;
 #pragma unroll
   for (int t = 0; t < kSlice; ++t) acc[t] *= inv;
   store_slice(a.o + ln.w * a.Dv, acc, ln.d0, a.Dv);
-  if (ln.d0 == 0) a.lse[ln.w] = lse;
+  if (ln.d0 == 0) {
+    a.lse[ln.w] = lse;
+    a.lse_lo[ln.w] = lse_lo;
+  }
 }
 
 template <typename scalar_t, typename acc_t, int G>
@@ -247,7 +250,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
 #pragma unroll
   for (int t = 0; t < kSlice; ++t) gq[t] = 0;
   const acc_t delta = row_delta(group_sum<G>(slice_dot(ov, vx)), a.grad_lse ? a.grad_lse[ln.w] : acc_t(0));
-  const acc_t shift = prob_shift(a.lse_in[ln.w]);
+  const Shift<acc_t> shift = prob_shift(a.lse_in[ln.w], a.lse_lo_in[ln.w]);
   for (int64_t base = start; base < end; base += P) {  // uniform over the warp
     const int64_t e = base + ln.group;
     const bool live = e < end;
@@ -264,7 +267,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * kWarp, kMinBlocks<scalar_t>)
     const acc_t dp = group_sum<G>(dp_part);
     if (!live) continue;
     const acc_t s = a.bias ? score(dot, a.scale, static_cast<acc_t>(a.bias[e * a.H + h])) : score(dot, a.scale);
-    const acc_t p = edge_prob(s, shift);
+    const acc_t p = edge_prob(s, shift.hi, shift.lo);
     const acc_t g = a.gate ? static_cast<acc_t>(a.gate[e * a.H + h]) : acc_t(1);
     const acc_t ds = grad_score(p, a.gate ? gated_dp(dp, g) : dp, delta);
     const acc_t pg = a.gate ? value_weight(p, g) : p;
@@ -365,14 +368,13 @@ const scalar_t* ptr_or_null(const std::optional<at::Tensor>& t) {
   return t ? t->const_data_ptr<scalar_t>() : nullptr;
 }
 
-std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
-                                                           const at::Tensor& v, const at::Tensor& rowptr,
-                                                           const at::Tensor& col, const at::Tensor& colptr,
-                                                           const at::Tensor& row, const at::Tensor& perm,
-                                                           const std::optional<at::Tensor>& bias,
-                                                           const std::optional<at::Tensor>& gate,
-                                                           const std::optional<at::Tensor>& edge_key,
-                                                           const std::optional<at::Tensor>& edge_value, double scale) {
+ForwardResult edge_attention_fwd_cuda(const at::Tensor& q, const at::Tensor& k,
+                                      const at::Tensor& v, const at::Tensor& rowptr,
+                                      const at::Tensor& col, const at::Tensor& colptr,
+                                      const at::Tensor& row, const at::Tensor& perm,
+                                      const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& gate,
+                                      const std::optional<at::Tensor>& edge_key,
+                                      const std::optional<at::Tensor>& edge_value, double scale) {
   (void)colptr;
   (void)row;
   (void)perm;
@@ -381,6 +383,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cuda(const at::Tensor& q, 
   const c10::cuda::CUDAGuard guard(q.device());
   at::Tensor out = at::empty({sz.n_dst, sz.heads, sz.dv}, q.options());
   at::Tensor lse = at::empty({sz.n_dst, sz.heads}, q.options().dtype(at::toOpMathType(q.scalar_type())));
+  at::Tensor lse_lo = at::empty_like(lse);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "edge_attention_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     Args<scalar_t, acc_t> a{};
@@ -395,6 +398,7 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cuda(const at::Tensor& q, 
     a.col = col.const_data_ptr<int64_t>();
     a.o = out.mutable_data_ptr<scalar_t>();
     a.lse = lse.mutable_data_ptr<acc_t>();
+    a.lse_lo = lse_lo.mutable_data_ptr<acc_t>();
     a.n = sz.n_dst;
     a.H = sz.heads;
     a.D = sz.d;
@@ -407,20 +411,20 @@ std::tuple<at::Tensor, at::Tensor> edge_attention_fwd_cuda(const at::Tensor& q, 
       launch(fwd_kernel<scalar_t, acc_t, decltype(group)::value>, a, sz.n_dst * sz.heads);
     });
   });
-  return {out, lse};
+  return {out, lse, lse_lo};
 }
 
 BackwardResult edge_attention_bwd_cuda(const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse,
                                        const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& rowptr,
-                                       const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
-                                       const at::Tensor& perm, const std::optional<at::Tensor>& bias,
-                                       const std::optional<at::Tensor>& gate,
+                                       const at::Tensor& out, const at::Tensor& lse, const at::Tensor& lse_lo,
+                                       const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                                       const at::Tensor& row, const at::Tensor& perm,
+                                       const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& gate,
                                        const std::optional<at::Tensor>& edge_key,
                                        const std::optional<at::Tensor>& edge_value, double scale, bool need_kv,
                                        bool need_bias, bool need_gate, bool need_edge_key, bool need_edge_value) {
   TORCH_CHECK(q.is_cuda(), "edge_attention_bwd (CUDA kernel) got q on ", q.device());
-  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate,
+  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias, gate,
                                   edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
                                   need_edge_value);
   const c10::cuda::CUDAGuard guard(q.device());
@@ -451,6 +455,7 @@ BackwardResult edge_attention_bwd_cuda(const at::Tensor& grad_out, const std::op
     a.rowptr = rowptr.const_data_ptr<int64_t>();
     a.col = col.const_data_ptr<int64_t>();
     a.lse_in = lse.const_data_ptr<acc_t>();
+    a.lse_lo_in = lse_lo.const_data_ptr<acc_t>();
     a.grad_lse = grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr;
     a.dq = dq.mutable_data_ptr<scalar_t>();
     a.ds = ds.mutable_data_ptr<acc_t>();

@@ -3,6 +3,9 @@
 //   s_e   = scale * <q_i, k_j> + bias_e                       (score)
 //   p_e   = exp(s_e - lse_i),  lse_i = log sum_e exp(s_e)      (streaming softmax)
 //   out_i = sum_e gate_e * p_e * v_j
+// The forward saves lse_i as two numbers, lse_i rounded and lse_lo_i its rounding error, so the
+// backward's p_e is exact to the precision of T even when every score of a row is large (a row
+// masked out by a bias of -1e9: rounded, lse is off by up to 32 there in float32, p by e^32).
 //
 // Backward (FlashAttention's recipe on graphs), with dO_i the gradient of out_i:
 //   dp_e    = <dO_i, v_j>
@@ -145,13 +148,18 @@ GA_HD void softmax_merge(SoftmaxState<T>& a, const SoftmaxState<T>& b, T& alpha_
   a.m = m_new;
 }
 
-// lse = m + log(l) and 1 / l to normalize the accumulator. Empty rule: l == 0 (no finite score)
-// gives lse = -inf and a factor 0, so out = 0 rather than 0 / 0. A NaN l (a NaN or +inf score)
-// gives NaN for both.
+// lse = m + log(l), with lse_lo the rounding error of that sum (Knuth's TwoSum, exact without
+// fast-math: lse + lse_lo = m + log(l) exactly), and 1 / l to normalize the accumulator. Empty
+// rule: l == 0 (no finite score) gives lse = -inf and a factor 0, so out = 0 rather than 0 / 0. A
+// NaN l (a NaN or +inf score) gives NaN for both. lse_lo is 0 in those two cases.
 template <typename T>
-GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& inv_l) {
+GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& lse_lo, T& inv_l) {
+  lse_lo = T(0);
   if (st.l > T(0)) {
-    lse = st.m + ga_log(st.l);
+    const T log_l = ga_log(st.l);
+    lse = st.m + log_l;
+    const T m_part = lse - log_l, l_part = lse - m_part;  // what of each addend the sum kept
+    lse_lo = (st.m - m_part) + (log_l - l_part);
     inv_l = T(1) / st.l;
   } else if (st.l != st.l) {
     lse = st.l;
@@ -164,18 +172,25 @@ GA_HD void softmax_finalize(const SoftmaxState<T>& st, T& lse, T& inv_l) {
 
 // ---------------------------------------------------------------- backward
 
-// The shift that turns a score into its probability. Rows with lse = -inf hold only s = -inf
-// edges: shift by 0 so exp(-inf - 0) = 0 instead of exp(-inf - (-inf)) = NaN. A NaN lse stays
-// NaN, so every probability of its row is NaN, as the reference's.
+// The shift (hi, lo) that turns a score into its probability: the saved (lse, lse_lo). Rows with
+// lse = -inf hold only s = -inf edges: shift by 0 so exp(-inf - 0) = 0 instead of
+// exp(-inf - (-inf)) = NaN. A NaN lse stays NaN, so every probability of its row is NaN, as the
+// reference's.
 template <typename T>
-GA_HD T prob_shift(T lse) {
-  return lse == neg_inf<T>() ? T(0) : lse;
+struct Shift {
+  T hi, lo;
+};
+template <typename T>
+GA_HD Shift<T> prob_shift(T lse, T lse_lo) {
+  return lse == neg_inf<T>() ? Shift<T>{T(0), T(0)} : Shift<T>{lse, lse_lo};
 }
 
-// p_e = exp(s_e - lse_i), recomputed from the saved lse (never stored by the forward).
+// p_e = exp(s_e - lse_i), recomputed from the saved lse (never stored by the forward) as
+// exp((s_e - hi) - lo): s_e - hi is exact when the two are within a factor of 2 (Sterbenz), so
+// p_e keeps T's precision however large the row's scores are.
 template <typename V>
-GA_HD V edge_prob(V s, V shift) {
-  return ga_exp(s - shift);
+GA_HD V edge_prob(V s, V shift_hi, V shift_lo) {
+  return ga_exp((s - shift_hi) - shift_lo);
 }
 
 // delta_i = <dO_i, out_i>, minus the gradient of lse_i when the caller used lse.

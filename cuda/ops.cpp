@@ -4,19 +4,20 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY(graphattn, m) {
-  // (out [N_dst, H, Dv], lse [N_dst, H]); lse is float32 for half inputs. colptr/row/perm (the
-  // graph's transpose) are not read by the forward: they travel to the backward with the saved
-  // inputs; pass empty tensors when no gradient is needed. edge_key [E, H, D] / edge_value
+  // (out [N_dst, H, Dv], lse [N_dst, H], lse_lo [N_dst, H]); lse is float32 for half inputs,
+  // lse_lo its rounding error (the backward's probabilities need both; edge_attention_math.h).
+  // colptr/row/perm (the graph's transpose) are not read by the forward: they travel to the
+  // backward with the saved inputs; pass empty tensors when no gradient is needed. edge_key [E, H, D] / edge_value
   // [E, H, Dv] are added to the key / value of each edge (they may be the same tensor).
   m.def(
       "edge_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
       "Tensor perm, Tensor? bias, Tensor? gate, Tensor? edge_key, Tensor? edge_value, float scale) "
-      "-> (Tensor, Tensor)");
+      "-> (Tensor, Tensor, Tensor)");
   // (grad_q, grad_k, grad_v, grad_bias, grad_gate, grad_edge_key, grad_edge_value); a gradient not
   // asked for is an empty tensor.
   m.def(
       "edge_attention_bwd(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-      "Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor perm, Tensor? bias, Tensor? gate, "
+      "Tensor lse_lo, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor perm, Tensor? bias, Tensor? gate, "
       "Tensor? edge_key, Tensor? edge_value, float scale, bool need_kv, bool need_bias, bool need_gate, "
       "bool need_edge_key, bool need_edge_value) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The SBM sampler's endpoint draws (CPU; graphattn/structure/sbm.py, cuda/sbm_draw_cpu.cpp): one

@@ -6,8 +6,9 @@ The library holds the attention ops ``graphattn::edge_attention_fwd`` and
 :mod:`graphattn.structure.sbm`). This module loads it, gives both
 attention ops fake (meta) kernels and wires the backward op as the forward's autograd formula,
 so ``torch.compile`` and
-``torch.library.opcheck`` see ordinary PyTorch ops. The forward saves only ``out`` and ``lse``;
-the backward recomputes the attention weights from ``lse`` (never storing ``E x H x D`` tensors)
+``torch.library.opcheck`` see ordinary PyTorch ops. The forward saves only ``out`` and ``lse``
+(with ``lse_lo``, its rounding error, so that rows of large scores keep exact gradients); the
+backward recomputes the attention weights from them (never storing ``E x H x D`` tensors)
 and needs the graph's cached transpose, which travels through the forward op's inputs. Optional
 per-edge key / value terms (``edge_key`` / ``edge_value``, ``[E, H, D]`` / ``[E, H, Dv]``) are read
 in place by both passes; their gradients (``scale * ds_e * q_i`` and ``gate_e * p_e * dO_i``) are
@@ -95,7 +96,7 @@ if _LOAD_ERROR is None:
     def _fwd_fake(q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale):
         out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
         lse = q.new_empty((q.shape[0], q.shape[1]), dtype=_lse_dtype(q.dtype))
-        return out, lse
+        return out, lse, torch.empty_like(lse)
 
     @torch.library.register_fake("graphattn::edge_attention_bwd")
     def _bwd_fake(
@@ -106,6 +107,7 @@ if _LOAD_ERROR is None:
         v,
         out,
         lse,
+        lse_lo,
         rowptr,
         col,
         colptr,
@@ -137,14 +139,17 @@ if _LOAD_ERROR is None:
 
     def _setup_context(ctx, inputs, output):
         q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value)
+        out, lse, lse_lo = output
+        ctx.mark_non_differentiable(lse_lo)  # lse's rounding error, for the backward only
+        ctx.save_for_backward(
+            q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value
+        )
         ctx.scale = scale
         # lse is rarely differentiated: without this, autograd fills a zero grad_lse [N, H] per backward.
         ctx.set_materialize_grads(False)
 
-    def _backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value = ctx.saved_tensors
+    def _backward(ctx, grad_out, grad_lse, _grad_lse_lo):
+        q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph=True: the kernels' gradients are not differentiable
             return _differentiable_backward(ctx, grad_out, grad_lse)
@@ -167,6 +172,7 @@ if _LOAD_ERROR is None:
             v,
             out,
             lse,
+            lse_lo,
             rowptr,
             col,
             colptr,
@@ -204,7 +210,7 @@ if _LOAD_ERROR is None:
         second derivative (gradient penalties, meta-learning) exists; only under create_graph."""
         from .reference import edge_attention as edge_attention_reference
 
-        q, k, v, _, _, rowptr, col, *_, bias, gate, edge_key, edge_value = ctx.saved_tensors
+        q, k, v, _, _, _, rowptr, col, *_, bias, gate, edge_key, edge_value = ctx.saved_tensors
         graph = Graph._unchecked(rowptr, col, k.shape[0])
         inputs = {0: q, 1: k, 2: v, 8: bias, 9: gate, 10: edge_key, 11: edge_value}
         wanted = [i for i, t in inputs.items() if t is not None and ctx.needs_input_grad[i]]
@@ -248,7 +254,7 @@ def _forward(
         colptr = row = perm = graph.rowptr.new_empty((0,))
     if edge_value is edge_key and edge_key is not None:
         edge_key = edge_value = edge_key.contiguous()  # one copy (if any) for both arguments
-    return torch.ops.graphattn.edge_attention_fwd(
+    out, lse, _ = torch.ops.graphattn.edge_attention_fwd(  # _: lse's rounding error, saved for the backward
         q.contiguous(),
         k.contiguous(),
         v.contiguous(),
@@ -263,6 +269,7 @@ def _forward(
         _contiguous(edge_value),
         scale,
     )
+    return out, lse
 
 
 register_backend(

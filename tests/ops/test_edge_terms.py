@@ -323,9 +323,9 @@ def test_opcheck_backward_op_with_terms():
     g = next(c.graph for c in ALL_GRAPHS if c.name == "random")
     inputs = inputs_with_terms(g, 2, 8, 8, torch.float32)
     fwd = custom_op_args(g, inputs, 0.3)
-    out, lse = torch.ops.graphattn.edge_attention_fwd(*fwd)
+    out, lse, lse_lo = torch.ops.graphattn.edge_attention_fwd(*fwd)
     q, k, v, rowptr, col, colptr, row, perm, bias, gate, ek, ev, scale = fwd
-    args = (torch.randn_like(out), torch.randn_like(lse), q, k, v, out, lse, rowptr, col, colptr, row, perm)
+    args = (torch.randn_like(out), torch.randn_like(lse), q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm)
     args += (bias, gate, ek, ev, scale, True, True, True, True, True)
     torch.library.opcheck(torch.ops.graphattn.edge_attention_bwd.default, args)
     grads = torch.ops.graphattn.edge_attention_bwd(*args)

@@ -312,7 +312,7 @@ def test_opcheck_backward_op():
     g = next(c.graph for c in GRAPHS if c.name == "random")
     inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
     fwd_args = _op_args(g, inputs, True, True)
-    out, lse = torch.ops.graphattn.edge_attention_fwd(*fwd_args)
+    out, lse, lse_lo = torch.ops.graphattn.edge_attention_fwd(*fwd_args)
     q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = fwd_args
     args = (
         torch.randn_like(out),
@@ -322,6 +322,7 @@ def test_opcheck_backward_op():
         v,
         out,
         lse,
+        lse_lo,
         rowptr,
         col,
         colptr,
@@ -383,7 +384,7 @@ def test_backward_without_transpose_is_an_error_not_a_crash():
     g = next(c.graph for c in GRAPHS if c.name == "random")
     inputs = random_inputs(g, heads=2, head_dim=8, dtype=torch.float32)
     empty = g.rowptr.new_empty(0)
-    out, lse = torch.ops.graphattn.edge_attention_fwd(
+    out, lse, lse_lo = torch.ops.graphattn.edge_attention_fwd(
         inputs["q"], inputs["k"], inputs["v"], g.rowptr, g.col, empty, empty, empty, None, None, None, None, 0.5
     )
     with pytest.raises(RuntimeError, match="colptr must have"):
@@ -395,6 +396,7 @@ def test_backward_without_transpose_is_an_error_not_a_crash():
             inputs["v"],
             out,
             lse,
+            lse_lo,
             g.rowptr,
             g.col,
             empty,
@@ -483,6 +485,29 @@ def test_double_backward_gradgradcheck(terms):
     assert torch.autograd.gradgradcheck(f, args)
 
 
+@pytest.mark.parametrize("shift", [-1e9, 1e7])
+@pytest.mark.parametrize("hub", [4, 3000])  # the short-row and the blocked / split-row kernels
+def test_gradients_of_rows_of_large_scores_match_the_reference(shift, hub):
+    """A row whose scores are all large (masked out by a bias of -1e9, a common idiom) had its
+    probabilities recomputed as exp(s - lse) with lse rounded to float32: off by up to e^32 in
+    the backward while the forward was exact (API audit). lse's rounding error is now saved too."""
+    torch.manual_seed(0)
+    src = torch.cat([torch.arange(hub), torch.arange(3)])
+    dst = torch.cat([torch.zeros(hub, dtype=torch.long), torch.ones(3, dtype=torch.long)])
+    g = Graph.from_edge_index(torch.stack([src, dst]), hub, 2)
+    q, k, v = torch.randn(2, 2, 16), torch.randn(hub, 2, 16), torch.randn(hub, 2, 16)
+    bias = torch.randn(g.num_edges, 2)
+    bias[:hub] += shift  # row 0 only: row 1 keeps ordinary scores
+    grads = {}
+    for backend in ("reference", "native"):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v, bias)]
+        out = edge_attention(*inputs[:3], g, bias=inputs[3], backend=backend)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads[backend] = [out.detach()] + [t.grad for t in inputs]
+    for got, want in zip(grads["native"], grads["reference"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_index_values_are_checked_so_bad_indices_raise_instead_of_crashing():
     """The kernels index memory with rowptr / col (and the transpose's colptr / row / perm). A
     Graph is validated once, when built; a direct op call, or a Graph whose tensors were changed in
@@ -508,12 +533,12 @@ def test_index_values_are_checked_so_bad_indices_raise_instead_of_crashing():
         args[pos] = change(args[pos]).contiguous()
         with pytest.raises(RuntimeError, match=msg):
             op(*args)
-    out, lse = op(*fwd_args)
+    out, lse, lse_lo = op(*fwd_args)
     q, k, v, rowptr, col, colptr, row, perm, bias, gate, edge_key, edge_value, scale = fwd_args
-    colptr_flipped = (9, r"colptr must run from 0 to E")
-    for pos, msg in [(10, r"row must lie in \[0, N_dst = "), (11, r"perm must lie in \[0, E = "), colptr_flipped]:
-        bwd = [torch.ones_like(out), None, q, k, v, out, lse, rowptr, col, colptr, row, perm]
-        bwd[pos] = bwd[pos].flip(0).contiguous() if pos == 9 else bwd[pos].index_fill(0, torch.tensor([0]), -5)
+    colptr_flipped = (10, r"colptr must run from 0 to E")
+    for pos, msg in [(11, r"row must lie in \[0, N_dst = "), (12, r"perm must lie in \[0, E = "), colptr_flipped]:
+        bwd = [torch.ones_like(out), None, q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm]
+        bwd[pos] = bwd[pos].flip(0).contiguous() if pos == 10 else bwd[pos].index_fill(0, torch.tensor([0]), -5)
         flags = (True, True, False, False, False)  # need k / v, bias; not gate, edge key, edge value
         with pytest.raises(RuntimeError, match=msg):
             torch.ops.graphattn.edge_attention_bwd(*bwd, bias, gate, edge_key, edge_value, scale, *flags)
