@@ -275,7 +275,7 @@ def _forward(
 register_backend(
     Backend(
         name="native",
-        description="fused C++/OpenMP (blocked AVX-512 / AVX2) and CUDA kernels, streaming softmax, lse-only backward",
+        description="fused C++/OpenMP (blocked AVX-512 / AVX2) and CUDA kernels, streaming softmax, lse-based backward",
         devices=("cpu", "cuda"),
         dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
         # The CUDA kernel keeps a row of up to 8 values per lane in registers (8 x 32 = 256).

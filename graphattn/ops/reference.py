@@ -114,13 +114,20 @@ def attention_weights(
     scale: float,
     edge_key: Tensor | None = None,
 ) -> Tensor:
-    """``p [E, H] = exp(s_e - lse[dst_e])``: the softmax recomputed from a saved ``lse``."""
+    """``p [E, H] = exp(s_e - lse[dst_e])``: the softmax recomputed from a saved ``lse``, then
+    renormalized per row. ``lse`` is rounded: by up to 32 at ``-1e9`` in float32 (a row masked out
+    by a large negative bias), where ``exp(s - lse)`` alone is off by a factor up to ``e^32``; the
+    factor is the same for every edge of the row, so dividing by the row's sum removes it."""
     ct = _compute_dtype(q.dtype)
     bias, edge_key = (None if t is None else t.to(ct) for t in (bias, edge_key))
     s = _scores(q.to(ct), k.to(ct), graph, bias, scale, edge_key)
-    lse_e = lse.to(ct).index_select(0, graph.dst())
+    dst = graph.dst()
+    lse_e = lse.to(ct).index_select(0, dst)
     empty = lse_e == float("-inf")
     # Rows with lse = -inf have only s = -inf edges: weight 0. Subtract 0 there rather
     # than -inf, so neither the value nor its gradient becomes NaN (a NaN lse stays NaN).
     w = torch.exp(s - torch.where(empty, torch.zeros_like(lse_e), lse_e))
-    return torch.where(empty, torch.zeros_like(w), w).to(q.dtype)
+    w = torch.where(empty, torch.zeros_like(w), w)
+    total = w.new_zeros(graph.num_dst, w.shape[1]).index_add(0, dst, w)
+    total = torch.where(total > 0, total, torch.ones_like(total))  # rows of weight 0 stay 0
+    return (w / total.index_select(0, dst)).to(q.dtype)

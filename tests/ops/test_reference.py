@@ -160,6 +160,22 @@ def test_building_blocks_compose_to_the_op(case):
     torch.testing.assert_close(row_sums[nonempty], torch.ones_like(row_sums[nonempty]))
 
 
+@pytest.mark.parametrize("backend", ["reference", "native"])
+def test_attention_weights_of_a_row_masked_by_a_large_bias(backend):
+    # exp(s - lse) with lse rounded at -1e9 summed to 4 over a 4-edge row (API review). In float32
+    # every score of that row rounds to -1e9, so its softmax is uniform; the other row is untouched.
+    g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 3, 0, 1], [0, 0, 0, 0, 1, 1]]), 4, 2)
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 1, 8), torch.randn(4, 1, 8), torch.randn(4, 1, 8)
+    bias = torch.zeros(6, 1)
+    bias[:4] = -1e9
+    _, lse = ops.edge_attention(q, k, v, g, bias=bias, return_lse=True, backend=backend)
+    w = ops.attention_weights(q, k, g, lse, bias=bias)
+    torch.testing.assert_close(w[:4], torch.full((4, 1), 0.25))
+    _, lse_open = ops.edge_attention(q, k, v, g, return_lse=True, backend=backend)
+    torch.testing.assert_close(w[4:], ops.attention_weights(q, k, g, lse_open)[4:])
+
+
 def test_building_blocks_gradcheck():
     g = SMALL[2].graph
     x = random_inputs(g, heads=2, head_dim=3, requires_grad=True)
