@@ -71,9 +71,10 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
     :class:`ToGraph`). Index building never enters ``torch.compile`` graphs.
 
     The graph of the last ``edge_index`` tensor is cached (one entry, keyed on the tensor and its
-    version counter), so the layers of one model build it once; edits that bypass the version
-    counter (``.data``, a NumPy array sharing the memory) are not seen. The graph never shares
-    memory with ``edge_index``.
+    version counter; not for inference tensors, which have none), so the layers of one model build
+    it once; edits that bypass the version counter (``.data``, a NumPy array sharing the memory)
+    are not seen. The graph of an ``edge_index`` Tensor does not share its memory (an
+    ``EdgeIndex``'s own CSC is reused as is).
 
     Args:
         edge_index: the edges (row 0 sources ``j``, row 1 destinations ``i``).
@@ -99,9 +100,11 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         raise ValueError(
             f"edge_index must be of integer type (e.g. torch.int64 or torch.int32), got {edge_index.dtype}"
         )
+    cacheable = not edge_index.is_inference()  # an inference tensor has no version counter to key on
     ref = _LAST.get("ref")
     if (
-        ref is not None
+        cacheable
+        and ref is not None
         and ref() is edge_index
         and _LAST["version"] == edge_index._version
         and _LAST["sizes"] == (num_src, num_dst)
@@ -133,6 +136,8 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
             graph = Graph(rowptr, plain[0].clone(), num_src)  # a copy: later edits of edge_index stay out
         else:
             graph, perm = Graph.from_edge_index(plain, num_src=num_src, num_dst=num_dst, return_perm=True)
+    if not cacheable:
+        return graph, perm
     try:
         _LAST.update(ref=weakref.ref(edge_index), version=edge_index._version, sizes=(num_src, num_dst))
         _LAST.update(graph=graph, perm=perm, inference=torch.is_inference_mode_enabled())

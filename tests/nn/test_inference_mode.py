@@ -61,3 +61,18 @@ def test_graph_views_built_in_inference_mode_are_rebuilt_for_training(backend):
     with torch.inference_mode():
         assert g.transpose is transpose  # views built outside serve inside
     assert g.transpose is transpose
+
+
+def test_pyg_layer_takes_edges_made_in_inference_mode():
+    # An eval loop that moves its batch inside inference_mode hands the layer an inference
+    # edge_index, which has no version counter for the edge_index cache to read (review).
+    pyg = pytest.importorskip("graphattn.nn.pyg")
+    conv = pyg.GraphAttnConv(8, 4, heads=2).eval()
+    x = torch.randn(10, 8)
+    edges = torch.randint(0, 10, (2, 30), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        inference_edges = edges.clone()
+        got = [conv(x, inference_edges), conv(x, inference_edges)]
+    want = conv(x, edges)
+    for out in got:
+        torch.testing.assert_close(out, want)
