@@ -106,11 +106,13 @@ def knn(
     x = x.detach()
     if cosine:
         x = torch.nn.functional.normalize(x, dim=1)
-    elif top > 0:
+    elif top > 0 and not 2.0**-32 <= top <= 2.0**32:
         # Distances are ranked by their squares, which overflow (or underflow) for coordinates near
         # the dtype's range: bring the largest to [0.5, 1) by a power of two, which is exact, so
         # every comparison is the one the unscaled coordinates would give where they do not overflow.
-        x = x * 2.0 ** -math.frexp(top)[1]
+        # Two factors, each representable even when the whole shift is not (subnormal inputs).
+        shift = -math.frexp(top)[1]
+        x = x * 2.0 ** (shift // 2) * 2.0 ** (shift - shift // 2)
     deg = torch.clamp(torch.clamp(seg.length - (0 if loop else 1), min=0), max=k)
     rowptr, num_edges = row_offsets(deg)
     col = torch.empty(num_edges, dtype=torch.long, device=x.device)

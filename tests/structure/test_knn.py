@@ -128,7 +128,7 @@ def test_knn_is_exact_for_coordinates_near_the_dtype_range(method):
     # returned a non-nearest neighbour in every row. Scaling by a power of two changes no comparison.
     x = torch.rand(200, 2, generator=torch.Generator().manual_seed(0))
     want = [set(r) for r in _rows(S.knn(x.double(), 4, method="brute"))]
-    for scale in (1e25, 1e-25, 2.0**40, 1.0):
+    for scale in (1e25, 1e-25, 2.0**40, 1.0, 1e-40):  # 1e-40: subnormal in float32
         got = S.knn(x * scale, 4, method=method)
         assert [set(r) for r in _rows(got)] == want, scale
 
