@@ -220,7 +220,8 @@ class MoleculeConvNet(nn.Module):
       ``[h, h s_i, h / s_i]`` with ``s_i = log(d_i + 1) / delta`` (``d_i`` its in-degree, at
       least 1), mapped back to ``d`` by the MLP's first layer (``mlp``) or by a linear layer.
       The value is ``delta``, the mean ``log(d + 1)`` over the training atoms
-      (:func:`mean_log_degree`); 0 turns the scalers off.
+      (:func:`mean_log_degree`, over the bonds: with ``rings`` the degrees the scalers see also
+      count the ring edges, so there ``s`` is not centred on 1); 0 turns the scalers off.
     """
 
     def __init__(
