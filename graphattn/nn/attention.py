@@ -213,23 +213,32 @@ class GraphAttention(nn.Module):
             ptr: ``[B + 1]`` example offsets for the structure (default ``graph.ptr``).
             src_ptr: ``[B + 1]`` example offsets of ``x_src`` (default ``graph.src_ptr``).
         """
-        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.embed_dim:
-            got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be [N, embed_dim] = [N, {self.embed_dim}], got {got}")
+        for name, t in (("x", x), ("x_src", x_src)):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.embed_dim:
+            raise ValueError(f"x must be [N, embed_dim] = [N, {self.embed_dim}], got {list(x.shape)}")
+        src_given = x_src is not None
         if x_src is None:
             if not self._qkv_same_embed_dim:
                 raise ValueError(f"x_src is required when kdim/vdim ({self.kdim}/{self.vdim}) differ from embed_dim")
             x_src = x
-        elif not isinstance(x_src, Tensor) or x_src.dim() != 2 or x_src.shape[1] != self.kdim or self.kdim != self.vdim:
-            got = list(x_src.shape) if isinstance(x_src, Tensor) else type(x_src).__name__
-            raise ValueError(f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {got}")
+        elif x_src.dim() != 2 or x_src.shape[1] != self.kdim or self.kdim != self.vdim:
+            raise ValueError(
+                f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {list(x_src.shape)}"
+            )
         if graph is not None:
             check_graph(graph)  # before graph.ptr: an edge_index Tensor here gets a TypeError, not AttributeError
             if self.structure is None:  # the graph's nodes are x's rows (a structure checks its own)
-                for name, t, what in (("x", x, "num_dst"), ("x_src", x_src, "num_src")):
-                    rows = getattr(graph, what)
-                    if t.shape[0] != rows:
-                        raise ValueError(f"{name} must have graph.{what} = {rows} rows, got {t.shape[0]}")
+                if x.shape[0] != graph.num_dst:
+                    raise ValueError(f"x must have graph.num_dst = {graph.num_dst} rows, got {x.shape[0]}")
+                if x_src.shape[0] != graph.num_src:
+                    raise ValueError(
+                        f"x_src must have graph.num_src = {graph.num_src} rows, got {x_src.shape[0]}"
+                        if src_given
+                        else f"graph has num_src = {graph.num_src} source nodes, x has {x.shape[0]} rows: "
+                        "pass their features as x_src"
+                    )
         if ptr is None and graph is not None:
             ptr = graph.ptr
         if src_ptr is None and graph is not None:

@@ -196,8 +196,14 @@ def test_edge_bias_and_weights_recomputed_not_stored():
         ),
         (
             lambda: GraphAttention(8, 2)(torch.zeros(3, 8), S.full(3), x_src=[1, 2]),
+            TypeError,
+            "x_src must be a torch.Tensor, got list",
+        ),
+        (lambda: GraphAttention(8, 2)([[0.0] * 8], S.full(1)), TypeError, "x must be a torch.Tensor, got list"),
+        (  # x_src not passed: the message says to pass it, not that it has the wrong rows
+            lambda: GraphAttention(8, 2)(torch.zeros(2, 8), Graph.from_dense(torch.ones(2, 3, dtype=torch.bool))),
             ValueError,
-            r"x_src must be .*got list",
+            "graph has num_src = 3 source nodes, x has 2 rows: pass their features as x_src",
         ),
     ],
 )
