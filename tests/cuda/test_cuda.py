@@ -252,6 +252,57 @@ def test_launcher_checks_raise_instead_of_crashing(device):
     )
 
 
+BAD_INDEX = """
+import sys, torch
+from graphattn import Graph
+from graphattn.ops import edge_attention
+
+which = sys.argv[1]
+g = Graph.from_edge_index(torch.tensor([[0, 1, 2, 0], [0, 0, 1, 1]]), 3, 2).to("cuda")
+q = torch.randn(2, 1, 8, device="cuda")
+k, v = torch.randn(3, 1, 8, device="cuda"), torch.randn(3, 1, 8, device="cuda")
+if which == "col":
+    g.col[1] = 7  # after validation: only the kernel's device assert sees it
+else:
+    g.rowptr[1] = 9
+edge_attention(q, k, v, g, backend="native")
+torch.cuda.synchronize()
+print("no assert")
+"""
+
+
+@pytest.mark.parametrize(("which", "message"), [("col", "col must lie in [0, N_src)"), ("rowptr", "rowptr must be")])
+def test_bad_index_values_are_a_device_assert_not_a_wild_read(which, message):
+    """The kernels assert index_ok / offsets_ok (cuda/edge_attention_math.h) where they read each
+    index; a child process, since a device-side assert leaves the CUDA context unusable."""
+    done = subprocess.run([sys.executable, "-c", BAD_INDEX, which], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "no assert" not in done.stdout
+    assert message in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("shift", [-1e9, 1e7])
+def test_gradients_of_rows_of_large_scores_match_the_reference(shift):
+    """The backward's p = exp((s - lse) - lse_lo) with lse's rounding error saved by the forward
+    (tests/ops/test_native.py has the CPU case; the math is the shared header's)."""
+    torch.manual_seed(0)
+    hub = 3000
+    src = torch.cat([torch.arange(hub), torch.arange(3)])
+    dst = torch.cat([torch.zeros(hub, dtype=torch.long), torch.ones(3, dtype=torch.long)])
+    g = Graph.from_edge_index(torch.stack([src, dst]), hub, 2)
+    base = {"q": torch.randn(2, 2, 16), "k": torch.randn(hub, 2, 16), "v": torch.randn(hub, 2, 16)}
+    base["bias"] = torch.randn(g.num_edges, 2)
+    base["bias"][:hub] += shift
+    results = {}
+    for device in ("cpu", "cuda"):
+        inputs = {n: t.to(device).requires_grad_() for n, t in base.items()}
+        backend = "reference" if device == "cpu" else "native"
+        out = edge_attention(graph=g.to(device), backend=backend, **inputs)
+        (out * torch.linspace(-1, 1, out.numel(), device=device).view_as(out)).sum().backward()
+        results[device] = [out.detach().cpu()] + [inputs[n].grad.cpu() for n in ("q", "k", "v", "bias")]
+    for got, want in zip(results["cuda"], results["cpu"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_inputs_on_different_devices_are_a_clear_error():
     g = window_graph(20, 3)
     inputs = random_inputs(g, heads=1, head_dim=8, dtype=torch.float32)
