@@ -55,10 +55,16 @@ def check_ptr(name: str, ptr: object, total: int | None, total_name: str = "N") 
     least one entry, start at 0, are non-decreasing and end at ``total`` (called ``total_name`` in
     the error; ``None``: any end). Costs one host sync.
     """
+    ptr = _check_ptr_shape(name, ptr)
+    _check_ptr_values(name, ptr, _ptr_stats(ptr).tolist(), total, total_name)
+    return ptr
+
+
+def _check_ptr_shape(name: str, ptr: object) -> Tensor:
+    """:func:`check_ptr`'s checks that need no host sync: a 1-D int64 tensor with at least one entry."""
     ptr = _check_index_tensor(name, ptr, 1)
     if ptr.numel() < 1:
         raise ValueError(f"{name} must have B + 1 >= 1 entries, got an empty tensor")
-    _check_ptr_values(name, ptr, _ptr_stats(ptr).tolist(), total, total_name)
     return ptr
 
 
@@ -154,9 +160,7 @@ class Graph:
         for name, (total, total_name) in sizes.items():
             p = getattr(self, name)
             if p is not None:
-                _check_index_tensor(name, p, 1)
-                if p.numel() < 1:
-                    raise ValueError(f"{name} must have B + 1 >= 1 entries, got an empty tensor")
+                _check_ptr_shape(name, p)
                 if p.device != rowptr.device:
                     raise ValueError(f"{name} must be on {rowptr.device}, got {p.device}")
                 offsets.append((name, p, total, total_name))
