@@ -83,6 +83,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help=f"cosine: one epoch of linear warm-up, then cosine decay to 0 (default {defaults['lr_schedule']})",
     )
     p.add_argument("--dropout", type=float, help=f"default {defaults['dropout']}")
+    p.add_argument(
+        "--max-grad-norm",
+        type=float,
+        dest="max_grad_norm",
+        help=f"clip the gradient norm to this; 0 turns clipping off (default {defaults['max_grad_norm']})",
+    )
     p.add_argument("--batch-size", type=int, dest="batch_size", help=f"default {defaults['batch_size']}")
     p.add_argument("--device", help="cpu or cuda (default cpu)")
     p.add_argument("--out", help="run folder for last.pt and result.json (default runs/<task>-<attention>-s<seed>)")

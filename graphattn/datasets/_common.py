@@ -62,6 +62,8 @@ def data_root(root: str | os.PathLike | None) -> Path | None:
         name, path = f"${DATA_ENV}", Path(env).expanduser()
     elif not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path (str or os.PathLike) or None, got {type(root).__name__}")
+    elif not os.fspath(root):  # Path("") is the current folder: an empty root is a mistake, not "."
+        raise ValueError("root must be a folder holding local copies of the datasets, got ''; pass None to download")
     else:
         name, path = "root", Path(root).expanduser()
     if not path.is_dir():

@@ -6,9 +6,10 @@ owns everything else, once for every task:
 - a progress bar (tqdm) with loss, metric and samples/s;
 - model selection on the validation metric, test metric reported at the best epoch;
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
-  from it with the optimizer, RNG and learning-rate schedule state; each epoch's shuffle is
+  from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
   seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would;
-- distributed data parallel when launched by ``torchrun`` (gloo on CPU, nccl on GPU), the
+- distributed data parallel when launched by ``torchrun`` (gloo for ``--device cpu``; nccl for
+  ``--device cuda``, each process on GPU ``LOCAL_RANK``), the
   training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
   ``batch_size`` examples a step; evaluation runs whole on every process);
 - a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config.
@@ -52,7 +53,11 @@ class TrainConfig:
     gradient, as GAT and most GNN baselines are trained). ``lr_schedule`` is ``"constant"`` or
     ``"cosine"``: the learning rate rises linearly over the first epoch's steps, then follows
     :math:`\eta_t = \tfrac{\eta}{2}(1 + \cos(\pi\, t / T))` over the remaining ``T`` steps
-    (Loshchilov and Hutter, SGDR, ICLR 2017, without restarts), ending at 0 after the last epoch.
+    (Loshchilov and Hutter, SGDR, ICLR 2017, without restarts), ending at 0 after the last epoch
+    (with one epoch, which is all warm-up, at the full rate). ``max_grad_norm`` clips the gradient
+    norm (0: no clipping). A resumed run keeps every setting but ``epochs`` (no fewer than are
+    done; under ``cosine``, changed only while the first, warm-up epoch is all that is done),
+    ``device``, ``out``, ``data_root`` and ``progress``.
     """
 
     task: str = "recall"
@@ -86,7 +91,8 @@ class TrainConfig:
         for name in ("layers", "dim", "heads", "epochs", "batch_size"):
             if _check_setting(name, getattr(self, name), int) < 1:
                 raise ValueError(f"{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        _check_setting("seed", self.seed, int)
+        if not 0 <= _check_setting("seed", self.seed, int) < 2**32:  # numpy's seed range
+            raise ValueError(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
         for name, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False), ("max_grad_norm", 0.0, False)):
             value = _check_setting(name, getattr(self, name), float)
             if not math.isfinite(value) or value < low or (strict and value == low):
@@ -185,13 +191,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initializes the process group when launched by torchrun."""
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); initializes the process group when launched by
+    torchrun: NCCL for ``--device cuda`` (each process on GPU ``LOCAL_RANK``), gloo for the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -233,7 +245,6 @@ LR_SCHEDULES: dict[str, Callable[[int, int, int], float]] = {"constant": _consta
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train ``cfg.task`` with ``cfg.attention``; returns (and on rank 0 writes) the result record."""
-    rank, world = _distributed()
     task = get_task(cfg.task)
     if cfg.attention not in task.attentions(cfg):  # settings checked before any data is loaded
         raise ValueError(
@@ -250,8 +261,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         device = torch.device(cfg.device)
     except RuntimeError as e:
         raise ValueError(f"--device must be a torch device such as cpu or cuda, got {cfg.device!r} ({e})") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda (cuda:N), got {cfg.device!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {cfg.device}: torch {torch.__version__} sees no CUDA device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {cfg.device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    rank, world, device = _distributed(device)
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise ValueError(f"--out must be a folder for last.pt and result.json, got the file {cfg.out}")
     _seed_everything(cfg.seed)
@@ -282,14 +298,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"--resume: {ckpt_path} was trained with other settings ({diff}); resume with the same "
                 f"settings (only {sorted(free - {'resume'})} may change) or use another --out"
             )
+        done = ckpt["state"]["epoch"]
+        if cfg.epochs < done:
+            raise ValueError(f"--resume: {ckpt_path} has {done} epochs done; --epochs {cfg.epochs} would train none")
+        if cfg.lr_schedule != "constant" and cfg.epochs != ckpt["config"]["epochs"] and done > 1:
+            # The first epoch is warm-up whatever the total, so a run stopped there may change it.
+            raise ValueError(
+                f"--resume: the {cfg.lr_schedule} schedule spans the run's --epochs ({ckpt['config']['epochs']}) "
+                f"and {done} epochs of it are done; changing it to {cfg.epochs} would splice two schedules"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"])
+        torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device; the CPU state lives there
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
     if world > 1:
         # Some structures hold parameters the task loss does not reach (SEA's estimator learns by
         # distillation only), so DDP must not wait for their gradients.
-        model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
@@ -321,6 +349,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "optimizer": optimizer.state_dict(),
                     "state": state,
                     "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                     "config": asdict(cfg),
                 },
                 tmp,
@@ -386,7 +415,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     except KeyboardInterrupt:
         interrupted = True
         if rank == 0:
-            tqdm.write(f"interrupted: last complete epoch {state['epoch']} is saved in {ckpt_path}; use --resume")
+            if state["epoch"] > 0:
+                tqdm.write(f"interrupted: last complete epoch {state['epoch']} is saved in {ckpt_path}; use --resume")
+            else:
+                tqdm.write("interrupted before the first epoch finished: no checkpoint of this run to resume")
 
     result = {
         "task": cfg.task,

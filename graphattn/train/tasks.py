@@ -27,12 +27,21 @@ __all__ = ["Task", "SequenceTask", "get_task", "task_names", "attention_names", 
 
 
 # ---------------------------------------------------------------------- structures by name
+def _kind_name(kind: type | None) -> str:
+    """How an option's error names its kind."""
+    if kind is None:
+        return "set"
+    return "0 or 1" if kind is bool else ("an int" if kind is int else f"a {kind.__name__}")
+
+
 def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, minimum: float | None = None) -> Any:
     """Option ``key`` (``--option key=value``) or ``default``; checked as ``kind`` (int, float, bool,
     str) and ``>= minimum`` when given, with an error naming the option. Every key read is
     recorded: engine.train reports the others as unknown."""
     cfg._options_read.add(key)
     value = cfg.options.get(key, default)
+    if value is None and default is not None:  # `--option key=null`: not a value of this option
+        raise ValueError(f"--option {key} must be {_kind_name(kind)}, got null (leave it out for the default)")
     if kind is None or value is None:
         return value
     ok = {
@@ -42,8 +51,7 @@ def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, 
         str: isinstance(value, str),
     }[kind]
     if not ok:
-        want = "0 or 1" if kind is bool else ("an int" if kind is int else f"a {kind.__name__}")
-        raise ValueError(f"--option {key} must be {want}, got {value!r}")
+        raise ValueError(f"--option {key} must be {_kind_name(kind)}, got {value!r}")
     value = kind(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"--option {key} must be >= {minimum}, got {value}")

@@ -73,3 +73,10 @@ def test_a_root_that_is_not_a_folder_is_an_error(where, kind, tmp_path, monkeypa
     with pytest.raises(NotADirectoryError, match=rf"^{re.escape(name)} must be a folder .*{re.escape(str(bad))}"):
         D.load_mnist1d(bad if where == "argument" else None, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # failed before the cache (or its lock) was touched
+
+
+def test_an_empty_root_is_an_error_not_the_current_folder(tmp_path, monkeypatch):
+    # Path("") is ".", so root="" (or --data-root "") read datasets from wherever the run started.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"root must be a folder .*got ''; pass None to download"):
+        D.load_mnist1d("", cache_dir=tmp_path / "cache")

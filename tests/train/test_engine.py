@@ -433,6 +433,60 @@ def test_resume_with_other_settings_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"dim: 16 -> 32"):
         train(_cfg(tmp_path, epochs=2, resume=True, dim=32))
     assert train(_cfg(tmp_path, epochs=2, resume=True))["epochs_done"] == 2  # more epochs may be asked for
+    # Fewer epochs than are done trained nothing and recorded epochs: 1 beside epochs_done: 2 (audit).
+    with pytest.raises(ValueError, match=r"has 2 epochs done; --epochs 1 would train none"):
+        train(_cfg(tmp_path, epochs=1, resume=True))
+
+
+def test_resume_may_not_splice_two_cosine_schedules(tmp_path):
+    """A 2-epoch cosine run resumed with --epochs 4 jumped from the end of one schedule back up
+    to the middle of another (audit); a run stopped in its warm-up epoch may still change it."""
+    train(_cfg(tmp_path, epochs=2, lr_schedule="cosine"))
+    with pytest.raises(ValueError, match=r"the cosine schedule spans the run's --epochs \(2\) and 2 epochs"):
+        train(_cfg(tmp_path, epochs=4, lr_schedule="cosine", resume=True))
+
+
+def test_ctrl_c_in_the_first_epoch_does_not_point_at_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """It said 'last complete epoch 0 is saved in last.pt; use --resume' with no last.pt (audit)."""
+
+    def interrupt(self, pred, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RecallTask, "task_loss", interrupt)
+    result = train(_cfg(tmp_path, epochs=2))
+    assert result["interrupted"] and result["epochs_done"] == 0
+    out = capsys.readouterr().out
+    assert "no checkpoint of this run to resume" in out and "use --resume" not in out
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"length": None}, r"--option length must be an int, got null"),
+        ({"resample": None}, r"--option resample must be 0 or 1, got null"),  # was silently off
+    ],
+)
+def test_null_options_are_errors_not_skipped_checks(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(tmp_path, options=dict(TINY, **options)))
+
+
+def test_seed_range_and_max_grad_norm_flag(tmp_path):
+    for seed in (-1, 2**32):  # numpy's range: it failed inside np.random.seed (audit)
+        with pytest.raises(ValueError, match=r"--seed must be in \[0, 2\*\*32 - 1\]"):
+            _cfg(tmp_path, seed=seed)
+    # The clipping setting had no flag although its error named --max-grad-norm.
+    args = ["train", "--task", "recall", "--attention", "full", "--dim", "16", "--heads", "2", "--layers", "1"]
+    options = [x for key, value in TINY.items() for x in ("--option", f"{key}={value}")]
+    out = tmp_path / "cli"
+    assert main([*args, *options, "--epochs", "1", "--max-grad-norm", "0", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["config"]["max_grad_norm"] == 0.0
+
+
+def test_device_must_be_cpu_or_cuda(tmp_path):
+    with pytest.raises(ValueError, match=r"--device must be cpu or cuda \(cuda:N\), got 'meta'"):
+        train(_cfg(tmp_path, device="meta"))
 
 
 @pytest.mark.parametrize(
