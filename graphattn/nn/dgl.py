@@ -127,7 +127,8 @@ class GraphAttnConv(nn.Module):
         get_attention: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Run the layer on a DGL graph or block; see the class docstring for shapes."""
-        if not self._allow_zero_in_degree and bool((graph.in_degrees() == 0).any()):
+        g, eids = graph_from_dgl(graph)  # first: a graph of several edge types gets its own error
+        if not self._allow_zero_in_degree and bool((g.in_degree() == 0).any()):
             raise _DGLError(
                 "There are 0-in-degree nodes in the graph, output for those nodes will be invalid. "
                 "This is harmful for some applications, causing silent performance regression. "
@@ -140,6 +141,10 @@ class GraphAttnConv(nn.Module):
         else:
             h_src = feat
             h_dst = feat[: graph.num_dst_nodes()] if graph.is_block else feat
+        for t in (h_src, h_dst):
+            if not isinstance(t, Tensor) or t.dim() != 2:
+                got = list(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"feat must be [N, F_in] (2-D) or a pair of them, got {got}")
         if h_src.size(0) != graph.num_src_nodes() or h_dst.size(0) != graph.num_dst_nodes():
             raise ValueError(
                 f"feat must have (N_src, N_dst) = ({graph.num_src_nodes()}, {graph.num_dst_nodes()}) rows, "
@@ -152,7 +157,6 @@ class GraphAttnConv(nn.Module):
             )
 
         H, C = self._num_heads, self._out_feats
-        g, eids = graph_from_dgl(graph)
         q = self.fc_q(h_dst).view(-1, H, C)
         k = self.fc_k(h_src).view(-1, H, C)
         v = self.fc_v(h_src).view(-1, H, C)

@@ -143,6 +143,12 @@ def test_errors_name_the_argument():
         GraphAttnConv(-1, 3, 2)  # no lazy sizes in DGL
     with pytest.raises(ValueError, match="edge_feats must be >= 1, got 0"):
         GraphAttnConv(4, 3, 2, edge_feats=0)
+    # These named the internal q, or failed inside DGL's in_degrees (audit).
+    with pytest.raises(ValueError, match=r"feat must be \[N, F_in\] \(2-D\) or a pair of them, got \[5, 2, 4\]"):
+        GraphAttnConv(4, 3, 2)(graph, torch.randn(5, 2, 4))
+    two_types = dgl.heterograph({("a", "x", "a"): ([0], [1]), ("a", "y", "a"): ([1], [0])})
+    with pytest.raises(ValueError, match="graph must have one edge type"):
+        GraphAttnConv(4, 3, 2)(two_types, torch.randn(2, 4))
 
 
 def test_import_helper_stubs_graphbolt_only_when_missing():
