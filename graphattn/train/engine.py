@@ -7,12 +7,15 @@ owns everything else, once for every task:
 - model selection on the validation metric, test metric reported at the best epoch;
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
-  seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would;
+  seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
+  (and seed ``s + 1``'s epoch ``k`` shuffles as seed ``s``'s epoch ``k + 1``: seeds differ in
+  initialization and dropout, their batch orders are shared, one epoch apart);
 - distributed data parallel when launched by ``torchrun`` (gloo for ``--device cpu``; nccl for
   ``--device cuda``, each process on GPU ``LOCAL_RANK``), the
   training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
   ``batch_size`` examples a step; evaluation runs whole on every process);
-- a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config.
+- a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config and every
+  option the run read, with the defaults it used (``options_used``).
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ class TrainConfig:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not isinstance(self.options, dict) or not all(isinstance(key, str) and key for key in self.options):
             raise TypeError(f"options must map option names to values, got {self.options!r}")
-        # The option keys the task and structure read (tasks._opt): any other is a typo (engine.train).
-        self._options_read: set[str] = set()
+        # The options the task and structure read (tasks._opt), with the values they used (defaults
+        # included): any other key is a typo (engine.train); result.json records them all.
+        self._options_used: dict[str, Any] = {}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -273,11 +277,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     _seed_everything(cfg.seed)
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)
-    unread = sorted(set(cfg.options) - cfg._options_read)
+    unread = sorted(set(cfg.options) - set(cfg._options_used))
     if unread:  # every option is read while the data and the model are built
         raise ValueError(
             f"unknown --option {unread} for --task {cfg.task} --attention {cfg.attention}; "
-            f"this run reads {sorted(cfg._options_read)}"
+            f"this run reads {sorted(cfg._options_used)}"
         )
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -438,6 +442,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "world_size": world,
         "history": state["history"],
         "config": asdict(cfg),
+        "options_used": dict(sorted(cfg._options_used.items())),  # with the defaults of those not set
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),

@@ -37,11 +37,12 @@ def _kind_name(kind: type | None) -> str:
 def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, minimum: float | None = None) -> Any:
     """Option ``key`` (``--option key=value``) or ``default``; checked as ``kind`` (int, float, bool,
     str) and ``>= minimum`` when given, with an error naming the option. Every key read is
-    recorded: engine.train reports the others as unknown."""
-    cfg._options_read.add(key)
+    recorded with the value used (``result.json``'s ``options_used``): engine.train reports the
+    others as unknown."""
     value = cfg.options.get(key, default)
     if value is None and default is not None:  # `--option key=null`: not a value of this option
         raise ValueError(f"--option {key} must be {_kind_name(kind)}, got null (leave it out for the default)")
+    cfg._options_used[key] = value
     if kind is None or value is None:
         return value
     ok = {
@@ -55,6 +56,7 @@ def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, 
     value = kind(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"--option {key} must be >= {minimum}, got {value}")
+    cfg._options_used[key] = value
     return value
 
 

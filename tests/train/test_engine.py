@@ -27,6 +27,8 @@ def _cfg(tmp_path, **kw):
 
 def test_result_record_has_metric_speed_memory_and_config(tmp_path):
     result = train(_cfg(tmp_path))
+    # Every option the run read, with the defaults it used (the config holds only those set; audit).
+    assert result["options_used"] == {**result["config"]["options"], "pair_tokens": False, "resample": False}
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["test_accuracy"] == result["test_accuracy"]
     assert 0.0 <= saved["test_accuracy"] <= 1.0
@@ -355,7 +357,7 @@ def test_windowed_lists_the_structures_that_read_the_window_option():
         except ValueError:  # `graph` and `grid`: not sequence structures
             assert name in ("graph", "grid")
             continue
-        assert ("window" in cfg._options_read) == (name in WINDOWED), name
+        assert ("window" in cfg._options_used) == (name in WINDOWED), name
 
 
 def test_train_help_states_each_default_once(capsys):
