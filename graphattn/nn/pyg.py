@@ -203,7 +203,7 @@ class GraphAttnConv(MessagePassing):
         root_weight (bool, optional): add the transformed root features (``lin_skip``); ``False``
             also turns ``beta`` off. (default: ``True``)
         structure (Structure or callable, optional): where extra edges come from, either a
-            :class:`graphattn.structure.Structure` module (``Window(8)``, ``Routing(...)``, ...),
+            :class:`graphattn.structure.Structure` module (``Window(8)``, ``SAC(...)``, ...),
             called as ``structure(query, key, ptr=graph.ptr, src_ptr=graph.src_ptr, graph=graph)``
             with the projected queries / keys ``[N, H, d]``, or a callable
             ``structure(x_dst, graph) -> graphattn.Graph`` called with the destination features

@@ -85,6 +85,12 @@ def empty_cache() -> int:
     return int(torch.ops.graphattn.empty_cpu_cache())
 
 
+def _has_cuda_kernels() -> bool:
+    return _LOAD_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "graphattn::edge_attention_fwd", "CUDA"
+    )
+
+
 def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half inputs accumulate (and keep lse) in float32.
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -276,7 +282,9 @@ register_backend(
     Backend(
         name="native",
         description="fused C++/OpenMP (blocked AVX-512 / AVX2) and CUDA kernels, streaming softmax, lse-based backward",
-        devices=("cpu", "cuda"),
+        # CUDA only where the library has CUDA kernels: a CPU-only build (no CUDA toolkit at install)
+        # under a CUDA torch must let dispatch fall back to the reference backend for CUDA tensors.
+        devices=("cpu", "cuda") if _has_cuda_kernels() else ("cpu",),
         dtypes=(torch.float16, torch.bfloat16, torch.float32, torch.float64),
         # The CUDA kernel keeps a row of up to 8 values per lane in registers (8 x 32 = 256).
         max_head_dim=256,

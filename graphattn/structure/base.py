@@ -23,8 +23,10 @@ Indices are built under ``torch.no_grad``; gradients reach a structure's paramet
 the ``bias``, ``gate`` and ``aux_loss`` tensors it returns.
 
 Parameter-free builders are wrapped by :class:`StaticStructure` subclasses (``Window(8)``,
-``BigBird(...)``, ...); their graph depends only on the example lengths, so the last one is cached
-(with its transpose), and every layer of a model reuses it while the batch layout is unchanged.
+``BigBird(...)``, ...); their graph depends only on the example lengths, so each structure caches
+the graph of the last batch layout (with its transpose) and rebuilds it only when the layout
+changes. Layers holding copies of one structure (an encoder's) each cache their own; pass one
+``graph`` to share it.
 """
 
 from __future__ import annotations
