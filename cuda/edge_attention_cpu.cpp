@@ -1475,8 +1475,8 @@ BackwardResult edge_attention_bwd_cpu(const at::Tensor& grad_out, const std::opt
                                       const std::optional<at::Tensor>& edge_value, double scale, bool need_kv,
                                       bool need_bias, bool need_gate, bool need_edge_key, bool need_edge_value) {
   TORCH_CHECK(q.device().is_cpu(), "edge_attention_bwd (CPU kernel) got q on ", q.device());
-  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias, gate,
-                                  edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
+  const Sizes sz = check_backward(grad_out, grad_lse, q, k, v, out, lse, lse_lo, rowptr, col, colptr, row, perm, bias,
+                                  gate, edge_key, edge_value, need_kv, need_bias, need_gate, need_edge_key,
                                   need_edge_value);
   check_offsets(rowptr, "rowptr", sz.edges);
   check_indices(col, "col", sz.n_src, "N_src");
