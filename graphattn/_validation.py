@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -28,6 +29,36 @@ def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_float(name: str, value: object, *, minimum: float | None = None, positive: bool = False) -> float:
+    """``value`` as a finite ``float`` (``>= minimum``; ``> 0`` when ``positive``); ``TypeError`` /
+    ``ValueError`` naming ``name`` otherwise. Booleans are not numbers here."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is a bool (``numpy.bool_`` too); a ``TypeError`` naming ``name`` otherwise (a
+    string such as ``"no"`` is truthy, so it is not accepted as a flag)."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_generator(name: str, value: object) -> torch.Generator | None:
+    """``value`` if it is a ``torch.Generator`` or ``None``; a ``TypeError`` naming ``name`` otherwise."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__}")
     return value
 
 

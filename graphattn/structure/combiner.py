@@ -245,7 +245,8 @@ class Combiner(Structure):
 
     def graphs(self, lengths: list[int], device: torch.device) -> tuple[Graph, Graph]:
         """Block-diagonal ``(stage1, stage2)`` of a batch; cached per batch layout."""
-        key = (tuple(lengths), device)
+        # The settings too: a Combiner switched to causal kept serving its non-causal graph.
+        key = (tuple(lengths), device, self.variant, self.region_size, self.causal, self.image_size)
         if self._cache is None or self._cache[0] != key or not cache_serves(self._cache[2]):
             self._cache = (key, self._build(lengths, device), torch.is_inference_mode_enabled())
         return self._cache[1]

@@ -13,7 +13,12 @@ https://arxiv.org/abs/2003.05997 -- queries and keys are routed to ``C`` centroi
   are ``[H, C, L]``.
 * **Centroids** are a buffer ``[H, C, D]`` updated inside ``forward`` when training, by an
   exponential moving average (``decay``, 0.999 by default) of the routing vectors assigned to
-  each centroid by nearest-centroid k-means (queries and keys together, Eq. 9 of the paper).
+  each centroid, queries and keys together (Eq. 9 of the paper). A vector is assigned to the
+  centroid of largest inner product: the nearest one while the centroids keep equal norms
+  (they start on the sphere of radius ``sqrt(D)``), not exactly once the averages have shrunk
+  them unevenly (about 11% of assignments differ after 30 steps in one measurement). The buffer
+  keeps the module's dtype: in bfloat16 / float16 a step of ``1 - decay`` of a centroid is below
+  half its ulp, so the centroids barely move; keep a routed model in float32 while it trains.
 * **Commitment loss** (the auxiliary loss, ``commitment`` = 1e-4 by default): the mean squared
   distance of each routing vector to its centroid, which pulls the projections toward the
   clusters; it is the only gradient path into the routing.
@@ -23,7 +28,10 @@ https://arxiv.org/abs/2003.05997 -- queries and keys are routed to ``C`` centroi
   gives routing and local attention separate heads; set ``window=0`` to get routed edges only.
   A token routed nowhere keeps its local edges; with ``window=0`` it keeps a self loop unless
   ``allow_empty_rows=True``.
-* **Causal**: routed edges ``j -> i`` are kept only when ``j <= i`` in true positions.
+* **Causal**: routed edges ``j -> i`` are kept only when ``j <= i`` in true positions. This is a
+  filter on edges: which tokens share a cluster window is still decided over the whole example,
+  so a later token can move an earlier pair apart and the earlier outputs depend on it (not
+  autoregressive; Combiner's causal variants are).
 
 Per-head graphs are folded (node ``h·N + n``, see :mod:`graphattn.structure.heads`). Clusters
 never mix examples: routing runs per example of the batch.
@@ -37,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._validation import check_bool, check_float
 from ..graph import Graph
 from ._adaptive import graph_from_edges, self_attention_ptr
 from ._segments import check_int
@@ -83,9 +92,8 @@ class Routing(Structure):
         self.window = check_int("window", window, minimum=0)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
-        if commitment < 0:
-            raise ValueError(f"commitment must be >= 0, got {commitment}")
-        self.causal, self.decay, self.commitment = causal, decay, commitment
+        commitment = check_float("commitment", commitment, minimum=0.0)
+        self.causal, self.decay, self.commitment = check_bool("causal", causal), decay, commitment
         self.allow_empty_rows = allow_empty_rows
         # Layer-normalized vectors have norm sqrt(D): start the centroids on that sphere.
         mu = F.normalize(torch.randn(num_heads, num_clusters, head_dim), dim=-1) * math.sqrt(head_dim)

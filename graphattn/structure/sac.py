@@ -17,7 +17,8 @@ and is trained with the task. Here:
   queries and keys, and ``A``, ``B`` learned; softmax over each destination's candidates.
 * **Choice**: ``edges_per_node`` sources per destination (``alpha`` in the paper, ``alpha·N``
   edges per layer; one graph shared by all heads). Training samples them without replacement by
-  Gumbel-top-k (Kool et al. 2019); evaluation takes the top-scoring ones (argmax, deterministic).
+  Gumbel-top-k (Kool et al. 2019); evaluation takes the top-scoring ones (argmax, deterministic:
+  the random candidates are then drawn from a fixed seed).
 * **Training signal**, two modes:
 
   - ``"reinforce"`` (the paper's): the graph is discrete; :meth:`SAC.policy_loss` turns a
@@ -44,6 +45,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_float, check_generator
 from ..graph import Graph
 from ._adaptive import edge_dot, self_attention_ptr, straight_through_ones
 from ._segments import check_int, expand_rows, filter_edges, graph_from_rows
@@ -140,8 +142,9 @@ class SAC(Structure):
         if not 0.0 <= baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {baseline_decay}")
         hidden = head_dim if hidden is None else check_int("hidden", hidden, minimum=1)
-        self.mode, self.entropy_weight, self.baseline_decay = mode, entropy_weight, baseline_decay
-        self.keep_input, self.generator = keep_input, generator
+        self.mode, self.baseline_decay = mode, baseline_decay
+        self.entropy_weight = check_float("entropy_weight", entropy_weight, minimum=0.0)
+        self.keep_input, self.generator = keep_input, check_generator("generator", generator)
         self.score_q = nn.Linear(head_dim, hidden, bias=False)
         self.score_k = nn.Linear(head_dim, hidden, bias=False)
         # Fixed random directions in the scorer's space for the projection candidates (not learned).
@@ -190,7 +193,10 @@ class SAC(Structure):
         lengths = ptr[1:] - ptr[:-1]
         parts = [window_graph(None, self.window, lengths=lengths)]
         if self.random > 0:
-            parts.append(random_graph(None, self.random, lengths=lengths, generator=self.generator))
+            # In evaluation the random candidates come from a fixed seed, so that the top-scoring
+            # pick is deterministic as documented (a fresh draw each call changed eval outputs).
+            gen = self.generator if self.training else torch.Generator(lengths.device).manual_seed(0)
+            parts.append(random_graph(None, self.random, lengths=lengths, generator=gen))
         if self.projection > 0:
             parts.extend(self._projection_candidates(sq, sk, ptr))
         return union(*parts)

@@ -46,6 +46,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._validation import check_float, check_generator
 from ..graph import Graph
 from ..ops import native
 from ._adaptive import graph_from_edges, self_attention_ptr, straight_through_edge_gate
@@ -275,8 +276,8 @@ class SBM(Structure):
         if not 0.0 < init_density <= 1.0:
             raise ValueError(f"init_density must be in (0, 1], got {init_density}")
         self.dedup, self.self_loops = dedup, self_loops
-        self.density_weight = density_weight
-        self.generator = generator
+        self.density_weight = check_float("density_weight", density_weight, minimum=0.0)
+        self.generator = check_generator("generator", generator)
         self.mlp = nn.Sequential(nn.Linear(head_dim, hidden), nn.ReLU(), nn.Linear(hidden, head_dim))
         self.clusters = nn.Parameter(torch.randn(num_heads, num_clusters, head_dim) / math.sqrt(head_dim))
         # With Y = Z = y everywhere, p = y² (sum S = 1): start at y = sqrt(init_density).

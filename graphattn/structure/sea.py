@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from .._alloc import large_empty
+from .._validation import check_float
 from ..graph import Graph
 from ._adaptive import graph_from_edges, self_attention_ptr
 from ._segments import check_int
@@ -85,7 +86,7 @@ class SEA(Structure):
         if budget not in _BUDGETS:
             raise ValueError(f"budget must be one of {_BUDGETS}, got {budget!r}")
         self.budget = budget
-        self.scale = head_dim**-0.5 if scale is None else float(scale)
+        self.scale = head_dim**-0.5 if scale is None else check_float("scale", scale, positive=True)
         self.proj = nn.Parameter(torch.eye(head_dim).repeat(num_heads, 1, 1))  # [H, D, D]
         gen = torch.Generator().manual_seed(seed)
         self.register_buffer("omega", torch.randn(num_heads, features, head_dim, generator=gen))
@@ -414,7 +415,7 @@ def topk_recall(student: nn.Module, teacher: nn.Module, x: Tensor, k: int, *, ch
         top = torch.einsum("chd,lhd->hcl", q[a:b], kk).topk(min(k, length), -1).indices  # [H, c, k]
         for hd in range(h):  # a loop over heads
             lo, hi = int(g.rowptr[hd * length + a]), int(g.rowptr[hd * length + b])  # this chunk's edges
-            mask = torch.zeros(b - a, length, dtype=torch.bool)
+            mask = torch.zeros(b - a, length, dtype=torch.bool, device=top.device)
             mask[dst[lo:hi] - hd * length - a, g.col[lo:hi] - hd * length] = True
             hits += float(mask.gather(1, top[hd]).sum())
     return hits / (length * h * min(k, length))

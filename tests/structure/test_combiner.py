@@ -136,3 +136,13 @@ def test_range_argmax_matches_brute_force_and_its_gather_matches_scatter_max():
     (g1,) = torch.autograd.grad((got * w).sum(), q)
     (g2,) = torch.autograd.grad((want * w).sum(), q)
     torch.testing.assert_close(g1, g2)
+
+
+def test_changing_a_setting_rebuilds_the_cached_graphs():
+    # The cache was keyed on the lengths alone: setting causal afterwards kept the future edges (audit).
+    c = Combiner("fixed", 4)
+    open_graphs = c.graphs([16], torch.device("cpu"))
+    c.causal = True
+    causal_graphs = c.graphs([16], torch.device("cpu"))
+    assert causal_graphs[1] is not open_graphs[1]
+    assert causal_graphs[1].num_edges < open_graphs[1].num_edges  # the direct part loses its future edges

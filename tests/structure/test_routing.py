@@ -6,6 +6,9 @@ import torch
 from graphattn.ops import edge_attention
 from graphattn.structure import fold, full, unfold
 from graphattn.structure.routing import Routing
+from graphattn.structure.sac import SAC
+from graphattn.structure.sbm import SBM
+from graphattn.structure.sea import SEA
 
 
 def _qk(n=23, h=2, d=8, seed=0, requires_grad=False):
@@ -129,3 +132,21 @@ def test_bad_inputs():
         Routing(3, 8, num_clusters=2)(q.float(), k.float())
     with pytest.raises(ValueError, match=r"q and k must have one shape"):
         Routing(2, 8, num_clusters=2)(q.float(), k[:5].float())
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "match"),
+    [  # passed silently (a truthy string, NaN weights) or failed only at the first forward (audit)
+        (lambda: Routing(2, 8, 2, causal="no"), TypeError, "causal must be a bool, got str"),
+        (lambda: Routing(2, 8, 2, commitment=float("nan")), ValueError, "commitment must be finite"),
+        (lambda: SBM(2, 8, 4, density_weight=-1.0), ValueError, r"density_weight must be >= 0.0, got -1.0"),
+        (lambda: SBM(2, 8, 4, generator=42), TypeError, "generator must be a torch.Generator or None, got int"),
+        (lambda: SAC(2, 8, entropy_weight=float("nan")), ValueError, "entropy_weight must be finite"),
+        (lambda: SAC(2, 8, generator=1), TypeError, "generator must be a torch.Generator or None, got int"),
+        (lambda: SEA(2, 8, 4, scale=float("nan")), ValueError, "scale must be finite"),
+        (lambda: SEA(2, 8, 4, scale=-1.0), ValueError, r"scale must be > 0, got -1.0"),
+    ],
+)
+def test_adaptive_structures_check_their_arguments(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
