@@ -80,12 +80,13 @@ class GraphAttention(nn.Module):
         bias: add biases to the input/output projections.
         dropout: attention-weight dropout probability.
         kdim: key feature size (default ``embed_dim``); used with ``x_src``.
-        vdim: value feature size (default ``embed_dim``); used with ``x_src``.
+        vdim: value feature size (default ``embed_dim``); must equal ``kdim``, since ``x_src``
+            gives both the keys and the values.
         backend: ``edge_attention`` backend (``None``: automatic).
 
     Shapes:
-        - **input:** ``x [N_dst, embed_dim]``, optional ``x_src [N_src, kdim]`` (cross-attention;
-          ``kdim == vdim`` unless keys and values share it), ``edge_bias [E, H]``.
+        - **input:** ``x [N_dst, embed_dim]``, optional ``x_src [N_src, kdim]`` (cross-attention:
+          the keys and the values), ``edge_bias [E, H]``.
         - **output:** :class:`AttentionOutput` with ``output [N_dst, embed_dim]``.
 
     Example:
@@ -125,6 +126,10 @@ class GraphAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.kdim = embed_dim if kdim is None else check_int("kdim", kdim, minimum=1)
         self.vdim = embed_dim if vdim is None else check_int("vdim", vdim, minimum=1)
+        if self.kdim != self.vdim:  # one x_src feeds both: no call could ever pass (audit)
+            raise ValueError(
+                f"kdim and vdim must be equal (x_src gives the keys and the values), got {self.kdim} and {self.vdim}"
+            )
         self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
         self.dropout = dropout
         self.backend = backend
@@ -223,10 +228,8 @@ class GraphAttention(nn.Module):
             if not self._qkv_same_embed_dim:
                 raise ValueError(f"x_src is required when kdim/vdim ({self.kdim}/{self.vdim}) differ from embed_dim")
             x_src = x
-        elif x_src.dim() != 2 or x_src.shape[1] != self.kdim or self.kdim != self.vdim:
-            raise ValueError(
-                f"x_src must be [N_src, kdim] = [N_src, {self.kdim}] (with kdim == vdim), got {list(x_src.shape)}"
-            )
+        elif x_src.dim() != 2 or x_src.shape[1] != self.kdim:
+            raise ValueError(f"x_src must be [N_src, kdim] = [N_src, {self.kdim}], got {list(x_src.shape)}")
         if graph is not None:
             check_graph(graph)  # before graph.ptr: an edge_index Tensor here gets a TypeError, not AttributeError
             if self.structure is None:  # the graph's nodes are x's rows (a structure checks its own)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -110,7 +111,13 @@ class GraphTransformerEncoder(nn.Module):
     def __init__(self, encoder_layer: GraphTransformerLayer, num_layers: int, *, final_norm: bool = True) -> None:
         super().__init__()
         num_layers = check_int("num_layers", num_layers, minimum=1)
-        self.layers = nn.ModuleList([copy.deepcopy(encoder_layer) for _ in range(num_layers)])
+        # A structure's torch.Generator is shared by the copies, not copied: one stream for the
+        # whole encoder, so reseeding it reproduces the encoder and the layers draw different
+        # numbers (deep copies each restarted the same stream, and ignored a reseed).
+        generators = {
+            id(g): g for m in encoder_layer.modules() if isinstance(g := getattr(m, "generator", None), torch.Generator)
+        }
+        self.layers = nn.ModuleList([copy.deepcopy(encoder_layer, dict(generators)) for _ in range(num_layers)])
         d_model = encoder_layer.self_attn.embed_dim
         self.norm = nn.LayerNorm(d_model, eps=encoder_layer.norm1.eps) if final_norm else nn.Identity()
 

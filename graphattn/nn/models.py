@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_int
-from ..graph import Graph, check_ptr
+from ..graph import Graph, cache_serves, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
 from ..structure.grid import grid
@@ -134,6 +134,8 @@ class SequenceClassifier(nn.Module):
             nn.Embedding(vocab_size, d_model) if vocab_size is not None else nn.Linear(in_features, d_model)
         )
         if positional == "sinusoidal":
+            if d_model % 2:  # the encoding's own error named its internal `dim`
+                raise ValueError(f"d_model must be even for positional='sinusoidal', got {d_model}")
             self.pos: nn.Module | None = SinusoidalPositionalEncoding(d_model)
         elif positional == "learned":
             self.pos = LearnedPositionalEncoding(max_len, d_model)
@@ -157,7 +159,7 @@ class SequenceClassifier(nn.Module):
         ``lengths [B]`` or ``ptr [B + 1]``.
 
         Without either, ``graph.ptr`` is used, else the input is one example. Passing both is an
-        error (they could disagree).
+        error (they could disagree), and so is a ``graph`` whose ``ptr`` disagrees with them.
         """
         if ptr is not None and lengths is not None:
             raise ValueError("pass lengths or ptr, not both")
@@ -173,6 +175,11 @@ class SequenceClassifier(nn.Module):
                 ptr = graph.ptr
             else:
                 ptr = segments(tokens.shape[0], lengths, device=tokens.device).ptr.to(tokens.device)
+        if graph is not None and graph.ptr is not None and not torch.equal(graph.ptr.to(ptr.device), ptr):
+            raise ValueError(
+                f"graph.ptr {graph.ptr.tolist()} and the examples of lengths / ptr {ptr.tolist()} disagree: "
+                "attention would use one split, positions and pooling the other"
+            )
         x = self.embed(tokens)
         if self.pos is not None:
             x = self.pos(x, ptr=ptr)
@@ -230,6 +237,8 @@ class ImageClassifier(nn.Module):
         self.patch_size = patch_size
         self.patch = nn.Conv2d(in_channels, d_model, patch_size, stride=patch_size)
         if positional == "sinusoidal":
+            if d_model % 4:  # the encoding's own error named its internal `dim`
+                raise ValueError(f"d_model must be divisible by 4 for positional='sinusoidal' (2-D), got {d_model}")
             self.pos: nn.Module | None = SinusoidalPositionalEncoding2D(d_model)
         elif positional == "learned":
             self.pos = LearnedPositionalEncoding2D(max_grid[0], max_grid[1], d_model)
@@ -243,14 +252,16 @@ class ImageClassifier(nn.Module):
         self.radius, self.connectivity = radius, connectivity
         self._graph_key: tuple | None = None
         self._graph: Graph | None = None
+        self._graph_inference = False  # built under torch.inference_mode (graph.cache_serves)
 
     def _grid(self, sizes: list[tuple[int, int]], device: torch.device) -> Graph:
         key = (tuple(sizes), device)
-        if self._graph_key != key:
+        if self._graph_key != key or not cache_serves(self._graph_inference):
             g = grid(
                 sizes=sizes or torch.zeros(0, 2, dtype=torch.long), radius=self.radius, connectivity=self.connectivity
             )
             self._graph, self._graph_key = g.to(device), key
+            self._graph_inference = torch.is_inference_mode_enabled()
         assert self._graph is not None
         return self._graph
 

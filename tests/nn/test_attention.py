@@ -180,7 +180,8 @@ def test_edge_bias_and_weights_recomputed_not_stored():
             "graph must be a graphattn.Graph, got Tensor",
         ),
         (lambda: GraphAttention(8, 2)(torch.zeros(3, 5), S.full(3)), ValueError, r"x must be \[N, embed_dim\]"),
-        (lambda: GraphAttention(8, 2, kdim=4)(torch.zeros(3, 8), S.full(3)), ValueError, "x_src is required"),
+        (lambda: GraphAttention(8, 2, kdim=4, vdim=4)(torch.zeros(3, 8), S.full(3)), ValueError, "x_src is required"),
+        (lambda: GraphAttention(8, 2, kdim=6, vdim=4), ValueError, "kdim and vdim must be equal"),  # no call could pass
         # These named the internal q / k, or raised AttributeError (API audit).
         (
             lambda: GraphAttention(8, 2)(torch.zeros(4, 8), S.full(5)),

@@ -106,3 +106,20 @@ def test_two_layer_encoder_over_bigbird_trains():
     assert last < 0.5 * first, (first, last)
     acc = (model(tokens, lengths=lengths).logits.argmax(1) == labels).float().mean().item()
     assert acc > 0.9
+
+
+def test_copies_share_the_structures_generator():
+    # The deep copies each got a copy of SBM's generator: every layer drew the same numbers, and
+    # reseeding the caller's generator no longer reproduced the encoder (audit).
+    from graphattn.structure.sbm import SBM
+
+    gen = torch.Generator().manual_seed(0)
+    layer = GraphTransformerLayer(16, 2, dropout=0.0, structure=SBM(2, 8, 4, generator=gen))
+    enc = GraphTransformerEncoder(layer, 2).eval()
+    assert all(lay.self_attn.structure.generator is gen for lay in enc.layers)
+    assert enc.layers[0].self_attn.structure.clusters is not enc.layers[1].self_attn.structure.clusters  # copied
+    x = torch.randn(12, 16)
+    gen.manual_seed(3)
+    first = enc(x).output
+    gen.manual_seed(3)
+    torch.testing.assert_close(enc(x).output, first)

@@ -79,6 +79,8 @@ def test_classifier_argument_errors():
         (lambda: SequenceClassifier(5, 0), "num_classes must be >= 1, got 0"),
         (lambda: ImageClassifier(1, 2, patch_size=0), "patch_size must be >= 1, got 0"),
         (lambda: ImageClassifier(1, 0), "num_classes must be >= 1, got 0"),
+        (lambda: SequenceClassifier(10, 2, d_model=5, nhead=5), r"d_model must be even for positional='sinusoidal'"),
+        (lambda: ImageClassifier(1, 2, d_model=6, nhead=2), r"d_model must be divisible by 4 for positional="),
     ]
     for make, match in bad:
         with pytest.raises(ValueError, match=match):
@@ -87,6 +89,27 @@ def test_classifier_argument_errors():
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(
             torch.zeros(7, dtype=torch.long), lengths=[3, 4], ptr=torch.tensor([0, 1, 7])
         )
+
+
+def test_sequence_classifier_rejects_a_graph_whose_examples_disagree():
+    # A window graph over examples [0, 5) and [5, 10) with lengths [4, 6] ran: attention over one
+    # split, positions and pooling over the other (audit).
+    model = SequenceClassifier(5, 2, 8, 2).eval()
+    tokens = torch.zeros(10, dtype=torch.long)
+    g = S.window(None, 2, lengths=[5, 5])
+    with pytest.raises(ValueError, match=r"graph.ptr \[0, 5, 10\] and the examples .* \[0, 4, 10\] disagree"):
+        model(tokens, lengths=[4, 6], graph=g)
+    assert model(tokens, lengths=[5, 5], graph=g).logits.shape == (2, 2)
+
+
+def test_image_classifier_trains_after_an_inference_mode_call():
+    # Its cached grid graph, made under inference_mode, was handed to the next training step (audit).
+    model = ImageClassifier(1, 3, patch_size=4, d_model=16, nhead=2, num_layers=1)
+    img = torch.randn(2, 1, 8, 8)
+    with torch.inference_mode():
+        model.eval()(img)
+    model.train()(img).logits.sum().backward()
+    assert all(p.grad is not None for p in model.head.parameters())
 
 
 def test_sequence_classifier_real_valued_inputs():
