@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._validation import check_float, check_int
 from ..graph import check_ptr
 from ..structure.grid import check_image_sizes
 
@@ -63,13 +63,19 @@ def _check_features(x: Tensor, dim: int) -> None:
         raise ValueError(f"x must be [N, d] = [N, {dim}], got shape {list(x.shape)}")
 
 
-def sinusoidal_table(pos: Tensor, dim: int, base: float = 10000.0) -> Tensor:
-    """``[N, dim]`` sinusoidal encodings of integer positions ``pos [N]`` (``dim`` even)."""
+def sinusoidal_table(pos: Tensor, dim: int, base: float = 10000.0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``[N, dim]`` sinusoidal encodings of integer positions ``pos [N]`` (``dim`` even), computed in
+    ``dtype`` (float64 for float64 models: in float32 the angles of positions in the thousands
+    are off by ~1e-4)."""
     if dim % 2 != 0:
         raise ValueError(f"dim must be even for sinusoidal encodings, got {dim}")
-    freq = torch.exp(torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) * (-math.log(base) / dim))
-    angle = pos.to(torch.float32)[:, None] * freq[None, :]
+    freq = torch.exp(torch.arange(0, dim, 2, device=pos.device, dtype=dtype) * (-math.log(base) / dim))
+    angle = pos.to(dtype)[:, None] * freq[None, :]
     return torch.stack([angle.sin(), angle.cos()], -1).reshape(pos.numel(), dim)  # interleave sin/cos
+
+
+def _table_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -82,15 +88,15 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
-        if dim % 2 != 0:
+        if check_int("dim", dim, minimum=2) % 2 != 0:
             raise ValueError(f"dim must be even, got {dim}")
-        self.dim, self.base = dim, base
+        self.dim, self.base = dim, check_float("base", base, positive=True)
 
     def forward(self, x: Tensor, *, ptr: Tensor | None = None) -> Tensor:
         """``x [N, d]``, ``ptr [B + 1]`` -> ``[N, d]``."""
         _check_features(x, self.dim)
-        pe = sinusoidal_table(positions(x.shape[0], ptr, device=x.device), self.dim, self.base)
-        return x + pe.to(x.dtype)
+        pos = positions(x.shape[0], ptr, device=x.device)
+        return x + sinusoidal_table(pos, self.dim, self.base, _table_dtype(x)).to(x.dtype)
 
 
 class LearnedPositionalEncoding(nn.Module):
@@ -119,17 +125,17 @@ class SinusoidalPositionalEncoding2D(nn.Module):
 
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
-        if dim % 4 != 0:
+        if check_int("dim", dim, minimum=4) % 4 != 0:
             raise ValueError(f"dim must be divisible by 4 for 2-D sinusoidal encodings, got {dim}")
-        self.dim, self.base = dim, base
+        self.dim, self.base = dim, check_float("base", base, positive=True)
 
     def forward(self, x: Tensor, *, sizes: Tensor | Sequence[Sequence[int]]) -> Tensor:
         _check_features(x, self.dim)
         yx = image_positions(sizes, x.device)
         if yx.shape[0] != x.shape[0]:
             raise ValueError(f"sizes describe {yx.shape[0]} nodes, x has {x.shape[0]}")
-        half = self.dim // 2
-        pe = torch.cat([sinusoidal_table(yx[:, 0], half, self.base), sinusoidal_table(yx[:, 1], half, self.base)], 1)
+        half, dt = self.dim // 2, _table_dtype(x)
+        pe = torch.cat([sinusoidal_table(yx[:, i], half, self.base, dt) for i in (0, 1)], 1)
         return x + pe.to(x.dtype)
 
 
@@ -138,6 +144,11 @@ class LearnedPositionalEncoding2D(nn.Module):
 
     def __init__(self, max_height: int, max_width: int, dim: int) -> None:
         super().__init__()
+        max_height, max_width = (
+            check_int("max_height", max_height, minimum=1),
+            check_int("max_width", max_width, minimum=1),
+        )
+        dim = check_int("dim", dim, minimum=1)
         self.rows = nn.Parameter(torch.randn(max_height, dim) * 0.02)
         self.cols = nn.Parameter(torch.randn(max_width, dim) * 0.02)
 

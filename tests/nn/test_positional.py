@@ -95,3 +95,23 @@ def test_encodings_check_their_input():
             enc(torch.rand(6, 8), sizes=[[2, 3]])
         with pytest.raises(ValueError, match="sizes must be >= 0"):
             enc(torch.rand(6, 16), sizes=[[-2, -3]])
+
+
+def test_sinusoidal_sizes_and_float64_precision():
+    # Sizes and bases were unchecked (0, a bool, base 0 failed at forward with a math error), and a
+    # float64 model got a float32 table, ~2e-4 off at positions in the thousands (audit).
+    from graphattn.nn.positional import LearnedPositionalEncoding2D, SinusoidalPositionalEncoding
+
+    for bad, error in ((0, ValueError), (True, TypeError)):
+        with pytest.raises(error, match="dim must be"):
+            SinusoidalPositionalEncoding(bad)
+    with pytest.raises(ValueError, match="base must be > 0"):
+        SinusoidalPositionalEncoding(4, base=0.0)
+    with pytest.raises(TypeError, match="max_height must be an int, got bool"):
+        LearnedPositionalEncoding2D(True, 2, 4)
+    x = torch.zeros(5000, 8, dtype=torch.float64)
+    got = SinusoidalPositionalEncoding(8)(x)
+    pos = torch.arange(5000, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, 8, 2, dtype=torch.float64) * (-math.log(10000.0) / 8))
+    want = torch.stack([(pos * freq).sin(), (pos * freq).cos()], -1).reshape(5000, 8)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
