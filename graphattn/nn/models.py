@@ -163,6 +163,8 @@ class SequenceClassifier(nn.Module):
         """
         if ptr is not None and lengths is not None:
             raise ValueError("pass lengths or ptr, not both")
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
         if self.in_features is None and tokens.dim() != 1:
             raise ValueError(f"tokens must be [N] (examples concatenated), got shape {list(tokens.shape)}")
         if self.in_features is not None and (tokens.dim() != 2 or tokens.shape[1] != self.in_features):
@@ -267,6 +269,10 @@ class ImageClassifier(nn.Module):
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> ClassifierOutput:
         """``images [B, C, H, W]`` or a list of ``[C, H_b, W_b]`` -> ``logits [B, num_classes]``."""
+        shapes = [images.shape[-2:]] if isinstance(images, Tensor) else [img.shape[-2:] for img in images]
+        small = [list(s) for s in shapes if len(s) == 2 and min(s) < self.patch_size]
+        if small:  # Conv2d's own error ("Kernel size can't be greater than actual input size") named neither
+            raise ValueError(f"images must be at least patch_size = {self.patch_size} on each side, got {small[0]}")
         if isinstance(images, Tensor):
             if images.dim() != 4:
                 raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {list(images.shape)}")

@@ -117,7 +117,7 @@ class LearnedPositionalEncoding(nn.Module):
         pos = positions(x.shape[0], ptr, device=x.device)
         if pos.numel() > 0 and int(pos.max()) >= self.max_len:
             raise ValueError(f"an example has {int(pos.max()) + 1} positions, more than max_len = {self.max_len}")
-        return x + self.weight[pos]
+        return x + self.weight[pos].to(x.dtype)
 
 
 class SinusoidalPositionalEncoding2D(nn.Module):
@@ -161,4 +161,4 @@ class LearnedPositionalEncoding2D(nn.Module):
             raise ValueError(
                 f"image larger than max_height x max_width = {self.rows.shape[0]} x {self.cols.shape[0]} nodes"
             )
-        return x + self.rows[yx[:, 0]] + self.cols[yx[:, 1]]
+        return x + (self.rows[yx[:, 0]] + self.cols[yx[:, 1]]).to(x.dtype)

@@ -85,6 +85,8 @@ def test_classifier_argument_errors():
     for make, match in bad:
         with pytest.raises(ValueError, match=match):
             make()
+    with pytest.raises(TypeError, match=r"tokens must be a torch\.Tensor, got list"):  # an AttributeError before
+        SequenceClassifier(5, 2, 8, 2)([1, 2, 3])
     with pytest.raises(ValueError, match="pass lengths or ptr, not both"):  # ptr silently won before
         SequenceClassifier(5, 2, 8, 2, structure=S.Full())(
             torch.zeros(7, dtype=torch.long), lengths=[3, 4], ptr=torch.tensor([0, 1, 7])
@@ -122,3 +124,15 @@ def test_sequence_classifier_real_valued_inputs():
         SequenceClassifier(10, 3, in_features=2)
     with pytest.raises(ValueError, match="give exactly one of vocab_size"):
         SequenceClassifier(None, 3)
+
+
+def test_image_smaller_than_a_patch_and_low_precision_positions():
+    # A small image failed inside Conv2d; the learned encodings turned bfloat16 x into float32 (audit).
+    model = ImageClassifier(1, 2, patch_size=4, d_model=16, nhead=2, num_layers=1)
+    with pytest.raises(ValueError, match=r"images must be at least patch_size = 4 on each side, got \[3, 8\]"):
+        model([torch.randn(1, 8, 8), torch.randn(1, 3, 8)])
+    from graphattn.nn.positional import LearnedPositionalEncoding, LearnedPositionalEncoding2D
+
+    x = torch.randn(6, 16, dtype=torch.bfloat16)
+    assert LearnedPositionalEncoding(8, 16)(x).dtype == torch.bfloat16
+    assert LearnedPositionalEncoding2D(4, 4, 16)(x, sizes=[[2, 3]]).dtype == torch.bfloat16
