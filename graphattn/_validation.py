@@ -47,6 +47,13 @@ def check_float(name: str, value: object, *, minimum: float | None = None, posit
     return value
 
 
+def check_int_pair(name: str, value: object, *, minimum: int | None = None) -> tuple[int, int]:
+    """``value`` as a pair of ints (``(height, width)``); ``TypeError``/``ValueError`` naming ``name``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of ints, got {value!r}")
+    return check_int(f"{name}[0]", value[0], minimum=minimum), check_int(f"{name}[1]", value[1], minimum=minimum)
+
+
 def check_bool(name: str, value: object) -> bool:
     """``value`` if it is a bool (``numpy.bool_`` too); a ``TypeError`` naming ``name`` otherwise (a
     string such as ``"no"`` is truthy, so it is not accepted as a flag)."""

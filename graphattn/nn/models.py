@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from .._validation import check_int, check_int_pair
 from ..graph import Graph, cache_serves, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
@@ -243,7 +243,7 @@ class ImageClassifier(nn.Module):
                 raise ValueError(f"d_model must be divisible by 4 for positional='sinusoidal' (2-D), got {d_model}")
             self.pos: nn.Module | None = SinusoidalPositionalEncoding2D(d_model)
         elif positional == "learned":
-            self.pos = LearnedPositionalEncoding2D(max_grid[0], max_grid[1], d_model)
+            self.pos = LearnedPositionalEncoding2D(*check_int_pair("max_grid", max_grid, minimum=1), d_model)
         elif positional is None:
             self.pos = None
         else:

@@ -43,6 +43,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._validation import check_bool, check_int_pair
 from ..graph import Graph, cache_serves
 from ..ops import edge_attention
 from ._segments import check_int, expand_rows
@@ -236,7 +237,9 @@ class Combiner(Structure):
             region_size = check_int("region_size", region_size, minimum=1)
         if variant == "axial" and image_size is None:
             raise ValueError("variant 'axial' needs image_size=(h, w)")
-        self.variant, self.region_size, self.causal = variant, region_size, causal
+        if image_size is not None:
+            image_size = check_int_pair("image_size", image_size, minimum=1)
+        self.variant, self.region_size, self.causal = variant, region_size, check_bool("causal", causal)
         self.image_size, self.backend = image_size, backend
         self._cache: tuple[tuple, tuple[Graph, Graph], bool] | None = None  # key, graphs, made in inference mode
 

@@ -80,6 +80,7 @@ def test_classifier_argument_errors():
         (lambda: ImageClassifier(1, 2, patch_size=0), "patch_size must be >= 1, got 0"),
         (lambda: ImageClassifier(1, 0), "num_classes must be >= 1, got 0"),
         (lambda: SequenceClassifier(10, 2, d_model=5, nhead=5), r"d_model must be even for positional='sinusoidal'"),
+        (lambda: ImageClassifier(1, 2, positional="learned", max_grid=(0, 0)), r"max_grid\[0\] must be >= 1, got 0"),
         (lambda: ImageClassifier(1, 2, d_model=6, nhead=2), r"d_model must be divisible by 4 for positional="),
     ]
     for make, match in bad:

@@ -146,3 +146,17 @@ def test_changing_a_setting_rebuilds_the_cached_graphs():
     causal_graphs = c.graphs([16], torch.device("cpu"))
     assert causal_graphs[1] is not open_graphs[1]
     assert causal_graphs[1].num_edges < open_graphs[1].num_edges  # the direct part loses its future edges
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [  # failed at the first forward: "'int' object is not subscriptable", a cast error (audit)
+        ({"variant": "axial", "image_size": 16}, TypeError, "image_size must be a pair of ints, got 16"),
+        ({"variant": "axial", "image_size": (2.0, 8)}, TypeError, r"image_size\[0\] must be an int, got float"),
+        ({"variant": "axial", "image_size": (-4, -4)}, ValueError, r"image_size\[0\] must be >= 1, got -4"),
+        ({"causal": "no"}, TypeError, "causal must be a bool, got str"),
+    ],
+)
+def test_combiner_checks_its_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Combiner(**kwargs)
