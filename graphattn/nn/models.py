@@ -269,13 +269,13 @@ class ImageClassifier(nn.Module):
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> ClassifierOutput:
         """``images [B, C, H, W]`` or a list of ``[C, H_b, W_b]`` -> ``logits [B, num_classes]``."""
+        if isinstance(images, Tensor) and images.dim() != 4:
+            raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {list(images.shape)}")
         shapes = [images.shape[-2:]] if isinstance(images, Tensor) else [img.shape[-2:] for img in images]
         small = [list(s) for s in shapes if len(s) == 2 and min(s) < self.patch_size]
         if small:  # Conv2d's own error ("Kernel size can't be greater than actual input size") named neither
             raise ValueError(f"images must be at least patch_size = {self.patch_size} on each side, got {small[0]}")
         if isinstance(images, Tensor):
-            if images.dim() != 4:
-                raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {list(images.shape)}")
             f = self.patch(images)  # [B, d, h, w]
             sizes = [(f.shape[2], f.shape[3])] * f.shape[0]
             x = f.flatten(2).transpose(1, 2).reshape(-1, f.shape[1])  # row-major patches, image after image
