@@ -10,6 +10,7 @@ summary nodes are expressed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -96,6 +97,23 @@ def cache_serves(made_in_inference: bool) -> bool:
     fixed structures', Combiner's, the PyG layer's ``edge_index`` cache) follow this rule, so an
     evaluation under ``inference_mode`` does not break the training step after it."""
     return not made_in_inference or torch.is_inference_mode_enabled()
+
+
+class LastBuilt:
+    """A one-entry cache: the value built for the last ``key``, rebuilt when the key changes or
+    when :func:`cache_serves` refuses it (built under ``torch.inference_mode``, asked outside).
+    The graphs of a batch layout (fixed structures, Combiner, ImageClassifier) are kept in one."""
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._value: Any = None
+        self._inference = False
+
+    def get(self, key: Any, build: Callable[[], Any]) -> Any:
+        if self._value is None or self._key != key or not cache_serves(self._inference):
+            self._value = build()
+            self._key, self._inference = key, torch.is_inference_mode_enabled()
+        return self._value
 
 
 def check_edge_index(edge_index: object) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_int, check_int_pair
-from ..graph import Graph, cache_serves, check_ptr
+from ..graph import Graph, LastBuilt, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
 from ..structure.grid import grid
@@ -252,20 +252,14 @@ class ImageClassifier(nn.Module):
         self.head = nn.Linear(d_model, num_classes)
         self.pooling = pooling
         self.radius, self.connectivity = radius, connectivity
-        self._graph_key: tuple | None = None
-        self._graph: Graph | None = None
-        self._graph_inference = False  # built under torch.inference_mode (graph.cache_serves)
+        self._graph = LastBuilt()  # the grid graph of the last image sizes
 
     def _grid(self, sizes: list[tuple[int, int]], device: torch.device) -> Graph:
-        key = (tuple(sizes), device)
-        if self._graph_key != key or not cache_serves(self._graph_inference):
-            g = grid(
-                sizes=sizes or torch.zeros(0, 2, dtype=torch.long), radius=self.radius, connectivity=self.connectivity
-            )
-            self._graph, self._graph_key = g.to(device), key
-            self._graph_inference = torch.is_inference_mode_enabled()
-        assert self._graph is not None
-        return self._graph
+        def build() -> Graph:
+            layout = sizes or torch.zeros(0, 2, dtype=torch.long)  # no images: an empty graph
+            return grid(sizes=layout, radius=self.radius, connectivity=self.connectivity).to(device)
+
+        return self._graph.get((tuple(sizes), device), build)
 
     def forward(self, images: Tensor | Sequence[Tensor]) -> ClassifierOutput:
         """``images [B, C, H, W]`` or a list of ``[C, H_b, W_b]`` -> ``logits [B, num_classes]``."""

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..graph import Graph, cache_serves, check_ptr
+from ..graph import Graph, LastBuilt, check_ptr
 
 __all__ = ["StructureOutput", "Structure", "StaticStructure", "resolve_ptr"]
 
@@ -119,9 +119,7 @@ class StaticStructure(Structure):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache_key: tuple | None = None
-        self._cache_graph: Graph | None = None
-        self._cache_inference = False  # built under torch.inference_mode (graph.cache_serves)
+        self._cache = LastBuilt()  # the graph of the last batch layout
 
     def build(self, lengths: Tensor) -> Graph:
         raise NotImplementedError
@@ -140,10 +138,5 @@ class StaticStructure(Structure):
         if not self.cacheable:
             with torch.no_grad():
                 return StructureOutput(self.build(lengths))
-        key = (tuple(lengths.tolist()), q.device)
-        if self._cache_key != key or not cache_serves(self._cache_inference):
-            with torch.no_grad():
-                self._cache_graph = self.build(lengths)
-            self._cache_key, self._cache_inference = key, torch.is_inference_mode_enabled()
-        assert self._cache_graph is not None
-        return StructureOutput(self._cache_graph)
+        with torch.no_grad():
+            return StructureOutput(self._cache.get((tuple(lengths.tolist()), q.device), lambda: self.build(lengths)))

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_bool, check_int_pair
-from ..graph import Graph, cache_serves
+from ..graph import Graph, LastBuilt
 from ..ops import edge_attention
 from ._segments import check_int, expand_rows
 from .base import Structure, StructureOutput, resolve_ptr
@@ -241,7 +241,7 @@ class Combiner(Structure):
             image_size = check_int_pair("image_size", image_size, minimum=1)
         self.variant, self.region_size, self.causal = variant, region_size, check_bool("causal", causal)
         self.image_size, self.backend = image_size, backend
-        self._cache: tuple[tuple, tuple[Graph, Graph], bool] | None = None  # key, graphs, made in inference mode
+        self._cache = LastBuilt()  # the graphs of the last batch layout
 
     def extra_repr(self) -> str:
         return f"variant={self.variant!r}, region_size={self.region_size}, causal={self.causal}"
@@ -250,9 +250,7 @@ class Combiner(Structure):
         """Block-diagonal ``(stage1, stage2)`` of a batch; cached per batch layout."""
         # The settings too: a Combiner switched to causal kept serving its non-causal graph.
         key = (tuple(lengths), device, self.variant, self.region_size, self.causal, self.image_size)
-        if self._cache is None or self._cache[0] != key or not cache_serves(self._cache[2]):
-            self._cache = (key, self._build(lengths, device), torch.is_inference_mode_enabled())
-        return self._cache[1]
+        return self._cache.get(key, lambda: self._build(lengths, device))
 
     def _build(self, lengths: list[int], device: torch.device) -> tuple[Graph, Graph]:
         parts = []
