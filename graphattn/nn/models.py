@@ -24,6 +24,7 @@ from .._validation import check_int, check_int_pair
 from ..graph import Graph, LastBuilt, check_ptr
 from ..structure._segments import segments
 from ..structure.base import Structure
+from ..structure.batch import example_ids
 from ..structure.grid import grid
 from .encoder import GraphTransformerEncoder, GraphTransformerLayer
 from .positional import (
@@ -56,7 +57,7 @@ def segment_pool(x: Tensor, ptr: Tensor, mode: str = "mean") -> Tensor:
         if bool((counts == 0).any()):
             raise ValueError("pooling='first' needs every example to have at least one node")
         return x[ptr[:-1]]
-    batch = torch.repeat_interleave(torch.arange(b, device=x.device), counts, output_size=x.shape[0])
+    batch = example_ids(ptr, x.shape[0])
     if mode == "mean":
         total = x.new_zeros(b, x.shape[1]).index_add_(0, batch, x)
         return total / torch.clamp(counts, min=1).to(x.dtype)[:, None]

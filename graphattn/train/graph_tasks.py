@@ -41,6 +41,7 @@ from torch.utils.data import Dataset
 
 from ..nn import GraphAttention
 from ..nn.models import segment_pool
+from ..structure.batch import example_ids
 from .tasks import Task, _opt, make_structure
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def random_walk_encoding(edge_index: Tensor, ptr: Tensor, steps: int) -> Tensor:
     if n == 0 or steps == 0:
         return torch.zeros(n, steps)
     n_max = int(counts.max())
-    graph_of = torch.repeat_interleave(torch.arange(b), counts, output_size=n)
+    graph_of = example_ids(ptr, n)
     local = torch.arange(n) - ptr[graph_of]
     adj = torch.zeros(b, n_max, n_max)
     src, dst = edge_index
@@ -292,9 +293,8 @@ class MoleculeConvNet(nn.Module):
         x, e = self.atom(batch.x), self.bond(batch.edge_attr)
         if self.rwse is not None:
             x = x + self.rwse(batch.rwse)
-        counts = batch.ptr[1:] - batch.ptr[:-1]
-        molecules = torch.arange(counts.numel(), device=x.device)
-        graph_of = torch.repeat_interleave(molecules, counts, output_size=x.shape[0])
+        num_molecules = batch.ptr.numel() - 1
+        graph_of = example_ids(batch.ptr, x.shape[0])
         edge_index = batch.edge_index
         if self.ring_embed is not None and self.ring_edge is not None:
             atom, ring = batch.ring_index
@@ -306,13 +306,14 @@ class MoleculeConvNet(nn.Module):
             edge_index = torch.cat([edge_index, torch.stack([atom, ring_node]), torch.stack([ring_node, atom])], 1)
             directions = torch.repeat_interleave(torch.arange(2, device=x.device), atom.numel())
             e = torch.cat([e, self.ring_edge(directions)])
+            molecules = torch.arange(num_molecules, device=x.device)
             ring_of = torch.repeat_interleave(molecules, batch.num_rings, output_size=num_rings)
             graph_of = torch.cat([graph_of, ring_of])
         scale = None
         if self.delta:
             degree = torch.bincount(edge_index[1], minlength=x.shape[0]).clamp_min(1)
             scale = (torch.log(degree.to(x.dtype) + 1) / self.delta)[:, None]
-        vn = None if self.vn_init is None else self.vn_init.expand(counts.numel(), -1)
+        vn = None if self.vn_init is None else self.vn_init.expand(num_molecules, -1)
         for i, (conv, mlp, norm) in enumerate(zip(self.convs, self.mlps, self.norms, strict=True)):
             if vn is not None:
                 x = x + vn[graph_of]
@@ -325,8 +326,8 @@ class MoleculeConvNet(nn.Module):
                 vn = vn + self.vn_mlps[i](pooled + vn)
         if self.ring_embed is None:
             return self.head(segment_pool(x, batch.ptr, "mean")), x.new_zeros(())
-        sums = x.new_zeros(counts.numel(), x.shape[1]).index_add_(0, graph_of, x)  # atoms and rings
-        nodes = torch.bincount(graph_of, minlength=counts.numel()).clamp_min(1)
+        sums = x.new_zeros(num_molecules, x.shape[1]).index_add_(0, graph_of, x)  # atoms and rings
+        nodes = torch.bincount(graph_of, minlength=num_molecules).clamp_min(1)
         return self.head(sums / nodes[:, None].to(x.dtype)), x.new_zeros(())
 
 
