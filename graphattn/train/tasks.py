@@ -42,8 +42,8 @@ def _opt(cfg: TrainConfig, key: str, default: Any, kind: type | None = None, *, 
     value = cfg.options.get(key, default)
     if value is None and default is not None:  # `--option key=null`: not a value of this option
         raise ValueError(f"--option {key} must be {_kind_name(kind)}, got null (leave it out for the default)")
-    cfg._options_used[key] = value
     if kind is None or value is None:
+        cfg._options_used[key] = value
         return value
     ok = {
         int: isinstance(value, int) and not isinstance(value, bool),
