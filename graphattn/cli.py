@@ -95,6 +95,12 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", dest="data_root", help="local dataset root (or set GRAPHATTN_DATA)")
     p.add_argument("--config", help="JSON or TOML file with any of these settings")
     p.add_argument("--resume", action="store_true", default=None, help="continue from <out>/last.pt")
+    p.add_argument(
+        "--init-from",
+        dest="init_from",
+        metavar="CHECKPOINT",
+        help="start from the model weights of another run's last.pt (staged training; fresh optimizer)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     p.add_argument(
         "--option",

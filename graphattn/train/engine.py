@@ -5,6 +5,10 @@ owns everything else, once for every task:
 
 - a progress bar (tqdm) with loss, metric and samples/s;
 - model selection on the validation metric, test metric reported at the best epoch;
+- ``init_from``: a fresh run may start from another run's model weights (its ``last.pt``): staged
+  training, such as a short-sequence stage before the long one (Press et al., "Shortformer",
+  ACL 2021); the optimizer and schedule start anew, and ``result.json`` records the first
+  stage's config, epochs, best validation metric and train time under ``init``;
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
   seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
@@ -60,7 +64,8 @@ class TrainConfig:
     (with one epoch, which is all warm-up, at the full rate). ``max_grad_norm`` clips the gradient
     norm (0: no clipping). A resumed run keeps every setting but ``epochs`` (no fewer than are
     done; under ``cosine``, changed only while the first, warm-up epoch is all that is done),
-    ``device``, ``out``, ``data_root`` and ``progress``.
+    ``device``, ``out``, ``data_root`` and ``progress``. ``init_from`` is a ``last.pt`` whose model
+    weights a fresh run starts from (see the module docstring).
     """
 
     task: str = "recall"
@@ -82,13 +87,15 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
     data_root: str | None = None
+    init_from: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("task", "attention", "optimizer", "lr_schedule", "device", "out"):
             _check_setting(name, getattr(self, name), str)
-        if self.data_root is not None:
-            _check_setting("data_root", self.data_root, str)
+        for name in ("data_root", "init_from"):
+            if getattr(self, name) is not None:
+                _check_setting(name, getattr(self, name), str)
         for name in ("resume", "progress"):
             _check_setting(name, getattr(self, name), bool)
         for name in ("layers", "dim", "heads", "epochs", "batch_size"):
@@ -210,6 +217,39 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
+def _init_weights(model: nn.Module, path: str, device: torch.device) -> dict[str, Any]:
+    """Load the model weights of the checkpoint at ``path`` into ``model`` (``--init-from``); returns
+    what ``result.json`` records of that run (its config, epochs, best validation metric, time)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--init-from: no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(ckpt, dict) or not {"model", "config", "state"} <= set(ckpt):
+        raise ValueError(f"--init-from: {path} is not a graphattn train checkpoint (last.pt)")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(ckpt["model"]))
+    unexpected = sorted(set(ckpt["model"]) - set(own))
+    shapes = sorted(
+        f"{k} {list(v.shape)} vs {list(own[k].shape)}"
+        for k, v in ckpt["model"].items()
+        if k in own and v.shape != own[k].shape
+    )
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"--init-from: {path} holds another model (missing {missing}, unexpected {unexpected}, "
+            f"other shapes {shapes}); its run was --task {ckpt['config'].get('task')} "
+            f"--attention {ckpt['config'].get('attention')}"
+        )
+    model.load_state_dict(ckpt["model"])
+    st = ckpt["state"]
+    return {
+        "path": str(path),
+        "config": ckpt["config"],
+        "epochs_done": st["epoch"],
+        "best_valid": st["best_valid"],
+        "train_seconds": st["train_seconds"],
+    }
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -288,6 +328,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out)
     ckpt_path = out_dir / "last.pt"
     state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}
+    if cfg.init_from is not None and not cfg.resume:  # a resumed run has these weights in its own checkpoint
+        state["init"] = _init_weights(model, cfg.init_from, device)
     if cfg.resume:
         if not ckpt_path.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume first")
@@ -441,6 +483,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "parameters": n_params,
         "world_size": world,
         "history": state["history"],
+        "init": state.get("init"),
         "config": asdict(cfg),
         "options_used": dict(sorted(cfg._options_used.items())),  # with the defaults of those not set
         "environment": {

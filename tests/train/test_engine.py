@@ -527,3 +527,47 @@ def test_device_and_out_are_checked_before_the_data_loads(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"--out must be a folder .*, got the file"):
         train(replace(_cfg(tmp_path), out=str(tmp_path / "file")))
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
+    """Staged training: stage 2 (a longer length) starts from stage 1's weights, with a fresh
+    optimizer; result.json records stage 1 under init, and a resume of stage 2 keeps it."""
+    first = train(_cfg(tmp_path / "a", epochs=2))
+    ckpt = tmp_path / "a" / "run" / "last.pt"
+    weights = torch.load(ckpt, weights_only=False)["model"]
+    options = {**TINY, "length": 32}
+    # lr 1e-12: after one epoch the weights are still stage 1's (a model from scratch would differ by O(1))
+    second = train(_cfg(tmp_path / "b", epochs=1, lr=1e-12, options=options, init_from=str(ckpt)))
+    after = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    for name, value in weights.items():
+        torch.testing.assert_close(after["model"][name], value, rtol=0, atol=1e-6)
+    assert after["state"]["step"] == TINY["train_size"] // 32  # its own steps: a fresh schedule
+    init = second["init"]
+    assert init["path"] == str(ckpt) and init["epochs_done"] == 2
+    assert init["config"]["options"] == TINY and init["best_valid"] == first["best_valid_accuracy"]
+    assert init["train_seconds"] == first["train_seconds"]
+    resumed = train(_cfg(tmp_path / "b", epochs=2, lr=1e-12, options=options, init_from=str(ckpt), resume=True))
+    assert resumed["init"] == init and resumed["epochs_done"] == 2
+    assert train(_cfg(tmp_path / "c"))["init"] is None
+
+
+def test_init_from_bad_checkpoints_name_the_flag(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--init-from: no checkpoint at .*nothing.pt"):
+        train(_cfg(tmp_path, init_from=str(tmp_path / "nothing.pt")))
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match=r"--init-from: .*tensor.pt is not a graphattn train checkpoint"):
+        train(_cfg(tmp_path, init_from=str(tmp_path / "tensor.pt")))
+    train(_cfg(tmp_path / "wide", dim=32))
+    with pytest.raises(ValueError, match=r"--init-from: .* holds another model .*other shapes \[.*\[32"):
+        train(_cfg(tmp_path, init_from=str(tmp_path / "wide" / "run" / "last.pt")))
+    with pytest.raises(TypeError, match=r"--init-from \(config key .init_from.\) must be a str, got 3"):
+        _cfg(tmp_path, init_from=3)
+
+
+def test_cli_init_from_flag(tmp_path):
+    train(_cfg(tmp_path / "a"))
+    ckpt = str(tmp_path / "a" / "run" / "last.pt")
+    tiny = [f"--option={k}={v}" for k, v in TINY.items()]
+    args = ["train", "--attention", "full", "--dim", "16", "--heads", "2", "--layers", "1", "--epochs", "1"]
+    assert main([*args, *tiny, "--no-progress", "--init-from", ckpt, "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["init"]["path"] == ckpt
