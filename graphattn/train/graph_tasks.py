@@ -55,6 +55,7 @@ __all__ = [
     "random_walk_encoding",
     "ring_index",
     "mean_log_degree",
+    "substructure_counts",
 ]
 
 
@@ -82,6 +83,55 @@ def random_walk_encoding(edge_index: Tensor, ptr: Tensor, steps: int) -> Tensor:
         out.append(torch.diagonal(power, dim1=1, dim2=2))
         power = power @ walk
     return torch.stack(out, -1)[graph_of, local]  # [N, steps]
+
+
+_HASH_PRIME = 2**31 - 1  # hashes stay below 2^31, so every product below fits int64
+
+
+def _mix(x: Tensor) -> Tensor:
+    """A non-linear hash of int64 values in ``[0, 2^31)`` to ``[0, 2^31)``: two multiply-mod
+    rounds with xor-shifts between them (products stay below 2^63)."""
+    x = (x * 1103515245 + 12345) % _HASH_PRIME
+    x = x ^ (x >> 13)
+    x = (x * 2654435761) % _HASH_PRIME
+    return x ^ (x >> 16)
+
+
+def substructure_counts(x: Tensor, edge_index: Tensor, edge_attr: Tensor, bits: int, radius: int = 2) -> Tensor:
+    """A molecule's count fingerprint: how many atoms have each circular environment of radius
+    ``0 .. radius`` bonds, hashed into ``bits`` bins (``int64 [bits]``).
+
+    The Morgan algorithm behind ECFP (Rogers and Hahn, "Extended-Connectivity Fingerprints",
+    J. Chem. Inf. Model. 2010), as counts (ECFC) over the OGB features rather than RDKit's
+    invariants: an atom starts from a hash of its feature row ``x[i]`` (element, chirality,
+    degree, charge, hydrogens, radicals, hybridization, aromaticity, ring membership); each round
+    replaces it by a hash of itself and the sum of its neighbours' hashes, each mixed with the
+    bond's feature row (a multiset hash: the neighbours' order does not matter). Every atom
+    adds one count per round to bin ``hash % bits``. ECFP4, the usual choice, is ``radius=2``.
+
+    Args:
+        x: ``int64 [N, F]`` atom features.
+        edge_index: ``[2, E]`` bonds, both directions.
+        edge_attr: ``int64 [E, F_e]`` bond features.
+        bits: the number of bins (>= 1).
+        radius: rounds of neighbour hashing (>= 0).
+    """
+    if bits < 1 or radius < 0:
+        raise ValueError(f"bits must be >= 1 and radius >= 0, got bits={bits}, radius={radius}")
+    h = torch.zeros(x.shape[0], dtype=torch.long)
+    for column in x.long().T:
+        h = _mix(h + column)
+    bond = torch.zeros(edge_index.shape[1], dtype=torch.long)
+    for column in edge_attr.long().reshape(edge_index.shape[1], -1).T:
+        bond = _mix(bond + column)
+    counts = torch.bincount(h % bits, minlength=bits)
+    src, dst = edge_index
+    for r in range(radius):
+        messages = _mix((h[src] + bond) % _HASH_PRIME)
+        total = torch.zeros_like(h).index_add_(0, dst, messages) % _HASH_PRIME
+        h = _mix((_mix(h + r + 1) + total) % _HASH_PRIME)
+        counts += torch.bincount(h % bits, minlength=bits)
+    return counts
 
 
 def ring_index(edge_index: Tensor, num_nodes: int, max_size: int) -> Tensor:
@@ -123,6 +173,11 @@ class _PerGraph(Dataset):
 
 def _rwse_of(steps: int, data: Any) -> dict[str, Any]:
     return {"rwse": random_walk_encoding(data.edge_index, torch.tensor([0, data.num_nodes]), steps)}
+
+
+def _fingerprint_of(bits: int, data: Any) -> dict[str, Any]:
+    counts = substructure_counts(data.x, data.edge_index, data.edge_attr, bits)
+    return {"fingerprint": counts.clamp_max(255).to(torch.uint8)[None]}  # [1, bits]: PyG stacks graphs
 
 
 def _rings_of(max_size: int, data: Any) -> dict[str, Any]:
@@ -223,6 +278,12 @@ class MoleculeConvNet(nn.Module):
       The value is ``delta``, the mean ``log(d + 1)`` over the training atoms
       (:func:`mean_log_degree`, over the bonds: with ``rings`` the degrees the scalers see also
       count the ring edges, so there ``s`` is not centred on 1); 0 turns the scalers off.
+    - ``fingerprint``: the bins of a count fingerprint of the molecule's circular substructures
+      (``batch.fingerprint``, :func:`substructure_counts`), ``log(1 + count)`` through
+      ``Linear(bins, d) -> BN -> ReLU -> dropout``, concatenated to the pooled atoms before the
+      head: the fixed substructure features of fingerprint models beside the learned ones
+      (random forests on fingerprints, blended with GNNs, lead the OGB molhiv leaderboard:
+      Bugaud, "Multi-RF Fusion with Multi-GNN Blending", arXiv:2603.20724, 2026).
     """
 
     def __init__(
@@ -238,6 +299,7 @@ class MoleculeConvNet(nn.Module):
         mlp: bool = False,
         rings: int = 0,
         degree_scalers: float = 0.0,
+        fingerprint: int = 0,
     ) -> None:
         super().__init__()
         from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
@@ -285,7 +347,12 @@ class MoleculeConvNet(nn.Module):
                         nn.Dropout(dropout),
                     )
                 )
-        self.head = nn.Linear(hidden, num_tasks)
+        self.fingerprint = (
+            nn.Sequential(nn.Linear(fingerprint, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout))
+            if fingerprint
+            else None
+        )
+        self.head = nn.Linear(2 * hidden if fingerprint else hidden, num_tasks)
         self.ring_embed = nn.Embedding(rings + 1, hidden) if rings else None  # by ring size
         self.ring_edge = nn.Embedding(2, hidden) if rings else None  # atom -> ring, ring -> atom
 
@@ -325,10 +392,14 @@ class MoleculeConvNet(nn.Module):
                 pooled = x.new_zeros(vn.shape).index_add_(0, graph_of, x)  # sum over each molecule
                 vn = vn + self.vn_mlps[i](pooled + vn)
         if self.ring_embed is None:
-            return self.head(segment_pool(x, batch.ptr, "mean")), x.new_zeros(())
-        sums = x.new_zeros(num_molecules, x.shape[1]).index_add_(0, graph_of, x)  # atoms and rings
-        nodes = torch.bincount(graph_of, minlength=num_molecules).clamp_min(1)
-        return self.head(sums / nodes[:, None].to(x.dtype)), x.new_zeros(())
+            pooled = segment_pool(x, batch.ptr, "mean")
+        else:
+            sums = x.new_zeros(num_molecules, x.shape[1]).index_add_(0, graph_of, x)  # atoms and rings
+            nodes = torch.bincount(graph_of, minlength=num_molecules).clamp_min(1)
+            pooled = sums / nodes[:, None].to(x.dtype)
+        if self.fingerprint is not None:
+            pooled = torch.cat([pooled, self.fingerprint(torch.log1p(batch.fingerprint.to(x.dtype)))], 1)
+        return self.head(pooled), x.new_zeros(())
 
 
 MOLECULE_MODELS = ("gps", "transformerconv", "graphattnconv")
@@ -367,7 +438,9 @@ class MoleculeTask(Task):
     MLP after each conv, conv models only; default 0), ``rings`` (the largest ring: a node per ring
     of at most that many atoms, conv models only; default 0, none), ``scalers`` (1: PNA's degree
     scalers on each conv's output, normalized by the training atoms' mean log degree, conv models
-    only; default 0), ``attn_dropout`` (0.5, ``gps``).
+    only; default 0), ``fingerprint`` (bins of a count fingerprint of each molecule's circular
+    substructures, :func:`substructure_counts`, read by an MLP beside the convs, conv models
+    only; default 0, none), ``attn_dropout`` (0.5, ``gps``).
     """
 
     def __init__(self, name: str) -> None:
@@ -378,6 +451,7 @@ class MoleculeTask(Task):
         self._rwse_steps = 16
         self._rings = 0
         self._delta = 0.0
+        self._fingerprint = 0
 
     def attentions(self, cfg: TrainConfig) -> list[str]:
         """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
@@ -402,6 +476,9 @@ class MoleculeTask(Task):
             splits = tuple(_PerGraph(part, partial(_rwse_of, self._rwse_steps)) for part in splits)
         if self._rings:
             splits = tuple(_PerGraph(part, partial(_rings_of, self._rings)) for part in splits)
+        self._fingerprint = 0 if model == "gps" else _opt(cfg, "fingerprint", 0, int, minimum=0)
+        if self._fingerprint:
+            splits = tuple(_PerGraph(part, partial(_fingerprint_of, self._fingerprint)) for part in splits)
         return splits
 
     def collate(self, items: Sequence[Any]) -> Any:
@@ -444,6 +521,7 @@ class MoleculeTask(Task):
             mlp=_opt(cfg, "mlp", 0, bool),
             rings=self._rings,
             degree_scalers=self._delta,
+            fingerprint=self._fingerprint,
         )
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from graphattn.train.engine import TrainConfig, train
-from graphattn.train.graph_tasks import MoleculeConvNet, mean_log_degree, ring_index
+from graphattn.train.graph_tasks import MoleculeConvNet, mean_log_degree, ring_index, substructure_counts
 from graphattn.train.tasks import attention_names, get_task, task_names
 
 pytest.importorskip("torch_geometric")
@@ -232,6 +232,56 @@ def test_scalers_option_sets_delta_from_the_training_split(bace):
     assert net.delta == pytest.approx(mean_log_degree(splits[0])) and 0.5 < net.delta < 2
     task.datasets(replace(cfg, options={"model": "graphattnconv"}))
     assert task.build_model(replace(cfg, options={"model": "graphattnconv"})).delta == 0.0
+
+
+def _molecule(atoms, bonds, bond_types=None):
+    """Atom feature rows ``atoms`` ([element, ...]) and undirected ``bonds`` as OGB-style tensors."""
+    x = torch.tensor([[a, 0, 0, 0, 0, 0, 0, 0, 0] for a in atoms])
+    edge_index = _undirected(bonds)
+    types = bond_types or [0] * len(bonds)
+    edge_attr = torch.tensor([[t, 0, 0] for t in types + types])
+    return x, edge_index, edge_attr
+
+
+def test_substructure_counts_see_environments_not_atom_order():
+    # Ethanol-like C-C-O against C-O-C: the same atoms, so the same radius-0 counts, but not the
+    # same environments; relabelling the atoms changes nothing; each radius adds one count per atom.
+    cco = _molecule([6, 6, 8], [(0, 1), (1, 2)])
+    coc = _molecule([6, 8, 6], [(0, 1), (1, 2)])
+    a, b = substructure_counts(*cco, bits=4096), substructure_counts(*coc, bits=4096)
+    assert a.sum() == 9 and b.sum() == 9  # 3 atoms x radius 0, 1, 2
+    torch.testing.assert_close(substructure_counts(*cco, bits=4096, radius=0), substructure_counts(*coc, 4096, 0))
+    assert not torch.equal(a, b)
+    perm = torch.tensor([2, 0, 1])  # atom i of the relabelled molecule is atom perm[i]
+    inverse = torch.argsort(perm)
+    x, edge_index, edge_attr = cco
+    assert torch.equal(substructure_counts(x[perm], inverse[edge_index], edge_attr, 4096), a)
+    # a double bond instead of a single one changes the environments of radius >= 1 only
+    double = _molecule([6, 6, 8], [(0, 1), (1, 2)], bond_types=[1, 0])
+    assert torch.equal(substructure_counts(*double, 4096, 0), substructure_counts(*cco, 4096, 0))
+    assert not torch.equal(substructure_counts(*double, 4096, 1), substructure_counts(*cco, 4096, 1))
+    # the two carbons of C-O-C share every environment: two counts in one bin per radius
+    assert sorted(b[b > 0].tolist()) == [1, 1, 1, 2, 2, 2]
+    with pytest.raises(ValueError, match="bits must be >= 1"):
+        substructure_counts(*cco, bits=0)
+
+
+def test_fingerprint_option_feeds_the_head(bace):
+    _, cfg, _ = bace
+    task = get_task("ogbg-molbace")
+    options = {"model": "graphattnconv", "fingerprint": 64}
+    splits = task.datasets(replace(cfg, options=options))
+    batch = task.collate([splits[0][i] for i in range(5)])
+    assert batch.fingerprint.shape == (5, 64) and batch.fingerprint.dtype == torch.uint8
+    want = substructure_counts(splits[0][3].x, splits[0][3].edge_index, splits[0][3].edge_attr, 64)
+    assert torch.equal(batch.fingerprint[3].long(), want.clamp_max(255))
+    net = task.build_model(replace(cfg, options=options))
+    assert net.head.in_features == 2 * cfg.dim
+    pred, _ = net(batch)
+    pred.sum().backward()
+    assert pred.shape == (5, 1) and net.fingerprint[0].weight.grad.abs().sum() > 0
+    task.datasets(replace(cfg, options={"model": "graphattnconv"}))
+    assert task.build_model(replace(cfg, options={"model": "graphattnconv"})).fingerprint is None
 
 
 def _undirected(pairs):
