@@ -118,10 +118,10 @@ def substructure_counts(x: Tensor, edge_index: Tensor, edge_attr: Tensor, bits: 
     """
     if bits < 1 or radius < 0:
         raise ValueError(f"bits must be >= 1 and radius >= 0, got bits={bits}, radius={radius}")
-    h = torch.zeros(x.shape[0], dtype=torch.long)
+    h = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for column in x.long().T:
         h = _mix(h + column)
-    bond = torch.zeros(edge_index.shape[1], dtype=torch.long)
+    bond = torch.zeros(edge_index.shape[1], dtype=torch.long, device=x.device)
     for column in edge_attr.long().reshape(edge_index.shape[1], -1).T:
         bond = _mix(bond + column)
     counts = torch.bincount(h % bits, minlength=bits)
@@ -312,6 +312,8 @@ class MoleculeConvNet(nn.Module):
             raise ValueError(f"conv must be 'transformerconv' or 'graphattnconv', got {conv!r}")
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be divisible by heads ({heads})")
+        if fingerprint < 0:
+            raise ValueError(f"fingerprint must be 0 (off) or the number of fingerprint bins, got {fingerprint}")
         if not (math.isfinite(degree_scalers) and degree_scalers >= 0):
             raise ValueError(f"degree_scalers must be 0 (off) or the mean log(degree + 1), > 0; got {degree_scalers}")
         self.delta = float(degree_scalers)

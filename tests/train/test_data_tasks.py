@@ -282,6 +282,8 @@ def test_fingerprint_option_feeds_the_head(bace):
     assert pred.shape == (5, 1) and net.fingerprint[0].weight.grad.abs().sum() > 0
     task.datasets(replace(cfg, options={"model": "graphattnconv"}))
     assert task.build_model(replace(cfg, options={"model": "graphattnconv"})).fingerprint is None
+    with pytest.raises(ValueError, match="fingerprint must be 0"):
+        MoleculeConvNet(1, "graphattnconv", hidden=8, heads=2, fingerprint=-1)
 
 
 def _undirected(pairs):
