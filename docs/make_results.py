@@ -177,6 +177,17 @@ RUNS: dict[str, list[str]] = {
         )
         for s in range(3)
     },
+    # 2026-11-27 (seventeenth session): the validation pick `vn-d0.5-mlp` as a deep ensemble of 3 members
+    # trained side by side (`--option ensemble=3`, each on its own loss, predictions averaged); three seeds,
+    # decided before any ran.
+    **{
+        f"ogbg-molhiv/graphattnconv-vn-d0.5-mlp-ens3/s{s}": [
+            "--task", "ogbg-molhiv", "--attention", "graph", "--option", "model=graphattnconv",
+            "--layers", "3", "--epochs", "30", "--seed", str(s), *_MOL, "--dropout", "0.5",
+            "--option", "vn=1", "--option", "mlp=1", "--option", "ensemble=3",
+        ]
+        for s in range(3)
+    },
     # 2026-11-27 (seventeenth session): `vn-d0.5-mlp` with a count fingerprint of each molecule's circular
     # substructures (ECFP4-like, 2048 bins, `--option fingerprint=2048`) beside the convs. Planned for three
     # seeds; seed 0 overfit within two epochs (best valid 0.7925 at epoch 2, training loss 0.03 by epoch 18,

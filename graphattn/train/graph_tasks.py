@@ -52,6 +52,7 @@ __all__ = [
     "NodeTask",
     "MoleculeGPS",
     "MoleculeConvNet",
+    "MoleculeEnsemble",
     "random_walk_encoding",
     "ring_index",
     "mean_log_degree",
@@ -404,6 +405,25 @@ class MoleculeConvNet(nn.Module):
         return self.head(pooled), x.new_zeros(())
 
 
+class MoleculeEnsemble(nn.Module):
+    """Models trained side by side, each on its own loss (a deep ensemble: Lakshminarayanan et
+    al., "Simple and Scalable Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS
+    2017), from their own initializations and dropout draws, on the same batches. ``forward``
+    returns every member's predictions ``[K, B, T]`` (the task's loss averages the members'
+    losses, so no member's gradient depends on another's output) and the sum of their auxiliary
+    losses; :meth:`MoleculeTask.predict` averages the members."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, batch: Any) -> tuple[Tensor, Tensor]:
+        outs = [member(batch) for member in self.members]
+        return torch.stack([pred for pred, _ in outs]), torch.stack([aux for _, aux in outs]).sum()
+
+
 MOLECULE_MODELS = ("gps", "transformerconv", "graphattnconv")
 
 
@@ -442,7 +462,8 @@ class MoleculeTask(Task):
     scalers on each conv's output, normalized by the training atoms' mean log degree, conv models
     only; default 0), ``fingerprint`` (bins of a count fingerprint of each molecule's circular
     substructures, :func:`substructure_counts`, read by an MLP beside the convs, conv models
-    only; default 0, none), ``attn_dropout`` (0.5, ``gps``).
+    only; default 0, none), ``ensemble`` (members of a :class:`MoleculeEnsemble` of the conv
+    model, default 1: one model), ``attn_dropout`` (0.5, ``gps``).
     """
 
     def __init__(self, name: str) -> None:
@@ -511,20 +532,21 @@ class MoleculeTask(Task):
                 structure=make_structure(cfg.attention, cfg, max_len=64),
                 rwse_steps=self._rwse_steps,
             )
-        return MoleculeConvNet(
-            self._info.num_tasks,
-            model,
-            hidden=cfg.dim,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            dropout=cfg.dropout,
-            virtual_node=_opt(cfg, "vn", 0, bool),
-            rwse_steps=self._rwse_steps,
-            mlp=_opt(cfg, "mlp", 0, bool),
-            rings=self._rings,
-            degree_scalers=self._delta,
-            fingerprint=self._fingerprint,
-        )
+        settings = {
+            "hidden": cfg.dim,
+            "layers": cfg.layers,
+            "heads": cfg.heads,
+            "dropout": cfg.dropout,
+            "virtual_node": _opt(cfg, "vn", 0, bool),
+            "rwse_steps": self._rwse_steps,
+            "mlp": _opt(cfg, "mlp", 0, bool),
+            "rings": self._rings,
+            "degree_scalers": self._delta,
+            "fingerprint": self._fingerprint,
+        }
+        members = _opt(cfg, "ensemble", 1, int, minimum=1)
+        nets = [MoleculeConvNet(self._info.num_tasks, model, **settings) for _ in range(members)]
+        return nets[0] if members == 1 else MoleculeEnsemble(nets)
 
     def forward(self, model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
         return model(batch)
@@ -534,18 +556,25 @@ class MoleculeTask(Task):
         their losses are not used) and the mask of known labels (OGB marks missing ones NaN)."""
         y = batch.y.to(pred.dtype)
         known = ~torch.isnan(y)
-        y = torch.where(known, y, torch.zeros_like(y))
+        y = torch.where(known, y, torch.zeros_like(y)).expand_as(pred)  # an ensemble's pred is [K, B, T]
         loss = F.mse_loss if self.metric_name == "rmse" else F.binary_cross_entropy_with_logits
-        return loss(pred, y, reduction="none"), known
+        return loss(pred, y, reduction="none"), known.expand_as(pred)
 
     def task_loss(self, pred: Tensor, batch: Any) -> Tensor:
         losses, known = self._label_losses(pred, batch)
         return losses[known].mean()
 
     def example_losses(self, pred: Tensor, batch: Any) -> Tensor:
-        """Each molecule's loss ``[B]``: the mean over its known labels (0 where it has none)."""
+        """Each molecule's loss ``[B]``: the mean over its known labels (0 where it has none; of an
+        ensemble, the members' mean)."""
         losses, known = self._label_losses(pred, batch)
-        return (losses * known).sum(1) / known.sum(1).clamp_min(1)
+        per_molecule = (losses * known).sum(-1) / known.sum(-1).clamp_min(1)
+        return per_molecule.mean(0) if per_molecule.dim() == 2 else per_molecule
+
+    def predict(self, model: nn.Module, batch: Any) -> Tensor:
+        """The model's predictions ``[B, T]``; of an ensemble, its members' mean."""
+        pred = self.forward(model, batch)[0]
+        return pred.mean(0) if pred.dim() == 3 else pred
 
     def target(self, batch: Any) -> Tensor:
         return batch.y

@@ -286,6 +286,37 @@ def test_fingerprint_option_feeds_the_head(bace):
         MoleculeConvNet(1, "graphattnconv", hidden=8, heads=2, fingerprint=-1)
 
 
+def test_ensemble_option_trains_members_on_their_own_losses_and_averages_them(bace):
+    _, cfg, _ = bace
+    task = get_task("ogbg-molbace")
+    options = {"model": "graphattnconv", "ensemble": 2}
+    splits = task.datasets(replace(cfg, options=options))
+    batch = task.collate([splits[0][i] for i in range(8)])
+    torch.manual_seed(0)
+    net = task.build_model(replace(cfg, options=options))
+    assert len(net.members) == 2
+    pred, _ = task.forward(net, batch)
+    assert pred.shape == (2, 8, 1) and not torch.equal(pred[0], pred[1])  # own initializations
+    own = [task.task_loss(pred[i], batch) for i in range(2)]
+    loss = task.task_loss(pred, batch)
+    torch.testing.assert_close(loss, (own[0] + own[1]) / 2)
+    per_member = [task.example_losses(pred[i], batch) for i in range(2)]
+    torch.testing.assert_close(task.example_losses(pred, batch), (per_member[0] + per_member[1]) / 2)
+    # member 0's gradient is half its own loss's: no term through member 1's output
+    first = list(net.members[0].parameters())
+    got = torch.autograd.grad(loss, first, retain_graph=True, allow_unused=True)
+    want = torch.autograd.grad(own[0] / 2, first, allow_unused=True)
+    for x, y in zip(got, want, strict=True):
+        assert (x is None and y is None) or torch.allclose(x, y, atol=1e-7)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(task.predict(net, batch), task.forward(net, batch)[0].mean(0))
+    bad = replace(cfg, options={**options, "ensemble": 0})
+    task.datasets(bad)
+    with pytest.raises(ValueError, match="ensemble must be >= 1"):
+        task.build_model(bad)
+
+
 def _undirected(pairs):
     return torch.tensor([[a for a, b in pairs] + [b for a, b in pairs], [b for a, b in pairs] + [a for a, b in pairs]])
 
