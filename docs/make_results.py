@@ -6,10 +6,12 @@
 ``run`` calls ``python -m graphattn train`` once per entry of :data:`RUNS` (one thread each,
 sequentially; a run whose ``result.json`` exists is skipped, so the command resumes a
 campaign) and keeps each run's ``result.json`` under ``docs/results/runs/<name>/`` (checkpoints
-are not kept in git). A staged run starts from the weights of a first stage (:data:`STAGES`,
-run first when its checkpoint is missing, kept under ``docs/results/stages/<name>/``; its record
-is also copied into the staged run's ``init``). ``report`` reads every ``result.json`` found there, so the page always
+are not kept in git). ``report`` reads every ``result.json`` found there, so the page always
 shows what was actually run, with the configuration that produced it.
+
+A staged run starts from the weights of a first stage (:data:`STAGES`, kept under
+``docs/results/stages/<name>/`` and run first unless a complete checkpoint of it is there); the
+staged run's ``init`` records that stage's config, epochs, validation and time.
 """
 
 from __future__ import annotations
@@ -399,7 +401,8 @@ def run(only: str | None, dry_run: bool) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     todo = [n for n in RUNS if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
     print(f"{len(todo)} runs to do", flush=True)
-    staged = {name: _stage_of(name) for name in todo}
+    pending = [n for n in RUNS if not (RUNS_DIR / n / "result.json").exists()]  # --only aside
+    trained: set[str] = set()
 
     def train(args: list[str], out: Path) -> None:
         cmd = [sys.executable, "-m", "graphattn", "train", *args, "--out", str(out), "--no-progress"]
@@ -408,17 +411,28 @@ def run(only: str | None, dry_run: bool) -> None:
             subprocess.run(cmd, env=env, check=True)
 
     for name in todo:
-        stage = staged[name]
-        if stage is not None and not (STAGES_DIR / stage / "last.pt").exists():
+        stage = _stage_of(name)
+        if stage is not None and stage not in trained and not _stage_done(stage):
             train(STAGES[stage], STAGES_DIR / stage)
+            trained.add(stage)
         out = RUNS_DIR / name
         train(RUNS[name], out)
         if dry_run:
             continue
-        # the records are result.json; checkpoints stay out of git (a stage's once no run left needs it)
+        # the records are result.json; checkpoints stay out of git (a stage's once no pending run needs it)
         (out / "last.pt").unlink(missing_ok=True)
-        if stage is not None and stage not in {staged[n] for n in todo[todo.index(name) + 1 :]}:
+        pending.remove(name)
+        if stage is not None and stage not in {_stage_of(n) for n in pending}:
             (STAGES_DIR / stage / "last.pt").unlink(missing_ok=True)
+
+
+def _stage_done(stage: str) -> bool:
+    """Whether first stage ``stage`` has a checkpoint of all its epochs (not one left by a stop)."""
+    folder = STAGES_DIR / stage
+    if not (folder / "last.pt").exists() or not (folder / "result.json").exists():
+        return False
+    rec = json.loads((folder / "result.json").read_text())
+    return not rec["interrupted"] and rec["epochs_done"] == rec["config"]["epochs"]
 
 
 def _stage_of(name: str) -> str | None:

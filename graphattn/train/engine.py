@@ -8,7 +8,8 @@ owns everything else, once for every task:
 - ``init_from``: a fresh run may start from another run's model weights (its ``last.pt``): staged
   training, such as a short-sequence stage before the long one (Press et al., "Shortformer",
   ACL 2021); the optimizer and schedule start anew, and ``result.json`` records the first
-  stage's config, epochs, best validation metric and train time under ``init``;
+  stage's config, epochs, best and last epoch's validation metric and train time under ``init``
+  (and that stage's own ``init``, for a chain);
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
   seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
@@ -222,7 +223,7 @@ def _init_weights(model: nn.Module, path: str, device: torch.device) -> dict[str
     what ``result.json`` records of that run (its config, epochs, best validation metric, time)."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"--init-from: no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict copies to the device
     if not isinstance(ckpt, dict) or not {"model", "config", "state"} <= set(ckpt):
         raise ValueError(f"--init-from: {path} is not a graphattn train checkpoint (last.pt)")
     own = model.state_dict()
@@ -234,9 +235,13 @@ def _init_weights(model: nn.Module, path: str, device: torch.device) -> dict[str
         if k in own and v.shape != own[k].shape
     )
     if missing or unexpected or shapes:
+
+        def few(keys: list[str]) -> str:
+            return f"{keys[:5]}{f' and {len(keys) - 5} more' if len(keys) > 5 else ''}"
+
         raise ValueError(
-            f"--init-from: {path} holds another model (missing {missing}, unexpected {unexpected}, "
-            f"other shapes {shapes}); its run was --task {ckpt['config'].get('task')} "
+            f"--init-from: {path} holds another model (missing {few(missing)}, unexpected {few(unexpected)}, "
+            f"other shapes {few(shapes)}); its run was --task {ckpt['config'].get('task')} "
             f"--attention {ckpt['config'].get('attention')}"
         )
     model.load_state_dict(ckpt["model"])
@@ -246,7 +251,9 @@ def _init_weights(model: nn.Module, path: str, device: torch.device) -> dict[str
         "config": ckpt["config"],
         "epochs_done": st["epoch"],
         "best_valid": st["best_valid"],
+        "last_epoch": st["history"][-1] if st["history"] else None,  # the weights carried over are the last epoch's
         "train_seconds": st["train_seconds"],
+        "init": st.get("init"),  # that run's own first stage, if it had one
     }
 
 

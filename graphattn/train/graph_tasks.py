@@ -90,8 +90,8 @@ _HASH_PRIME = 2**31 - 1  # hashes stay below 2^31, so every product below fits i
 
 
 def _mix(x: Tensor) -> Tensor:
-    """A non-linear hash of int64 values in ``[0, 2^31)`` to ``[0, 2^31)``: two multiply-mod
-    rounds with xor-shifts between them (products stay below 2^63)."""
+    """A non-linear hash of non-negative int64 values below ``2^32`` to ``[0, 2^31)``: two
+    multiply-mod rounds with xor-shifts between them (products stay below 2^63)."""
     x = (x * 1103515245 + 12345) % _HASH_PRIME
     x = x ^ (x >> 13)
     x = (x * 2654435761) % _HASH_PRIME
@@ -123,7 +123,8 @@ def substructure_counts(x: Tensor, edge_index: Tensor, edge_attr: Tensor, bits: 
     for column in x.long().T:
         h = _mix(h + column)
     bond = torch.zeros(edge_index.shape[1], dtype=torch.long, device=x.device)
-    for column in edge_attr.long().reshape(edge_index.shape[1], -1).T:
+    attr = edge_attr.long()
+    for column in (attr[:, None] if attr.dim() == 1 else attr).T:  # (a molecule may have no bonds)
         bond = _mix(bond + column)
     counts = torch.bincount(h % bits, minlength=bits)
     src, dst = edge_index
@@ -410,8 +411,11 @@ class MoleculeEnsemble(nn.Module):
     al., "Simple and Scalable Predictive Uncertainty Estimation using Deep Ensembles", NeurIPS
     2017), from their own initializations and dropout draws, on the same batches. ``forward``
     returns every member's predictions ``[K, B, T]`` (the task's loss averages the members'
-    losses, so no member's gradient depends on another's output) and the sum of their auxiliary
-    losses; :meth:`MoleculeTask.predict` averages the members."""
+    losses, so no member's gradient depends on another's output; the training loop's gradient
+    norm clip, over all parameters, does scale their steps by one factor) and the sum of their
+    auxiliary losses; :meth:`MoleculeTask.predict` averages the members' outputs (logits, for
+    the classification sets: a geometric-type mean of their odds, where the cited paper
+    averages probabilities; the ranking a ROC-AUC reads differs little)."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
@@ -552,7 +556,8 @@ class MoleculeTask(Task):
         return model(batch)
 
     def _label_losses(self, pred: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
-        """The loss of every label ``[B, T]`` (squared error or BCE; missing labels count as 0,
+        """The loss of every label ``[B, T]`` (``[K, B, T]`` for an ensemble's ``K`` members; squared
+        error or BCE; missing labels count as 0,
         their losses are not used) and the mask of known labels (OGB marks missing ones NaN)."""
         y = batch.y.to(pred.dtype)
         known = ~torch.isnan(y)

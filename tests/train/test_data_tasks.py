@@ -264,6 +264,10 @@ def test_substructure_counts_see_environments_not_atom_order():
     assert sorted(b[b > 0].tolist()) == [1, 1, 1, 2, 2, 2]
     with pytest.raises(ValueError, match="bits must be >= 1"):
         substructure_counts(*cco, bits=0)
+    # a molecule without bonds (a single ion; esol, freesolv, sider and tox21 hold some)
+    lone = torch.tensor([[11, 0, 0, 1, 0, 0, 0, 0, 0]])
+    counts = substructure_counts(lone, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3, dtype=torch.long), 64)
+    assert counts.sum() == 3 and (counts > 0).sum() == 3
 
 
 def test_fingerprint_option_feeds_the_head(bace):

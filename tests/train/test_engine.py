@@ -545,8 +545,16 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path):
     init = second["init"]
     assert init["path"] == str(ckpt) and init["epochs_done"] == 2
     assert init["config"]["options"] == TINY and init["best_valid"] == first["best_valid_accuracy"]
-    assert init["train_seconds"] == first["train_seconds"]
-    resumed = train(_cfg(tmp_path / "b", epochs=2, lr=1e-12, options=options, init_from=str(ckpt), resume=True))
+    assert init["train_seconds"] == first["train_seconds"] and init["init"] is None
+    assert init["last_epoch"] == first["history"][-1]
+    import graphattn.train.engine as engine
+
+    def reloaded(*args, **kwargs):
+        raise AssertionError("a resumed run must continue from its own checkpoint, not reload init_from")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "_init_weights", reloaded)
+        resumed = train(_cfg(tmp_path / "b", epochs=2, lr=1e-12, options=options, init_from=str(ckpt), resume=True))
     assert resumed["init"] == init and resumed["epochs_done"] == 2
     assert train(_cfg(tmp_path / "c"))["init"] is None
 
