@@ -270,12 +270,18 @@ def test_substructure_counts_see_environments_not_atom_order():
     assert counts.sum() == 3 and (counts > 0).sum() == 3
 
 
+def _bace_batch(cfg, options, size):
+    """A fresh ogbg-molbace task with ``options``, its splits and a batch of the first ``size``
+    training molecules."""
+    task = get_task("ogbg-molbace")
+    splits = task.datasets(replace(cfg, options=options))
+    return task, splits, task.collate([splits[0][i] for i in range(size)])
+
+
 def test_fingerprint_option_feeds_the_head(bace):
     _, cfg, _ = bace
-    task = get_task("ogbg-molbace")
     options = {"model": "graphattnconv", "fingerprint": 64}
-    splits = task.datasets(replace(cfg, options=options))
-    batch = task.collate([splits[0][i] for i in range(5)])
+    task, splits, batch = _bace_batch(cfg, options, 5)
     assert batch.fingerprint.shape == (5, 64) and batch.fingerprint.dtype == torch.uint8
     want = substructure_counts(splits[0][3].x, splits[0][3].edge_index, splits[0][3].edge_attr, 64)
     assert torch.equal(batch.fingerprint[3].long(), want.clamp_max(255))
@@ -292,10 +298,8 @@ def test_fingerprint_option_feeds_the_head(bace):
 
 def test_ensemble_option_trains_members_on_their_own_losses_and_averages_them(bace):
     _, cfg, _ = bace
-    task = get_task("ogbg-molbace")
     options = {"model": "graphattnconv", "ensemble": 2}
-    splits = task.datasets(replace(cfg, options=options))
-    batch = task.collate([splits[0][i] for i in range(8)])
+    task, _, batch = _bace_batch(cfg, options, 8)
     torch.manual_seed(0)
     net = task.build_model(replace(cfg, options=options))
     assert len(net.members) == 2
