@@ -502,16 +502,22 @@ def _plot(task: str, variants: dict[str, list[dict]], metric: str) -> str | None
     return name
 
 
+def _stages(rec: dict) -> list[dict]:
+    """A run's records, its earliest stage first (``init`` of ``init`` ... then the run itself)."""
+    chain = [rec]
+    while chain[-1].get("init"):
+        chain.append(chain[-1]["init"])
+    return chain[::-1]
+
+
 def _epochs(rec: dict) -> str:
-    """Epochs of a run; of a staged one, its first stage's plus its own (``10 + 2``)."""
-    init = rec.get("init")
-    return f"{init['epochs_done']} + {rec['epochs_done']}" if init else str(rec["epochs_done"])
+    """Epochs of a run; of a staged one, each stage's (``10 + 2``)."""
+    return " + ".join(str(stage["epochs_done"]) for stage in _stages(rec))
 
 
 def _seconds(rec: dict) -> float:
-    """Train time of a run, its first stage's included."""
-    init = rec.get("init")
-    return rec["train_seconds"] + (init["train_seconds"] if init else 0.0)
+    """Train time of a run, its earlier stages' included."""
+    return sum(stage["train_seconds"] for stage in _stages(rec))
 
 
 def report() -> None:
