@@ -199,6 +199,10 @@ RUNS: dict[str, list[str]] = {
         (("vn-d0.5-mlp-fp2048", ["--option", "vn=1", "--option", "mlp=1", "--option", "fingerprint=2048"]),),
         seeds=[0],
     ),
+    # 2026-11-27 (eighteenth session): six more seeds of the validation pick `vn-d0.5-mlp` (3-8), decided
+    # before any ran, with seeds 0-2 rerun (their first records predate best_predictions.pt): the
+    # members of `vn-d0.5-mlp-avg3`, three of them per repeat (ENSEMBLES).
+    **_molhiv_d05((("vn-d0.5-mlp", ["--option", "vn=1", "--option", "mlp=1"]),), seeds=range(3, 9)),
     **{
         f"ogbg-molhiv/gps-full/s{s}": [
             "--task", "ogbg-molhiv", "--attention", "full", "--option", "model=gps",

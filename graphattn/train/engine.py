@@ -10,6 +10,8 @@ owns everything else, once for every task:
   ACL 2021); the optimizer and schedule start anew, and ``result.json`` records the first
   stage's config, epochs, best and last epoch's validation metric and train time under ``init``
   (and that stage's own ``init``, for a chain);
+- the predictions and targets of the best validation epoch (``best_predictions.pt``), which
+  ``graphattn ensemble`` averages over runs;
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
   seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
@@ -41,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -49,6 +51,9 @@ from ..structure.sac import SAC, policy_losses
 from .tasks import Task, get_task
 
 __all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory"]
+
+#: The file in a run folder with the best validation epoch's predictions (see ``graphattn ensemble``).
+PREDICTIONS = "best_predictions.pt"
 
 
 @dataclass
@@ -262,7 +267,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, Tensor, Tensor]:
+    """The metric over ``loader``, and the predictions and targets it was computed from."""
     model.eval()
     preds, targets = [], []
     for batch in loader:
@@ -270,7 +276,26 @@ def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.de
         preds.append(task.predict(model, batch).cpu())
         targets.append(task.target(batch).cpu())
     model.train()
-    return task.metric(torch.cat(preds), torch.cat(targets))
+    pred, target = torch.cat(preds), torch.cat(targets)
+    return task.metric(pred, target), pred, target
+
+
+def _save_predictions(out_dir: Path, epoch: int, task: Task, valid: list[Tensor], test: list[Tensor]) -> None:
+    """``best_predictions.pt``: the best validation epoch's predictions and targets (what
+    ``graphattn ensemble`` averages), written atomically like ``last.pt``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / PREDICTIONS
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "epoch": epoch,
+            "metric": task.metric_name,
+            "valid": {"pred": valid[0], "target": valid[1]},
+            "test": {"pred": test[0], "target": test[1]},
+        },
+        tmp,
+    )
+    tmp.replace(path)
 
 
 def _better(task: Task, a: float, b: float | None) -> bool:
@@ -444,9 +469,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
             epoch_seconds = time.perf_counter() - t0
             state["train_seconds"] += epoch_seconds
-            valid, test = (_evaluate(task, model, loader, device) for loader in eval_loaders)
+            valid, *valid_outputs = _evaluate(task, model, eval_loaders[0], device)
+            test, *test_outputs = _evaluate(task, model, eval_loaders[1], device)
             if _better(task, valid, state["best_valid"]):
                 state["best_valid"], state["test_at_best"] = valid, test
+                if rank == 0:
+                    _save_predictions(out_dir, epoch + 1, task, valid_outputs, test_outputs)
             state["history"].append(
                 {
                     "epoch": epoch + 1,

@@ -38,6 +38,19 @@ def test_result_record_has_metric_speed_memory_and_config(tmp_path):
     assert (tmp_path / "run" / "last.pt").is_file()
 
 
+def test_best_predictions_are_the_best_validation_epochs(tmp_path):
+    """best_predictions.pt holds the predictions the best validation metric and its test metric
+    were computed from, at that epoch (not the last one)."""
+    result = train(_cfg(tmp_path, epochs=4))
+    saved = torch.load(tmp_path / "run" / "best_predictions.pt", weights_only=True)
+    valids = [h["valid_accuracy"] for h in result["history"]]
+    assert saved["epoch"] == valids.index(max(valids)) + 1 and saved["metric"] == "accuracy"
+    task = get_task("recall")
+    assert task.metric(saved["valid"]["pred"], saved["valid"]["target"]) == result["best_valid_accuracy"]
+    assert task.metric(saved["test"]["pred"], saved["test"]["target"]) == result["test_accuracy"]
+    assert saved["valid"]["pred"].shape[0] == TINY["eval_size"] == saved["test"]["target"].shape[0]
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
