@@ -11,7 +11,9 @@ shows what was actually run, with the configuration that produced it.
 
 A staged run starts from the weights of a first stage (:data:`STAGES`, kept under
 ``docs/results/stages/<name>/`` and run first unless a complete checkpoint of it is there); the
-staged run's ``init`` records that stage's config, epochs, validation and time.
+staged run's ``init`` records that stage's config, epochs, validation and time. An ensemble
+(:data:`ENSEMBLES`) averages the best-epoch predictions of finished runs (``graphattn ensemble``);
+``run`` makes it once its members are done.
 """
 
 from __future__ import annotations
@@ -247,6 +249,19 @@ RUNS: dict[str, list[str]] = {
     ),
 }  # fmt: skip
 
+# name -> the runs (names in RUNS) whose best-epoch predictions `graphattn ensemble` averages.
+ENSEMBLES: dict[str, list[str]] = {
+    # 2026-11-27 (eighteenth session; decided before its members ran): the validation pick `vn-d0.5-mlp`
+    # as a deep ensemble of separately trained models, each stopped at its own best validation epoch;
+    # repeat r averages seeds 3r, 3r + 1 and 3r + 2.
+    **{
+        f"ogbg-molhiv/graphattnconv-vn-d0.5-mlp-avg3/r{r}": [
+            f"ogbg-molhiv/graphattnconv-vn-d0.5-mlp/s{s}" for s in range(3 * r, 3 * r + 3)
+        ]
+        for r in range(3)
+    },
+}
+
 # Published numbers shown beside ours (task -> [(model, value, source)]).
 PUBLISHED: dict[str, list[tuple[str, str, str]]] = {
     "ogbg-molhiv": [
@@ -410,7 +425,8 @@ NOTES: dict[str, str] = {
 def run(only: str | None, dry_run: bool) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     todo = [n for n in RUNS if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
-    print(f"{len(todo)} runs to do", flush=True)
+    ensembles = [n for n in ENSEMBLES if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
+    print(f"{len(todo)} runs and {len(ensembles)} ensembles to do", flush=True)
     pending = [n for n in RUNS if not (RUNS_DIR / n / "result.json").exists()]  # --only aside
     trained: set[str] = set()
 
@@ -434,6 +450,16 @@ def run(only: str | None, dry_run: bool) -> None:
         pending.remove(name)
         if stage is not None and stage not in {_stage_of(n) for n in pending}:
             (STAGES_DIR / stage / "last.pt").unlink(missing_ok=True)
+    for name in ensembles:
+        missing = [m for m in ENSEMBLES[name] if not (RUNS_DIR / m / "result.json").exists()]
+        if missing and not dry_run:
+            print(f"{name}: waits for {', '.join(missing)}", flush=True)
+            continue
+        cmd = [sys.executable, "-m", "graphattn", "ensemble", *(str(RUNS_DIR / m) for m in ENSEMBLES[name])]
+        cmd += ["--out", str(RUNS_DIR / name)]
+        print("$", " ".join(cmd[1:]), flush=True)
+        if not dry_run:
+            subprocess.run(cmd, env=env, check=True)
 
 
 def _stage_done(stage: str) -> bool:
@@ -481,11 +507,12 @@ def _plot(task: str, variants: dict[str, list[dict]], metric: str) -> str | None
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    many = len(variants) > 6  # then the legend beside the axes
+    many = len(variants) > 6  # then the legend beside the axes (ensembles, which have no curve, count too)
     fig, ax = plt.subplots(figsize=(8.5, 3.6) if many else (5.5, 3.2))
     # tab10, or past 10 variants tab20 in the order of its 10 dark hues, then their 10 light ones
     colours = plt.get_cmap("tab10") if len(variants) <= 10 else lambda j: plt.get_cmap("tab20")(2 * j % 20 + j // 10)
-    for j, (variant, records) in enumerate(variants.items()):
+    curves = {variant: records for variant, records in variants.items() if records[0]["history"]}  # not ensembles
+    for j, (variant, records) in enumerate(curves.items()):
         n = min(len(rec["history"]) for rec in records)  # the epochs every seed has
         xs = [records[0]["history"][e]["epoch"] for e in range(n)]
         ys = [statistics.mean(rec["history"][e][f"valid_{metric}"] for rec in records) for e in range(n)]
@@ -571,13 +598,15 @@ def report() -> None:
         if png:
             lines += [f"![validation {metric} per epoch, {task}](img/{png})", ""]
     missing = [name for name in RUNS if not (RUNS_DIR / name / "result.json").exists()]
-    if missing:
+    missing_ensembles = [name for name in ENSEMBLES if not (RUNS_DIR / name / "result.json").exists()]
+    if missing or missing_ensembles:
         lines += [
             "## Not run yet",
             "",
             "These entries of the campaign have no record yet (`python docs/make_results.py run` runs them):",
             "",
             *[f"- `{name}`: `graphattn train {' '.join(RUNS[name])}`" for name in missing],
+            *[f"- `{name}`: `graphattn ensemble` of {', '.join(ENSEMBLES[name])}" for name in missing_ensembles],
             "",
         ]
     PAGE.write_text("\n".join(lines).rstrip() + "\n")

@@ -1,10 +1,11 @@
-"""The ``graphattn`` command: ``train``, ``bench`` and ``info``.
+"""The ``graphattn`` command: ``train``, ``ensemble``, ``bench`` and ``info``.
 
 Examples::
 
     graphattn train --task recall --attention routing --epochs 5
     graphattn train --config runs/molhiv.json --seed 1       # flags override the file
     torchrun --nproc_per_node=2 -m graphattn train --task mnist1d
+    graphattn ensemble runs/a runs/b runs/c --out runs/abc  # mean of their best epochs' predictions
     graphattn bench --quick
     graphattn info
 """
@@ -136,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="graphattn", description="Attention as message passing.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    ens = sub.add_parser(
+        "ensemble",
+        help="average the best validation epoch's predictions of finished runs",
+        description="Average the predictions of finished graphattn train runs of one task, each at its "
+        "own best validation epoch (its best_predictions.pt), and score the mean.",
+    )
+    ens.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more) of graphattn train")
+    ens.add_argument("--out", required=True, help="folder for the ensemble's result.json")
+    ens.add_argument("--data-root", dest="data_root", help="local dataset root (or set GRAPHATTN_DATA)")
     bench = sub.add_parser("bench", help="run the edge-attention benchmark (benchmarks/ops)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     sub.add_parser("info", help="versions and the backend table")
@@ -154,6 +164,21 @@ def main(argv: list[str] | None = None) -> int:
 
         if not retain_freed_memory():
             print("GRAPHATTN_MALLOC=retain: the C library is not glibc; nothing changed", file=sys.stderr)
+    if args.command == "ensemble":
+        from .train.ensemble import ensemble
+
+        result = ensemble(args.runs, args.out, args.data_root)
+        metric = result["metric"]
+        for member in result["members"]:
+            print(
+                f"{member['run']}: best valid {metric} {member[f'best_valid_{metric}']} "
+                f"(epoch {member['best_epoch']}), test {metric} {member[f'test_{metric}']}"
+            )
+        print(
+            f"ensemble of {len(result['members'])}: valid {metric} {result[f'best_valid_{metric}']}, "
+            f"test {metric} {result[f'test_{metric}']} -> {args.out}/result.json"
+        )
+        return 0
     if args.command == "bench":
         script = Path(__file__).resolve().parent.parent / "benchmarks" / "ops" / "bench_edge_attention.py"
         if not script.is_file():
