@@ -12,6 +12,8 @@ owns everything else, once for every task:
   (and that stage's own ``init``, for a chain);
 - the predictions and targets of the best validation epoch (``best_predictions.pt``), which
   ``graphattn ensemble`` averages over runs;
+- an epoch's last training batch dropped when it would hold one example (no batch statistics for
+  BatchNorm);
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
   from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
   seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
@@ -400,6 +402,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator()
+    # An epoch's last batch of one example is dropped: BatchNorm over the examples of a batch (the
+    # molecule models' virtual node) has no batch statistics for one (ogbg-molfreesolv has 513
+    # training molecules: 16 batches of 32 and one of 1).
+    per_rank = len(sampler) if sampler is not None else len(train_set)
     train_loader = DataLoader(
         train_set,
         batch_size=cfg.batch_size,
@@ -407,6 +413,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         sampler=sampler,
         collate_fn=task.collate,
         generator=gen,
+        drop_last=per_rank > 1 and per_rank % cfg.batch_size == 1,
     )
     steps_per_epoch = len(train_loader)
     schedule = LR_SCHEDULES[cfg.lr_schedule]

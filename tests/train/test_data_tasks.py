@@ -419,6 +419,14 @@ def test_regression_task_trains_and_reports_rmse(tmp_path):
     assert losses[1] < losses[0]
 
 
+def test_virtual_node_model_trains_when_a_batch_would_hold_one_molecule(tmp_path):
+    """ogbg-molfreesolv has 513 training molecules; in batches of 64 the ninth would hold one, and the
+    virtual node's BatchNorm has no statistics for one example (this raised before)."""
+    options = {"model": "graphattnconv", "vn": 1}
+    result = train(_cfg(tmp_path, task="ogbg-molfreesolv", attention="graph", options=options))
+    assert result["history"][0]["samples"] == 512 and math.isfinite(result["test_rmse"])
+
+
 # ---------------------------------------------------------------------- citation graphs
 @pytest.mark.parametrize("conv", ["gat", "transformer"])
 def test_cora_learns_with_the_gat_recipe(tmp_path, conv):

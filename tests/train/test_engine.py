@@ -51,6 +51,14 @@ def test_best_predictions_are_the_best_validation_epochs(tmp_path):
     assert saved["valid"]["pred"].shape[0] == TINY["eval_size"] == saved["test"]["target"].shape[0]
 
 
+def test_a_last_batch_of_one_example_is_dropped(tmp_path):
+    """65 examples in batches of 32: two batches (64 examples), not a third of one; 66: three."""
+    result = train(_cfg(tmp_path / "a", options={**TINY, "train_size": 65}))
+    assert result["history"][0]["samples"] == 64
+    assert torch.load(tmp_path / "a" / "run" / "last.pt", weights_only=False)["state"]["step"] == 2
+    assert train(_cfg(tmp_path / "b", options={**TINY, "train_size": 66}))["history"][0]["samples"] == 66
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
