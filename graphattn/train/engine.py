@@ -24,7 +24,8 @@ owns everything else, once for every task:
   training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
   ``batch_size`` examples a step; evaluation runs whole on every process);
 - a JSON record (``result.json``): metrics, samples/s, peak memory, the exact config and every
-  option the run read, with the defaults it used (``options_used``).
+  option the run read, with the defaults it used (``options_used``), and the versions and source
+  commit it ran (``environment``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import os
 import platform
 import random
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,10 +51,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..structure.sac import SAC, policy_losses
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory"]
+__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "source_commit"]
 
 #: The file in a run folder with the best validation epoch's predictions (see ``graphattn ensemble``).
 PREDICTIONS = "best_predictions.pt"
@@ -202,6 +205,25 @@ def peak_rss_mib() -> float:
         pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def source_commit() -> str | None:
+    """The git commit of the graphattn source tree this process imports (with ``-dirty`` when
+    tracked files differ from it), or ``None`` when that tree is not a git checkout (an installed
+    package). ``result.json`` records it: a change to a kernel's rounding changes a run's numbers."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True
+        ).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:  # site-packages inside another repo
+            return None
+        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _seed_everything(seed: int) -> None:
@@ -529,6 +551,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "options_used": dict(sorted(cfg._options_used.items())),  # with the defaults of those not set
         "environment": {
+            "graphattn": __version__,
+            "source_commit": source_commit(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .engine import PREDICTIONS, TrainConfig
+from .. import __version__
+from .engine import PREDICTIONS, TrainConfig, source_commit
 from .tasks import get_task
 
 __all__ = ["ensemble"]
@@ -149,7 +150,12 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
             for folder, (record, pred), secs in zip(folders, members, seconds, strict=True)
         ],
         "config": {"runs": [str(f) for f in folders], "data_root": data_root},
-        "environment": {"torch": torch.__version__, "python": platform.python_version()},
+        "environment": {
+            "graphattn": __version__,
+            "source_commit": source_commit(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"epoch": None, "metric": metric, **averaged}, out_dir / PREDICTIONS)

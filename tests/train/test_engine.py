@@ -59,6 +59,31 @@ def test_a_last_batch_of_one_example_is_dropped(tmp_path):
     assert train(_cfg(tmp_path / "b", options={**TINY, "train_size": 66}))["history"][0]["samples"] == 66
 
 
+def test_result_records_the_source_commit(tmp_path, monkeypatch):
+    import graphattn
+    from graphattn.train import engine
+
+    root = Path(graphattn.__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = engine.source_commit()
+    if head.returncode == 0:  # a checkout: its HEAD, marked dirty or not
+        assert commit is not None and commit.removesuffix("-dirty") == head.stdout.strip()
+    else:  # an installed package
+        assert commit is None
+    monkeypatch.setattr(engine, "__file__", str(tmp_path / "graphattn" / "train" / "engine.py"))
+    assert engine.source_commit() is None  # not a git checkout
+    site = tmp_path / "repo" / ".venv" / "site-packages"
+    (site / "graphattn" / "train").mkdir(parents=True)
+    repo = ["git", "-C", str(tmp_path / "repo"), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    subprocess.run([*repo, "commit", "-q", "--allow-empty", "-m", "x"], check=True)  # it has a HEAD
+    monkeypatch.setattr(engine, "__file__", str(site / "graphattn" / "train" / "engine.py"))
+    assert engine.source_commit() is None  # installed inside another project's checkout: not its commit
+    result = train(_cfg(tmp_path))
+    assert result["environment"]["graphattn"] == graphattn.__version__
+    assert result["environment"]["source_commit"] is None
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)

@@ -45,6 +45,7 @@ def test_ensemble_scores_the_mean_of_each_members_best_epoch(runs, tmp_path):
     assert result["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in records))
     assert result["parameters"] == sum(r["parameters"] for r in records) and result["epochs_done"] == 3
     assert result["attention"] == "full,window"
+    assert result["environment"]["source_commit"] == records[0]["environment"]["source_commit"]
     assert json.loads((tmp_path / "ens" / "result.json").read_text()) == result
     # its own predictions, so an ensemble can be a member of another
     again = torch.load(tmp_path / "ens" / "best_predictions.pt", weights_only=True)
