@@ -586,6 +586,9 @@ def _seconds(rec: dict) -> float:
 
 def report() -> None:
     data = _load()
+    records = [rec for variants in data.values() for recs in variants.values() for rec in recs]
+    total = len(records)
+    old = sum(not rec["environment"].get("source_commit") for rec in records)
     lines = [
         "# Results",
         "",
@@ -596,6 +599,10 @@ def report() -> None:
         "with other work (times are wall clock and include that load, which changed from run to run: compare",
         "speed on the [benchmarks](benchmarks.md) page, where peers run interleaved in one process). Metric at",
         "the epoch of the best validation metric; `±` is the standard deviation over seeds.",
+        f"{old} of the {total} records on this page predate two engine changes of 2026-11-27: records name the",
+        "source commit they ran from (`environment.source_commit`) from then on, and each seed's epochs are",
+        "shuffled from a hash of the seed; before, epoch k of seed s was shuffled with seed s + k, so seed s + 1",
+        "saw seed s's batch orders one epoch later (seeds differed in initialization and dropout only).",
         "",
     ]
     order = ["ogbg-molhiv", "cora", "listops", "digits", "mnist1d", "sst"]

@@ -15,10 +15,9 @@ owns everything else, once for every task:
 - an epoch's last training batch dropped when it would hold one example (no batch statistics for
   BatchNorm);
 - a checkpoint after every epoch (``last.pt``) and on Ctrl-C, ``resume=True`` continues
-  from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state; each epoch's shuffle is
-  seeded by ``seed + epoch``, so a resumed run sees the batches an uninterrupted one would
-  (and seed ``s + 1``'s epoch ``k`` shuffles as seed ``s``'s epoch ``k + 1``: seeds differ in
-  initialization and dropout, their batch orders are shared, one epoch apart);
+  from it with the optimizer, RNG (CPU and, on a GPU, CUDA) and learning-rate schedule state;
+  each epoch's shuffle is seeded by a hash of ``seed`` plus the epoch, so a resumed run sees the
+  batches an uninterrupted one would, and two seeds do not share batch orders;
 - distributed data parallel when launched by ``torchrun`` (gloo for ``--device cpu``; nccl for
   ``--device cuda``, each process on GPU ``LOCAL_RANK``), the
   training set sharded by :class:`torch.utils.data.DistributedSampler` (each process runs
@@ -226,6 +225,13 @@ def source_commit() -> str | None:
         return None
 
 
+def _shuffle_seed(seed: int) -> int:
+    """The seed of ``seed``'s first epoch's shuffle (epoch ``k`` uses it plus ``k``, as
+    :class:`~torch.utils.data.DistributedSampler` does): a hash of ``seed`` into 32 bits, so that
+    seeds do not share batch orders (with ``seed + k``, seed 1's epoch ``k`` was seed 0's ``k + 1``)."""
+    return int(np.random.SeedSequence(seed).generate_state(1)[0])
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -422,7 +428,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
-    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    shuffle_seed = _shuffle_seed(cfg.seed)
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=shuffle_seed) if world > 1 else None
     gen = torch.Generator()
     # An epoch's last batch of one example is dropped: BatchNorm over the examples of a batch (the
     # molecule models' virtual node) has no batch statistics for one (ogbg-molfreesolv has 513
@@ -470,7 +477,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for epoch in range(state["epoch"], cfg.epochs):
             if sampler is not None:
                 sampler.set_epoch(epoch)
-            gen.manual_seed(cfg.seed + epoch)  # the epoch's shuffle: the same after --resume as in a straight run
+            gen.manual_seed(shuffle_seed + epoch)  # the epoch's shuffle: the same after --resume as in a straight run
             if hasattr(train_set, "set_epoch"):  # a training set that changes per epoch (recall's resample)
                 train_set.set_epoch(epoch)
             bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)

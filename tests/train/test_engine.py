@@ -84,6 +84,41 @@ def test_result_records_the_source_commit(tmp_path, monkeypatch):
     assert result["environment"]["source_commit"] is None
 
 
+def test_seeds_do_not_share_batch_orders(tmp_path, monkeypatch):
+    """Each epoch's shuffle comes from a hash of --seed plus the epoch: seed 1's first epoch is not
+    seed 0's second (as seed + epoch made it), and a seed repeats its own orders exactly."""
+    from graphattn.train import engine
+
+    datasets, forward = RecallTask.datasets, RecallTask.forward
+
+    def same_data(self, cfg):  # recall draws its examples from --seed: here every seed gets seed 0's
+        fixed = replace(cfg, seed=0)
+        splits = datasets(self, fixed)
+        cfg._options_used.update(fixed._options_used)
+        return splits
+
+    def epochs_of(seed):
+        batches = []
+
+        def record(self, model, batch):
+            if model.training:  # the training batches, not the evaluation ones
+                batches.append(batch["tokens"].clone())  # the batch's examples' tokens, concatenated
+            return forward(self, model, batch)
+
+        monkeypatch.setattr(RecallTask, "forward", record)
+        train(_cfg(tmp_path / str(seed), seed=seed, epochs=2, options={**TINY, "train_size": 64}))
+        assert len(batches) == 4
+        return torch.cat(batches[:2]), torch.cat(batches[2:])  # two batches of 32 per epoch
+
+    monkeypatch.setattr(RecallTask, "datasets", same_data)
+    seed0, seed1, again = epochs_of(0), epochs_of(1), epochs_of(0)
+    assert torch.equal(again[0], seed0[0]) and torch.equal(again[1], seed0[1])  # reproducible
+    assert not torch.equal(seed0[0], seed0[1])  # each epoch its own order of the same examples
+    assert sorted(seed0[0].tolist()) == sorted(seed1[0].tolist())  # the same examples' tokens
+    assert not torch.equal(seed1[0], seed0[1]) and not torch.equal(seed1[1], seed0[0])
+    assert engine._shuffle_seed(1) != engine._shuffle_seed(0) + 1
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     train(_cfg(tmp_path, epochs=1))
     first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
