@@ -12,7 +12,7 @@ classifier, values of a regression), each member at its own best validation epoc
 ensemble of Lakshminarayanan et al. (NeurIPS 2017), with every member early-stopped on the
 validation set. The ensemble's validation and test metrics are the task's metric of those means.
 
-The members must be complete runs of one task, with the same validation and test targets in the
+The members must be complete training runs (not ensembles) of one task, with the same validation and test targets in the
 same order (the same splits); they may differ in anything else (seed, structure, size). The
 record (``result.json``) has the fields of a training run's, with ``members`` listing each run and
 its own metrics; its train time is the members' sum (earlier stages included), its peak memory the
@@ -62,6 +62,8 @@ def _load_member(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not record_path.is_file():
         raise FileNotFoundError(f"runs: {run} has no result.json; finish the run (graphattn train --resume) first")
     record = json.loads(record_path.read_text())
+    if "members" in record:
+        raise ValueError(f"runs: {run} is an ensemble; list its member runs instead")
     if record.get("interrupted"):
         raise ValueError(f"runs: {run} was interrupted after {record['epochs_done']} epochs; finish it with --resume")
     if not predictions_path.is_file():

@@ -47,9 +47,11 @@ def test_ensemble_scores_the_mean_of_each_members_best_epoch(runs, tmp_path):
     assert result["attention"] == "full,window"
     assert result["environment"]["source_commit"] == records[0]["environment"]["source_commit"]
     assert json.loads((tmp_path / "ens" / "result.json").read_text()) == result
-    # its own predictions, so an ensemble can be a member of another
+    # its own predictions are kept beside the record; an ensemble is not a member of another
     again = torch.load(tmp_path / "ens" / "best_predictions.pt", weights_only=True)
     assert _accuracy(again["valid"]["pred"], again["valid"]["target"]) == result["best_valid_accuracy"]
+    with pytest.raises(ValueError, match=r"ens is an ensemble; list its member runs instead"):
+        ensemble([runs[0], tmp_path / "ens"], tmp_path / "ens2")
 
 
 def test_two_copies_of_one_run_score_as_that_run(runs, tmp_path):
