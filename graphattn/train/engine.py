@@ -59,6 +59,9 @@ __all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "sourc
 #: The file in a run folder with the best validation epoch's predictions (see ``graphattn ensemble``).
 PREDICTIONS = "best_predictions.pt"
 
+# What source_commit calls the source: edits elsewhere (docs, results, tests) leave a run's numbers alone.
+_SOURCE_PATHS = ("graphattn", "cuda", "setup.py", "pyproject.toml")
+
 
 @dataclass
 class TrainConfig:
@@ -207,9 +210,10 @@ def peak_rss_mib() -> float:
 
 
 def source_commit() -> str | None:
-    """The git commit of the graphattn source tree this process imports (with ``-dirty`` when
-    tracked files differ from it), or ``None`` when that tree is not a git checkout (an installed
-    package). ``result.json`` records it: a change to a kernel's rounding changes a run's numbers."""
+    """The git commit of the graphattn source tree this process imports (with ``-dirty`` when its
+    tracked source files, the package, kernels and build files, differ from it), or ``None`` when
+    that tree is not a git checkout (an installed package). ``result.json`` records it, taken when
+    the run starts: a change to a kernel's rounding changes a run's numbers."""
     root = Path(__file__).resolve().parents[2]
 
     def git(*args: str) -> str:
@@ -220,7 +224,8 @@ def source_commit() -> str | None:
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != root:  # site-packages inside another repo
             return None
-        return git("rev-parse", "HEAD") + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *_SOURCE_PATHS)
+        return git("rev-parse", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -310,7 +315,9 @@ def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.de
     return task.metric(pred, target), pred, target
 
 
-def _save_predictions(out_dir: Path, epoch: int, task: Task, valid: list[Tensor], test: list[Tensor]) -> None:
+def _save_predictions(
+    out_dir: Path, epoch: int, task: Task, valid: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]
+) -> None:
     """``best_predictions.pt``: the best validation epoch's predictions and targets (what
     ``graphattn ensemble`` averages), written atomically like ``last.pt``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -376,6 +383,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     rank, world, device = _distributed(device)
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise ValueError(f"--out must be a folder for last.pt and result.json, got the file {cfg.out}")
+    commit = source_commit() if rank == 0 else None  # now: the tree may change while the run trains
     _seed_everything(cfg.seed)
     train_set, valid_set, test_set = task.datasets(cfg)
     model = task.build_model(cfg).to(device)
@@ -389,7 +397,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     optimizer = optimizers[cfg.optimizer](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out_dir = Path(cfg.out)
     ckpt_path = out_dir / "last.pt"
-    state = {"epoch": 0, "best_valid": None, "test_at_best": None, "history": [], "train_seconds": 0.0}
+    state = {
+        "epoch": 0,
+        "best_valid": None,
+        "test_at_best": None,
+        "history": [],
+        "train_seconds": 0.0,
+        "shuffle_seed": _shuffle_seed(cfg.seed),
+        "drop_single_batch": True,
+    }
     if cfg.init_from is not None and not cfg.resume:  # a resumed run has these weights in its own checkpoint
         state["init"] = _init_weights(model, cfg.init_from, device)
     if cfg.resume:
@@ -418,6 +434,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
+        # Checkpoints from before 2026-11-27's changes shuffled epoch k with seed + k and kept a
+        # last batch of one: a resumed run goes on as it began.
+        state.setdefault("shuffle_seed", cfg.seed)
+        state.setdefault("drop_single_batch", False)
         torch.set_rng_state(ckpt["rng"].cpu())  # map_location moved it to the device; the CPU state lives there
         if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), device)
@@ -428,12 +448,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     # The sampler's epoch seeds the shuffle, so every rank sees a disjoint, reproducible shard.
-    shuffle_seed = _shuffle_seed(cfg.seed)
+    shuffle_seed = state["shuffle_seed"]
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=shuffle_seed) if world > 1 else None
     gen = torch.Generator()
-    # An epoch's last batch of one example is dropped: BatchNorm over the examples of a batch (the
-    # molecule models' virtual node) has no batch statistics for one (ogbg-molfreesolv has 513
-    # training molecules: 16 batches of 32 and one of 1).
+    # An epoch's last batch of one example (on each process) is dropped: BatchNorm over the examples
+    # of a batch (the molecule models' virtual node) has no batch statistics for one
+    # (ogbg-molfreesolv has 513 training molecules: 16 batches of 32 and one of 1).
     per_rank = len(sampler) if sampler is not None else len(train_set)
     train_loader = DataLoader(
         train_set,
@@ -442,7 +462,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         sampler=sampler,
         collate_fn=task.collate,
         generator=gen,
-        drop_last=per_rank > 1 and per_rank % cfg.batch_size == 1,
+        drop_last=state["drop_single_batch"] and per_rank > 1 and per_rank % cfg.batch_size == 1,
     )
     steps_per_epoch = len(train_loader)
     schedule = LR_SCHEDULES[cfg.lr_schedule]
@@ -473,6 +493,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     show = cfg.progress and rank == 0  # the progress bar; epoch lines print on rank 0 regardless
     reinforce = any(isinstance(m, SAC) and m.mode == "reinforce" for m in model.modules())
     interrupted = False
+    if not cfg.resume and rank == 0:  # a fresh run: no earlier run's predictions may stand for its own
+        (out_dir / PREDICTIONS).unlink(missing_ok=True)
     try:
         for epoch in range(state["epoch"], cfg.epochs):
             if sampler is not None:
@@ -505,12 +527,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.0f}")
             epoch_seconds = time.perf_counter() - t0
             state["train_seconds"] += epoch_seconds
-            valid, *valid_outputs = _evaluate(task, model, eval_loaders[0], device)
-            test, *test_outputs = _evaluate(task, model, eval_loaders[1], device)
+            valid, valid_pred, valid_target = _evaluate(task, model, eval_loaders[0], device)
+            test, test_pred, test_target = _evaluate(task, model, eval_loaders[1], device)
             if _better(task, valid, state["best_valid"]):
                 state["best_valid"], state["test_at_best"] = valid, test
                 if rank == 0:
-                    _save_predictions(out_dir, epoch + 1, task, valid_outputs, test_outputs)
+                    _save_predictions(out_dir, epoch + 1, task, (valid_pred, valid_target), (test_pred, test_target))
             state["history"].append(
                 {
                     "epoch": epoch + 1,
@@ -555,11 +577,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "world_size": world,
         "history": state["history"],
         "init": state.get("init"),
+        "shuffle_seed": state["shuffle_seed"],  # epoch k's shuffle: this plus k
         "config": asdict(cfg),
         "options_used": dict(sorted(cfg._options_used.items())),  # with the defaults of those not set
         "environment": {
             "graphattn": __version__,
-            "source_commit": source_commit(),
+            "source_commit": commit,
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": torch.get_num_threads(),

@@ -84,6 +84,28 @@ def test_result_records_the_source_commit(tmp_path, monkeypatch):
     assert result["environment"]["source_commit"] is None
 
 
+def test_source_commit_is_dirty_for_source_edits_only(tmp_path, monkeypatch):
+    from graphattn.train import engine
+
+    src = tmp_path / "src"
+    (src / "graphattn" / "train").mkdir(parents=True)
+    (src / "docs").mkdir()
+    for path in (src / "graphattn" / "train" / "engine.py", src / "docs" / "results.md"):
+        path.write_text("v1\n")
+    git = ["git", "-C", str(src), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setattr(engine, "__file__", str(src / "graphattn" / "train" / "engine.py"))
+    assert engine.source_commit() == head
+    (src / "docs" / "results.md").write_text("v2\n")  # a run's records: not the source
+    (src / "graphattn" / "new.py").write_text("")  # untracked
+    assert engine.source_commit() == head
+    (src / "graphattn" / "train" / "engine.py").write_text("v2\n")
+    assert engine.source_commit() == head + "-dirty"
+
+
 def test_seeds_do_not_share_batch_orders(tmp_path, monkeypatch):
     """Each epoch's shuffle comes from a hash of --seed plus the epoch: seed 1's first epoch is not
     seed 0's second (as seed + epoch made it), and a seed repeats its own orders exactly."""
@@ -117,6 +139,30 @@ def test_seeds_do_not_share_batch_orders(tmp_path, monkeypatch):
     assert sorted(seed0[0].tolist()) == sorted(seed1[0].tolist())  # the same examples' tokens
     assert not torch.equal(seed1[0], seed0[1]) and not torch.equal(seed1[1], seed0[0])
     assert engine._shuffle_seed(1) != engine._shuffle_seed(0) + 1
+
+
+def test_a_fresh_run_removes_an_earlier_runs_predictions(tmp_path, monkeypatch):
+    from graphattn.train import engine
+
+    train(_cfg(tmp_path))
+    assert (tmp_path / "run" / "best_predictions.pt").is_file()
+    monkeypatch.setattr(engine, "_save_predictions", lambda *args: None)  # a run that never saves its own
+    train(_cfg(tmp_path, seed=1))
+    assert not (tmp_path / "run" / "best_predictions.pt").exists()
+
+
+def test_a_checkpoint_from_before_the_seed_hash_resumes_as_it_began(tmp_path):
+    """Checkpoints made before the shuffle hash and the dropped one-example batch have neither in
+    their state: a resume keeps seed + epoch and the batch of one (65 = 2 x 32 + 1)."""
+    cfg = _cfg(tmp_path, epochs=1, options={**TINY, "train_size": 65})
+    first = train(cfg)
+    assert first["history"][0]["samples"] == 64 and first["shuffle_seed"] != cfg.seed
+    ckpt_path = tmp_path / "run" / "last.pt"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    del ckpt["state"]["shuffle_seed"], ckpt["state"]["drop_single_batch"]
+    torch.save(ckpt, ckpt_path)
+    resumed = train(replace(cfg, epochs=2, resume=True))
+    assert resumed["shuffle_seed"] == cfg.seed and resumed["history"][1]["samples"] == 65
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path):
