@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ens.add_argument("runs", nargs="+", metavar="RUN", help="run folders (two or more) of graphattn train")
     ens.add_argument("--out", required=True, help="folder for the ensemble's result.json")
-    ens.add_argument("--data-root", dest="data_root", help="local dataset root (or set GRAPHATTN_DATA)")
+    ens.add_argument(
+        "--data-root",
+        dest="data_root",
+        help="local dataset root for the task's metric (or set GRAPHATTN_DATA; the members' recorded root is not used)",
+    )
     bench = sub.add_parser("bench", help="run the edge-attention benchmark (benchmarks/ops)")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the benchmark script")
     sub.add_parser("info", help="versions and the backend table")

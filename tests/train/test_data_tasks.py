@@ -427,6 +427,23 @@ def test_virtual_node_model_trains_when_a_batch_would_hold_one_molecule(tmp_path
     assert result["history"][0]["samples"] == 512 and math.isfinite(result["test_rmse"])
 
 
+def test_ensemble_of_regression_runs_scores_the_mean_prediction(tmp_path):
+    """An OGB regression ensemble (rmse): the metric of the mean prediction, at most the members'
+    mean rmse (the triangle inequality)."""
+    from graphattn.train.ensemble import ensemble
+
+    runs = [tmp_path / f"s{seed}" for seed in range(2)]
+    for seed, out in enumerate(runs):
+        cfg = _cfg(tmp_path, task="ogbg-molfreesolv", attention="graph", seed=seed, options={"model": "graphattnconv"})
+        train(replace(cfg, out=str(out)))
+    result = ensemble(runs, tmp_path / "ens")
+    saved = [torch.load(r / "best_predictions.pt", weights_only=True) for r in runs]
+    mean = (saved[0]["test"]["pred"] + saved[1]["test"]["pred"]) / 2
+    rmse = ((mean - saved[0]["test"]["target"]) ** 2).mean().sqrt().item()
+    assert result["metric"] == "rmse" and result["test_rmse"] == pytest.approx(rmse, rel=1e-6)
+    assert result["test_rmse"] <= sum(m["test_rmse"] for m in result["members"]) / 2
+
+
 # ---------------------------------------------------------------------- citation graphs
 @pytest.mark.parametrize("conv", ["gat", "transformer"])
 def test_cora_learns_with_the_gat_recipe(tmp_path, conv):

@@ -8,7 +8,7 @@ import torch
 
 from graphattn.cli import main
 from graphattn.train.engine import TrainConfig, train
-from graphattn.train.ensemble import _same_values, ensemble
+from graphattn.train.ensemble import _check_targets, _same_values, ensemble
 
 TINY = {"length": 16, "pairs": 2, "train_size": 256, "eval_size": 64}
 
@@ -45,7 +45,6 @@ def test_ensemble_scores_the_mean_of_each_members_best_epoch(runs, tmp_path):
     assert result["train_seconds"] == pytest.approx(sum(r["train_seconds"] for r in records))
     assert result["parameters"] == sum(r["parameters"] for r in records) and result["epochs_done"] == 3
     assert result["attention"] == "full,window"
-    assert result["environment"]["source_commit"] == records[0]["environment"]["source_commit"]
     assert json.loads((tmp_path / "ens" / "result.json").read_text()) == result
     # its own predictions are kept beside the record; an ensemble is not a member of another
     again = torch.load(tmp_path / "ens" / "best_predictions.pt", weights_only=True)
@@ -89,7 +88,7 @@ def test_members_are_checked(runs, tmp_path):
     with pytest.raises(ValueError, match="stopped was interrupted after 3 epochs; finish it with --resume"):
         ensemble([runs[0], stopped], tmp_path / "ens")
     other = _run(tmp_path, "other", epochs=1, options={**TINY, "eval_size": 32})
-    with pytest.raises(ValueError, match=r"the valid targets of .*other differ"):
+    with pytest.raises(ValueError, match=r"the valid targets of .*other are torch.int64 \(32,\), .*\(64,\)"):
         ensemble([runs[0], other], tmp_path / "ens")
     seed1 = _run(tmp_path, "seed1", epochs=1, seed=1)  # recall's examples come from the seed
     with pytest.raises(ValueError, match=r"the valid targets of .*seed1 differ .*same examples in the same order"):
@@ -109,13 +108,50 @@ def test_another_tasks_run_is_refused(runs, tmp_path):
         ensemble([runs[0], other], tmp_path / "ens")
 
 
-def test_targets_compare_nan_as_equal_and_dtype_strictly():
+def test_targets_compare_nan_as_equal_and_dtype_strictly(tmp_path):
     a = torch.tensor([[1.0], [float("nan")], [0.0]])
     assert _same_values(a, a.clone())
     assert not _same_values(a, torch.tensor([[1.0], [0.0], [0.0]]))
     assert not _same_values(a, torch.tensor([[1.0], [float("nan")], [1.0]]))
-    assert not _same_values(torch.tensor([1, 0]), torch.tensor([1.0, 0.0]))
     assert _same_values(torch.tensor([1, 0]), torch.tensor([1, 0]))
+    assert not _same_values(torch.tensor([1, 0]), torch.tensor([1, 1]))
+    _check_targets("valid", tmp_path / "b", a.clone(), tmp_path / "a", a)
+    with pytest.raises(ValueError, match=r"valid targets of .*b are torch.int64 \(2,\), those of .*a torch.float32"):
+        _check_targets("valid", tmp_path / "b", torch.tensor([1, 0]), tmp_path / "a", torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match=r"test targets of .*b are torch.float32 \(3, 2\), .* torch.float32 \(3, 1\)"):
+        _check_targets("test", tmp_path / "b", torch.zeros(3, 2), tmp_path / "a", a)
+    with pytest.raises(ValueError, match=r"test targets of .*b differ from those of .*a: .*same examples"):
+        _check_targets("test", tmp_path / "b", torch.zeros(3, 1), tmp_path / "a", a)
+
+
+def test_out_may_not_overwrite_a_training_run(runs, tmp_path):
+    with pytest.raises(ValueError, match=r"--out .*full is one of the runs"):
+        ensemble(runs, runs[0])
+    with pytest.raises(ValueError, match=r"--out .*window holds a training run's result.json"):
+        ensemble(runs[:2], runs[2])
+    ensemble(runs[:2], tmp_path / "ens")
+    ensemble(runs, tmp_path / "ens")  # an earlier ensemble's folder may be rewritten
+
+
+def test_predictions_must_be_the_records_best_epochs(runs, tmp_path):
+    swapped = tmp_path / "swapped"
+    shutil.copytree(runs[1], swapped)
+    shutil.copy(runs[2] / "best_predictions.pt", swapped / "best_predictions.pt")  # another run's (same targets)
+    with pytest.raises(ValueError, match=r"swapped/best_predictions.pt scores valid accuracy .*not the record's"):
+        ensemble([runs[0], swapped], tmp_path / "ens")
+    wide = tmp_path / "wide"
+    shutil.copytree(runs[1], wide)
+    saved = torch.load(wide / "best_predictions.pt", weights_only=True)
+    pred = saved["valid"]["pred"]
+    saved["valid"]["pred"] = torch.cat([pred, torch.full_like(pred[:, :1], -1e9)], 1)  # same argmax
+    torch.save(saved, wide / "best_predictions.pt")
+    with pytest.raises(ValueError, match=r"wide predicts valid shape \(64, \d+\), .*full \(64, \d+\)"):
+        ensemble([runs[0], wide], tmp_path / "ens")
+    broken = tmp_path / "broken"
+    shutil.copytree(runs[1], broken)
+    (broken / "best_predictions.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match=r"broken/best_predictions.pt cannot be read"):
+        ensemble([runs[0], broken], tmp_path / "ens")
 
 
 def test_cli_ensemble_prints_each_member_and_the_mean(runs, tmp_path, capsys):
