@@ -106,8 +106,8 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
     """Average the best-epoch predictions of ``runs`` (two or more run folders of one task); write
     ``result.json`` and ``best_predictions.pt`` of the ensemble to ``out`` and return the record.
 
-    ``data_root`` is where the task's data is (as for ``graphattn train``); the task is set up
-    from the first member's config to compute its metric (OGB's evaluator, for example).
+    ``data_root`` is where the task's data is (as for ``graphattn train``); the task's metric is
+    set up from the first member's config (:meth:`~graphattn.train.tasks.Task.prepare_metric`).
     """
     folders = [Path(r) for r in runs]
     if len(folders) < 2:
@@ -142,7 +142,7 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
     config = {**first["config"], "data_root": data_root}
     task = get_task(first["task"])
     try:
-        task.datasets(TrainConfig.from_dict(config))  # sets up the metric (OGB's evaluator, for example)
+        task.prepare_metric(TrainConfig.from_dict(config))  # OGB's evaluator, for example
     except (TypeError, ValueError) as e:
         raise ValueError(f"runs: the config of {folders[0]} does not set up {first['task']} here ({e})") from None
     metric = task.metric_name

@@ -484,13 +484,17 @@ class MoleculeTask(Task):
         """``gps``: a sequence structure within each molecule; the conv models: ``graph`` (the bonds)."""
         return super().attentions(cfg) if _molecule_model(cfg) == "gps" else ["graph"]
 
-    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+    def prepare_metric(self, cfg: TrainConfig) -> None:
+        """OGB's evaluator and metric name for this dataset (the molecules are loaded, not transformed)."""
         from ..datasets.ogb import load_ogbg
 
-        model = _molecule_model(cfg)  # before loading the data
         self._info = load_ogbg(self.name, cfg.data_root)
         self.metric_name = self._info.metric
         self.higher_is_better = self.metric_name != "rmse"
+
+    def datasets(self, cfg: TrainConfig) -> tuple[Dataset, Dataset, Dataset]:
+        model = _molecule_model(cfg)  # before loading the data
+        self.prepare_metric(cfg)
         self._rwse_steps = _opt(cfg, "rwse", 16 if model == "gps" else 0, int)
         rings = 0 if model == "gps" else _opt(cfg, "rings", 0, int, minimum=0)
         if rings in (1, 2):

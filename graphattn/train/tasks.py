@@ -187,6 +187,10 @@ class Task:
     def metric(self, pred: Tensor, target: Tensor) -> float:
         return float((pred.argmax(-1) == target).float().mean()) if target.numel() else float("nan")
 
+    def prepare_metric(self, cfg: TrainConfig) -> None:
+        """Set up :meth:`metric` without building the datasets (``graphattn ensemble`` scores saved
+        predictions); accuracy needs nothing, a task whose metric comes with its data loads that."""
+
     def batch_size(self, batch: dict[str, Tensor]) -> int:
         return int(batch["y"].shape[0])
 

@@ -53,6 +53,17 @@ def test_ensemble_scores_the_mean_of_each_members_best_epoch(runs, tmp_path):
         ensemble([runs[0], tmp_path / "ens"], tmp_path / "ens2")
 
 
+def test_scoring_does_not_build_the_datasets(runs, tmp_path, monkeypatch):
+    """Accuracy needs no data (listops with 48,000 trees would generate them all to score)."""
+    from graphattn.train.tasks import RecallTask
+
+    def refuse(self, cfg):
+        raise AssertionError("ensemble built the datasets")
+
+    monkeypatch.setattr(RecallTask, "datasets", refuse)
+    assert ensemble(runs[:2], tmp_path / "ens")["metric"] == "accuracy"
+
+
 def test_two_copies_of_one_run_score_as_that_run(runs, tmp_path):
     shutil.copytree(runs[0], tmp_path / "copy")
     result = ensemble([runs[0], tmp_path / "copy"], tmp_path / "ens")
