@@ -513,7 +513,7 @@ def run(only: str | None, dry_run: bool) -> None:
         if stage is not None and stage not in {_stage_of(n) for n in pending}:
             (STAGES_DIR / stage / "last.pt").unlink(missing_ok=True)
     for name in ensembles:
-        missing = [m for m in ENSEMBLES[name] if not _finished(m)]
+        missing = [m for m in ENSEMBLES[name] if not _complete(RUNS_DIR / m)]
         if missing and not dry_run:
             print(f"{name}: waits for {', '.join(missing)}", flush=True)
             continue
@@ -524,19 +524,18 @@ def run(only: str | None, dry_run: bool) -> None:
             subprocess.run(cmd, env=env, check=True)
 
 
-def _finished(name: str) -> bool:
-    """Whether run ``name`` has a record of all its epochs (not one left by a stop)."""
-    path = RUNS_DIR / name / "result.json"
-    return path.exists() and not json.loads(path.read_text())["interrupted"]
+def _complete(folder: Path) -> bool:
+    """Whether ``folder`` has a run's record of all its epochs (not one left by a stop)."""
+    path = folder / "result.json"
+    if not path.exists():
+        return False
+    rec = json.loads(path.read_text())
+    return not rec["interrupted"] and rec["epochs_done"] == rec["config"]["epochs"]
 
 
 def _stage_done(stage: str) -> bool:
     """Whether first stage ``stage`` has a checkpoint of all its epochs (not one left by a stop)."""
-    folder = STAGES_DIR / stage
-    if not (folder / "last.pt").exists() or not (folder / "result.json").exists():
-        return False
-    rec = json.loads((folder / "result.json").read_text())
-    return not rec["interrupted"] and rec["epochs_done"] == rec["config"]["epochs"]
+    return (STAGES_DIR / stage / "last.pt").exists() and _complete(STAGES_DIR / stage)
 
 
 def _stage_of(name: str) -> str | None:
