@@ -27,6 +27,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from graphattn.train.engine import run_stages
+
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "results" / "runs"
 STAGES_DIR = HERE / "results" / "stages"
@@ -600,22 +602,14 @@ def _plot(task: str, variants: dict[str, list[dict]], metric: str) -> str | None
     return name
 
 
-def _stages(rec: dict) -> list[dict]:
-    """A run's records, its earliest stage first (``init`` of ``init`` ... then the run itself)."""
-    chain = [rec]
-    while chain[-1].get("init"):
-        chain.append(chain[-1]["init"])
-    return chain[::-1]
-
-
 def _epochs(rec: dict) -> str:
     """Epochs of a run; of a staged one, each stage's (``10 + 2``)."""
-    return " + ".join(str(stage["epochs_done"]) for stage in _stages(rec))
+    return " + ".join(str(stage["epochs_done"]) for stage in run_stages(rec))
 
 
 def _seconds(rec: dict) -> float:
     """Train time of a run, its earlier stages' included."""
-    return sum(stage["train_seconds"] for stage in _stages(rec))
+    return sum(stage["train_seconds"] for stage in run_stages(rec))
 
 
 def report() -> None:

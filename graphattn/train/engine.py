@@ -54,7 +54,7 @@ from .. import __version__
 from ..structure.sac import SAC, policy_losses
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "source_commit"]
+__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "source_commit", "run_stages"]
 
 #: The file in a run folder with the best validation epoch's predictions (see ``graphattn ensemble``).
 PREDICTIONS = "best_predictions.pt"
@@ -295,6 +295,16 @@ def _init_weights(model: nn.Module, path: str, device: torch.device) -> dict[str
         "train_seconds": st["train_seconds"],
         "init": st.get("init"),  # that run's own first stage, if it had one
     }
+
+
+def run_stages(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages of a run from its ``result.json`` record, earliest first: the ``init`` of its
+    ``init`` ... then the run itself (a run without ``--init-from`` is one stage). Each holds that
+    stage's ``epochs_done`` and ``train_seconds``."""
+    chain = [record]
+    while chain[-1].get("init"):
+        chain.append(chain[-1]["init"])
+    return chain[::-1]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

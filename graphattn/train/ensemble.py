@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from .engine import PREDICTIONS, TrainConfig, source_commit
+from .engine import PREDICTIONS, TrainConfig, run_stages, source_commit
 from .tasks import get_task
 
 __all__ = ["ensemble"]
@@ -49,14 +49,6 @@ def _same_values(a: Tensor, b: Tensor) -> bool:
         nan = a.isnan()
         return torch.equal(nan, b.isnan()) and torch.equal(a[~nan], b[~nan])
     return torch.equal(a, b)
-
-
-def _seconds(record: dict[str, Any]) -> float:
-    """A run's train time, its earlier stages' (``init``, and theirs) included."""
-    total = 0.0
-    while record:
-        total, record = total + record["train_seconds"], record.get("init")
-    return total
 
 
 def _load_member(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -161,7 +153,7 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
         averaged[split] = {"pred": mean, "target": target}
         scores[split] = task.metric(mean, target)
 
-    seconds = [_seconds(record) for record, _ in members]
+    seconds = [sum(stage["train_seconds"] for stage in run_stages(record)) for record, _ in members]  # stages too
     own_seconds = sum(record["train_seconds"] for record, _ in members)
     samples = sum(h["samples"] for record, _ in members for h in record["history"])
     epochs = {record["epochs_done"] for record, _ in members}
