@@ -40,6 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -325,24 +326,27 @@ def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.de
     return task.metric(pred, target), pred, target
 
 
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: a stop during the
+    write leaves the previous file whole."""
+    tmp = path.with_suffix(".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
 def _save_predictions(
     out_dir: Path, epoch: int, task: Task, valid: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor]
 ) -> None:
     """``best_predictions.pt``: the best validation epoch's predictions and targets (what
     ``graphattn ensemble`` averages), written atomically like ``last.pt``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / PREDICTIONS
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "epoch": epoch,
-            "metric": task.metric_name,
-            "valid": {"pred": valid[0], "target": valid[1]},
-            "test": {"pred": test[0], "target": test[1]},
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    predictions = {
+        "epoch": epoch,
+        "metric": task.metric_name,
+        "valid": {"pred": valid[0], "target": valid[1]},
+        "test": {"pred": test[0], "target": test[1]},
+    }
+    _replace_atomically(out_dir / PREDICTIONS, partial(torch.save, predictions))
 
 
 def _better(task: Task, a: float, b: float | None) -> bool:
@@ -486,19 +490,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def save() -> None:
         if rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
-            tmp = ckpt_path.with_suffix(".tmp")
-            torch.save(
-                {
-                    "model": _unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "state": state,
-                    "rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "config": asdict(cfg),
-                },
-                tmp,
-            )
-            tmp.replace(ckpt_path)  # atomic: a Ctrl-C during the save keeps the previous checkpoint
+            checkpoint = {
+                "model": _unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "state": state,
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "config": asdict(cfg),
+            }
+            _replace_atomically(ckpt_path, partial(torch.save, checkpoint))  # a Ctrl-C keeps the previous one
 
     show = cfg.progress and rank == 0  # the progress bar; epoch lines print on rank 0 regardless
     reinforce = any(isinstance(m, SAC) and m.mode == "reinforce" for m in model.modules())

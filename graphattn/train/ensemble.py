@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from .engine import PREDICTIONS, TrainConfig, run_stages, source_commit
+from .engine import PREDICTIONS, TrainConfig, _replace_atomically, run_stages, source_commit
 from .tasks import get_task
 
 __all__ = ["ensemble"]
@@ -195,10 +196,6 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     # Atomic, the record last: a stop between the two leaves no record naming other predictions.
-    tmp = out_dir / "best_predictions.tmp"
-    torch.save({"epoch": None, "metric": metric, **averaged}, tmp)
-    tmp.replace(out_dir / PREDICTIONS)
-    tmp = out_dir / "result.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out_dir / "result.json")
+    _replace_atomically(out_dir / PREDICTIONS, partial(torch.save, {"epoch": None, "metric": metric, **averaged}))
+    _replace_atomically(out_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     return result
