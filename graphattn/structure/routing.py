@@ -6,17 +6,17 @@ https://arxiv.org/abs/2003.05997 -- queries and keys are routed to ``C`` centroi
 * **Routing vectors**: ``r = LayerNorm(x)`` over the head dim without scale or shift, for the
   layer's projected queries and keys (the paper's shared query/key routing, Section 4.1).
 * **Balanced routing** (the paper's Section 4.2 top-``w`` variant): in every example of length
-  ``L``, each centroid takes its ``w = ceil(L / C)`` nearest queries and nearest keys by inner
-  product, so every cluster window has the same size and ``C·w >= L``. Edges are all
+  ``L``, each centroid takes its ``w = ceil(L / C)`` nearest queries and nearest keys, so every
+  cluster window has the same size and ``C·w >= L``. Edges are all
   (query, key) pairs inside each window: ``C·w²`` per head and example, ``~L·w``. With
   ``C ~ sqrt(L)`` that is the paper's ``O(L^1.5)``. No ``L x L`` tensor is formed: the scores
   are ``[H, C, L]``.
 * **Centroids** are a buffer ``[H, C, D]`` updated inside ``forward`` when training, by an
   exponential moving average (``decay``, 0.999 by default) of the routing vectors assigned to
-  each centroid, queries and keys together (Eq. 9 of the paper). A vector is assigned to the
-  centroid of largest inner product: the nearest one while the centroids keep equal norms
-  (they start on the sphere of radius ``sqrt(D)``), not exactly once the averages have shrunk
-  them unevenly (about 11% of assignments differ after 30 steps in one measurement). The buffer
+  each centroid, queries and keys together (Eq. 9 of the paper). A vector is assigned to its
+  nearest centroid. "Nearest" is Euclidean distance everywhere (windows, EMA, commitment), scored
+  as ``2 r·mu - |r|² - |mu|²``: the averages shrink the centroids unevenly (they start on the
+  sphere of radius ``sqrt(D)``), and the largest inner product would favour the longer ones. The buffer
   keeps the module's dtype: in bfloat16 / float16 a step of ``1 - decay`` of a centroid is below
   half its ulp, so the centroids barely move; keep a routed model in float32 while it trains.
 * **Commitment loss** (the auxiliary loss, ``commitment`` = 1e-4 by default): the mean squared
@@ -105,10 +105,15 @@ class Routing(Structure):
             f"window={self.window}, causal={self.causal}, decay={self.decay}, commitment={self.commitment}"
         )
 
+    def _closeness(self, r: Tensor) -> Tensor:
+        """``-|r - mu|²`` of every vector of ``r [L, H, D]`` to every centroid, as ``[H, C, L]``."""
+        mu = self.centroids.to(r.dtype)
+        dots = torch.einsum("lhd,hcd->hcl", r, mu)
+        return 2 * dots - r.pow(2).sum(-1).T[:, None, :] - mu.pow(2).sum(-1)[:, :, None]
+
     def _route(self, r: Tensor, w: int) -> Tensor:
         """Indices ``[H, C, w]`` of the ``w`` tokens (of ``r [L, H, D]``) nearest each centroid."""
-        scores = torch.einsum("lhd,hcd->hcl", r, self.centroids.to(r.dtype))
-        return scores.topk(w, dim=-1).indices
+        return self._closeness(r).topk(w, dim=-1).indices
 
     @torch.no_grad()
     def _ema_update(self, r: Tensor, assign: Tensor) -> None:
@@ -168,7 +173,7 @@ class Routing(Structure):
         # Nearest-centroid assignment, for the commitment loss and the EMA.
         mu = self.centroids.to(q.dtype)
         r_all = torch.cat([r_q, r_k])  # [2N, H, D]
-        assign = torch.einsum("mhd,hcd->mhc", r_all.detach(), mu).argmax(-1)  # [2N, H]
+        assign = self._closeness(r_all.detach()).argmax(1).T  # [2N, H]
         nearest = mu[torch.arange(h, device=q.device), assign]  # [2N, H, D]
         aux = self.commitment * (r_all - nearest).pow(2).sum(-1).mean() if r_all.numel() else r_all.sum()
         if self.training and r_all.numel():

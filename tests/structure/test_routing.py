@@ -103,6 +103,33 @@ def test_centroid_ema_converges_to_cluster_means():
     torch.testing.assert_close(routing.centroids[0, 1], r[10:, 0].mean(0), atol=1e-5, rtol=0)
 
 
+def test_assignment_is_by_distance_not_inner_product():
+    # Centroid 0 is long and points at every vector's side; centroid 1 sits on the vectors. The largest
+    # inner product is centroid 0's, the nearest is centroid 1: the EMA must move centroid 1 only, and the
+    # commitment loss is the distance to it.
+    x = torch.zeros(6, 1, 4, dtype=torch.float64)
+    x[:, 0, 0], x[:, 0, 1] = 1.0, -1.0  # layer-normed: (1.73, -0.58, -0.58, -0.58)
+    x[:3, 0, 2] = 0.1
+    r = torch.nn.functional.layer_norm(x, (4,))
+    routing = Routing(1, 4, num_clusters=2, window=0, decay=0.5, commitment=1.0).double()
+    mu = torch.stack([torch.tensor([10.0, 0.0, 0.0, 0.0], dtype=torch.float64), r[:, 0].mean(0)])
+    routing.centroids.copy_(mu[None])
+    assert bool(((r[:, 0] @ mu.T).argmax(-1) == 0).all())  # the inner product would pick centroid 0
+    s = routing(x, x)
+    torch.testing.assert_close(s.aux_loss, (r[:, 0] - mu[1]).pow(2).sum(-1).mean())
+    assert torch.equal(routing.centroids[0, 0], mu[0])
+    torch.testing.assert_close(routing.centroids[0, 1], mu[1])  # the mean of its own members: unmoved
+
+
+def test_windows_take_the_nearest_tokens():
+    # Token 0 has the larger inner product with the centroid (1.2 against 1.0) but token 1 is on it: token 1
+    # takes the single window slot. (Layer-normed tokens have equal norms, except near-constant ones.)
+    routing = Routing(1, 2, num_clusters=1, window=0, allow_empty_rows=True).double()
+    routing.centroids.copy_(torch.tensor([[[1.0, 0.0]]], dtype=torch.float64))
+    r = torch.tensor([[[1.2, 0.9]], [[1.0, 0.0]], [[-1.0, 0.0]]], dtype=torch.float64)
+    assert routing._route(r, 1).flatten().tolist() == [1]
+
+
 def test_seeded_construction_is_reproducible():
     q, k, _ = _qk()
     torch.manual_seed(3)
