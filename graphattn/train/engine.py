@@ -601,7 +601,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "result.json").write_text(json.dumps(result, indent=2))
+        _replace_atomically(out_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

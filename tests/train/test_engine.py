@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from graphattn.cli import main
-from graphattn.train.engine import TrainConfig, retain_freed_memory, train
+from graphattn.train.engine import TrainConfig, _replace_atomically, retain_freed_memory, train
 from graphattn.train.tasks import WINDOWED, RecallTask, attention_names, get_task, make_structure
 
 TINY = {"length": 16, "pairs": 2, "train_size": 256, "eval_size": 64}
@@ -706,3 +706,20 @@ def test_cli_init_from_flag(tmp_path):
     args = ["train", "--attention", "full", "--dim", "16", "--heads", "2", "--layers", "1", "--epochs", "1"]
     assert main([*args, *tiny, "--no-progress", "--init-from", ckpt, "--out", str(tmp_path / "b")]) == 0
     assert json.loads((tmp_path / "b" / "result.json").read_text())["init"]["path"] == ckpt
+
+
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
+    # result.json, last.pt and best_predictions.pt are all written this way: a stop mid-write must not
+    # leave a truncated file where a whole one was.
+    path = tmp_path / "result.json"
+    path.write_text('{"epochs_done": 3}')
+
+    def write_half(tmp: Path) -> None:
+        tmp.write_text('{"epochs_do')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _replace_atomically(path, write_half)
+    assert json.loads(path.read_text()) == {"epochs_done": 3}
+    _replace_atomically(path, lambda tmp: tmp.write_text('{"epochs_done": 4}'))
+    assert json.loads(path.read_text()) == {"epochs_done": 4}
