@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -295,6 +296,18 @@ ENSEMBLES: dict[str, list[str]] = {
     },
 }
 assert {m for members in ENSEMBLES.values() for m in members} <= RUNS.keys(), "an ENSEMBLES member is not in RUNS"
+
+# task -> the variants of a confirmation round (fresh seeds for a shortlist, declared before they ran): the
+# report tables them by mean validation and names the highest one the pick.
+CONFIRM: dict[str, list[str]] = {
+    "ogbg-molhiv": [
+        *(f"graphattnconv-{name}" for name, _ in _MOLHIV_SHORTLIST),
+        "graphattnconv-vn-d0.5-mlp-avg3-confirm",
+    ],
+}
+assert {f"{task}/{v}" for task, vs in CONFIRM.items() for v in vs} <= {
+    name.rsplit("/", 1)[0] for name in (*RUNS, *ENSEMBLES)
+}, "a CONFIRM variant is not in RUNS or ENSEMBLES"
 
 # Published numbers shown beside ours (task -> [(model, value, source)]).
 PUBLISHED: dict[str, list[tuple[str, str, str]]] = {
@@ -571,10 +584,15 @@ def _stage_of(name: str) -> str | None:
     return str(path.parent.relative_to(STAGES_DIR))
 
 
+def _natural(path: Path) -> list[list]:
+    """Sort key of ``path``: folder by folder, with the numbers in each name ordered by value."""
+    return [[int(x) if x.isdigit() else x for x in re.split(r"(\d+)", part)] for part in path.parts]
+
+
 def _load() -> dict[str, dict[str, list[dict]]]:
     """task -> variant -> [result records]."""
     out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    for path in sorted(RUNS_DIR.glob("**/result.json")):
+    for path in sorted(RUNS_DIR.glob("**/result.json"), key=_natural):  # s2 before s10
         rel = path.parent.relative_to(RUNS_DIR).parts
         task, variant = rel[0], rel[1]
         out[task][variant].append(json.loads(path.read_text()))
@@ -634,6 +652,28 @@ def _seconds(rec: dict) -> float:
     return sum(stage["train_seconds"] for stage in run_stages(rec))
 
 
+def _confirmation(variants: dict[str, list[dict]], names: list[str], metric: str, percent: bool) -> list[str]:
+    """The confirmation round's table, highest mean validation first, and its pick (once every
+    variant has its three seeds)."""
+    ran = {name: variants[name] for name in names if name in variants}
+    order = sorted(ran, key=lambda name: -statistics.fmean(r[f"best_valid_{metric}"] for r in ran[name]))
+    lines = [
+        "**Confirmation round** (fresh seeds for the shortlist; the pick is the highest mean validation):",
+        "",
+        f"| variant | seeds | valid {metric} | test {metric} | test per seed |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for name in order:
+        recs = ran[name]
+        tests = [r[f"test_{metric}"] for r in recs]
+        per_seed = " / ".join(f"{t * (100 if percent else 1):.{1 if percent else 3}f}" for t in tests)
+        valids = [r[f"best_valid_{metric}"] for r in recs]
+        lines.append(f"| {name} | {len(recs)} | {_fmt(valids, percent)} | {_fmt(tests, percent)} | {per_seed} |")
+    complete = len(ran) == len(names) and all(len(recs) >= 3 for recs in ran.values())
+    pick = f"The pick: `{order[0]}`." if complete else "The round is not complete: no pick yet."
+    return [*lines, "", pick, ""]
+
+
 def report() -> None:
     data = _load()
     # training records (not ensembles), and those made before the shuffle hash (no shuffle_seed)
@@ -684,6 +724,8 @@ def report() -> None:
                 f"{max(r['peak_rss_mib'] for r in recs):.0f} |"
             )
         lines.append("")
+        if task in CONFIRM:
+            lines += _confirmation(variants, CONFIRM[task], metric, percent)
         if task in PUBLISHED:
             lines += ["Published, for reference:", "", "| model | value | source |", "| --- | ---: | --- |"]
             lines += [f"| {m} | {v} | {s} |" for m, v, s in PUBLISHED[task]]
