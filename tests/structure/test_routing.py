@@ -104,21 +104,22 @@ def test_centroid_ema_converges_to_cluster_means():
 
 
 def test_assignment_is_by_distance_not_inner_product():
-    # Centroid 0 is long and points at every vector's side; centroid 1 sits on the vectors. The largest
-    # inner product is centroid 0's, the nearest is centroid 1: the EMA must move centroid 1 only, and the
-    # commitment loss is the distance to it.
+    # Centroid 0 is long and on the vectors' side; centroid 1 is near them. The largest inner product is
+    # centroid 0's, the nearest is centroid 1: the EMA must move centroid 1 halfway (decay 0.5) to the
+    # vectors' mean and leave centroid 0, and the commitment loss is the distance to centroid 1.
     x = torch.zeros(6, 1, 4, dtype=torch.float64)
-    x[:, 0, 0], x[:, 0, 1] = 1.0, -1.0  # layer-normed: (1.73, -0.58, -0.58, -0.58)
+    x[:, 0, 0], x[:, 0, 1] = 1.0, -1.0  # layer-normed: about (1.41, -1.41, 0, 0)
     x[:3, 0, 2] = 0.1
-    r = torch.nn.functional.layer_norm(x, (4,))
+    r = torch.nn.functional.layer_norm(x, (4,))[:, 0]
     routing = Routing(1, 4, num_clusters=2, window=0, decay=0.5, commitment=1.0).double()
-    mu = torch.stack([torch.tensor([10.0, 0.0, 0.0, 0.0], dtype=torch.float64), r[:, 0].mean(0)])
+    mu = torch.tensor([[10.0, 0.0, 0.0, 0.0], [1.0, -1.0, 0.2, 0.2]], dtype=torch.float64)
     routing.centroids.copy_(mu[None])
-    assert bool(((r[:, 0] @ mu.T).argmax(-1) == 0).all())  # the inner product would pick centroid 0
+    assert bool(((r @ mu.T).argmax(-1) == 0).all())  # the inner product would pick centroid 0
+    assert bool((torch.cdist(r, mu).argmin(-1) == 1).all())  # centroid 1 is the nearest
     s = routing(x, x)
-    torch.testing.assert_close(s.aux_loss, (r[:, 0] - mu[1]).pow(2).sum(-1).mean())
+    torch.testing.assert_close(s.aux_loss, (r - mu[1]).pow(2).sum(-1).mean())
     assert torch.equal(routing.centroids[0, 0], mu[0])
-    torch.testing.assert_close(routing.centroids[0, 1], mu[1])  # the mean of its own members: unmoved
+    torch.testing.assert_close(routing.centroids[0, 1], 0.5 * mu[1] + 0.5 * r.mean(0))
 
 
 def test_windows_take_the_nearest_tokens():
