@@ -328,9 +328,13 @@ def _evaluate(task: Task, model: nn.Module, loader: DataLoader, device: torch.de
 
 def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """``write`` a temporary file beside ``path``, then rename it over ``path``: a stop during the
-    write leaves the previous file whole."""
+    write leaves the previous file whole (and no temporary file)."""
     tmp = path.with_suffix(".tmp")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from graphattn.cli import main
-from graphattn.train.engine import TrainConfig, _replace_atomically, retain_freed_memory, train
+from graphattn.train.engine import TrainConfig, retain_freed_memory, train
 from graphattn.train.tasks import WINDOWED, RecallTask, attention_names, get_task, make_structure
 
 TINY = {"length": 16, "pairs": 2, "train_size": 256, "eval_size": 64}
@@ -708,18 +708,23 @@ def test_cli_init_from_flag(tmp_path):
     assert json.loads((tmp_path / "b" / "result.json").read_text())["init"]["path"] == ckpt
 
 
-def test_a_failed_write_leaves_the_previous_file_whole(tmp_path):
-    # result.json, last.pt and best_predictions.pt are all written this way: a stop mid-write must not
-    # leave a truncated file where a whole one was.
-    path = tmp_path / "result.json"
-    path.write_text('{"epochs_done": 3}')
+def test_a_failed_record_write_leaves_the_previous_record_whole(tmp_path, monkeypatch):
+    # result.json is replaced like last.pt: a write that dies half way (a full disk, a kill) must not leave a
+    # truncated record where a whole one was, nor a temporary file.
+    cfg = _cfg(tmp_path)
+    train(cfg)
+    record = tmp_path / "run" / "result.json"
+    before = record.read_text()
+    write_text = Path.write_text
 
-    def write_half(tmp: Path) -> None:
-        tmp.write_text('{"epochs_do')
-        raise KeyboardInterrupt
+    def write_half(self, text, *args, **kwargs):
+        if not self.name.startswith("result."):
+            return write_text(self, text, *args, **kwargs)
+        write_text(self, text[:10])
+        raise OSError("No space left on device")
 
-    with pytest.raises(KeyboardInterrupt):
-        _replace_atomically(path, write_half)
-    assert json.loads(path.read_text()) == {"epochs_done": 3}
-    _replace_atomically(path, lambda tmp: tmp.write_text('{"epochs_done": 4}'))
-    assert json.loads(path.read_text()) == {"epochs_done": 4}
+    monkeypatch.setattr(Path, "write_text", write_half)
+    with pytest.raises(OSError, match="No space left"):
+        train(replace(cfg, seed=1))
+    assert record.read_text() == before
+    assert sorted(p.name for p in record.parent.glob("*.tmp")) == []
