@@ -61,7 +61,7 @@ CASES: list[tuple[str, Callable[[], object], Callable[[object], Graph]]] = [
     ("bigbird(65536, w=64, g=2, r=3)", lambda: None, lambda _: S.bigbird(N, 64, 2, 3, generator=_gen())),
     ("longformer(65536, w=64, g=2)", lambda: None, lambda _: S.longformer(N, 64, 2)),
     (
-        "bigbird(lengths=[1024] * 64, w=64, g=2, r=3)",
+        "bigbird(None, w=64, g=2, r=3, lengths=[1024] * 64)",
         lambda: None,
         lambda _: S.bigbird(None, 64, 2, 3, generator=_gen(), lengths=[1024] * 64),
     ),
