@@ -442,10 +442,10 @@ the pick; its test mean over those fresh seeds is the number held against the is
 Two candidates clear the bar in test, both ensembles of `vn-d0.5-mlp`: `avg3` (0.790 ± 0.005) and `ens3`
 (0.786 ± 0.005); their validation, 0.847, ranks them fourth and third. The top four validation means (0.847 to
 0.853) span 1.3 standard errors of a 3-seed mean of this model (0.0086 / √3 ≈ 0.005, from the nine seeds of
-`vn-d0.5-mlp`), so among them the order is seed noise, and the top one is the luckiest draw of some 20: e60's mean of three
-(0.853) is above every one of the nine `vn-d0.5-mlp` seeds of the eighteenth session. Across the 18 candidates
-with three or more seeds, mean validation and mean test correlate (r = 0.79): screening does sort the weak
-candidates from the strong ones.
+`vn-d0.5-mlp`), so among them the order is seed noise, and the top one is the luckiest draw of some 20: e60's
+mean of three (0.853) is above every one of the nine `vn-d0.5-mlp` seeds of the eighteenth session. Across the
+18 candidates with three or more seeds, mean validation and mean test correlate (r = 0.79): screening does sort
+the weak candidates from the strong ones.
 
 **Confirmation round** (declared in 4e80037 before any of it ran). The shortlist is every candidate whose mean
 validation is within two standard errors of the top (0.853 - 2 x 0.005 = 0.843): `e60`, `mlp-scalers`, `ens3` and
