@@ -15,8 +15,8 @@ https://arxiv.org/abs/2003.05997 -- queries and keys are routed to ``C`` centroi
   exponential moving average (``decay``, 0.999 by default) of the routing vectors assigned to
   each centroid, queries and keys together (Eq. 9 of the paper). A vector is assigned to its
   nearest centroid. "Nearest" is Euclidean distance everywhere (windows, EMA, commitment), scored
-  as ``2 r·mu - |r|² - |mu|²``: the averages shrink the centroids unevenly (they start on the
-  sphere of radius ``sqrt(D)``), and the largest inner product would favour the longer ones. The buffer
+  as ``r·mu - |r|²/2`` or ``r·mu - |mu|²/2``: the averages shrink the centroids unevenly (they start
+  on the sphere of radius ``sqrt(D)``), and the largest inner product would favour the longer ones. The buffer
   keeps the module's dtype: in bfloat16 / float16 a step of ``1 - decay`` of a centroid is below
   half its ulp, so the centroids barely move; keep a routed model in float32 while it trains.
 * **Commitment loss** (the auxiliary loss, ``commitment`` = 1e-4 by default): the mean squared
@@ -105,17 +105,20 @@ class Routing(Structure):
             f"window={self.window}, causal={self.causal}, decay={self.decay}, commitment={self.commitment}"
         )
 
-    def _closeness(self, r: Tensor) -> Tensor:
-        """``-|r - mu|²`` of every vector of ``r [L, H, D]`` to every centroid, as ``[H, C, L]``, in
-        float32 at least (the expansion cancels terms of size ``D``: in bfloat16 it misranks ~2%)."""
-        dtype = torch.promote_types(r.dtype, torch.float32)
-        r, mu = r.to(dtype), self.centroids.to(dtype)
-        dots = torch.einsum("lhd,hcd->hcl", r, mu)
-        return 2 * dots - r.pow(2).sum(-1).T[:, None, :] - mu.pow(2).sum(-1)[:, :, None]
-
     def _route(self, r: Tensor, w: int) -> Tensor:
-        """Indices ``[H, C, w]`` of the ``w`` tokens (of ``r [L, H, D]``) nearest each centroid."""
-        return self._closeness(r).topk(w, dim=-1).indices
+        """Indices ``[H, C, w]`` of the ``w`` tokens (of ``r [L, H, D]``) nearest each centroid:
+        the largest ``r·mu - |r|²/2`` (``-|r - mu|²/2`` up to ``|mu|²``, the same for all tokens),
+        in float32 at least (the terms cancel: in bfloat16 the ranking slips)."""
+        r = r.to(torch.promote_types(r.dtype, torch.float32))
+        dots = torch.einsum("lhd,hcd->hcl", r, self.centroids.to(r.dtype))
+        return (dots - 0.5 * r.pow(2).sum(-1).T[:, None, :]).topk(w, dim=-1).indices
+
+    def _assign(self, r: Tensor) -> Tensor:
+        """The nearest centroid ``[M, H]`` of each vector of ``r [M, H, D]``: the largest
+        ``r·mu - |mu|²/2`` (``-|r - mu|²/2`` up to ``|r|²``), in float32 at least."""
+        r = r.to(torch.promote_types(r.dtype, torch.float32))
+        mu = self.centroids.to(r.dtype)
+        return (torch.einsum("mhd,hcd->mhc", r, mu) - 0.5 * mu.pow(2).sum(-1)).argmax(-1)
 
     @torch.no_grad()
     def _ema_update(self, r: Tensor, assign: Tensor) -> None:
@@ -175,7 +178,7 @@ class Routing(Structure):
         # Nearest-centroid assignment, for the commitment loss and the EMA.
         mu = self.centroids.to(q.dtype)
         r_all = torch.cat([r_q, r_k])  # [2N, H, D]
-        assign = self._closeness(r_all.detach()).argmax(1).T  # [2N, H]
+        assign = self._assign(r_all.detach())  # [2N, H]
         nearest = mu[torch.arange(h, device=q.device), assign]  # [2N, H, D]
         aux = self.commitment * (r_all - nearest).pow(2).sum(-1).mean() if r_all.numel() else r_all.sum()
         if self.training and r_all.numel():
