@@ -526,7 +526,7 @@ NOTES: dict[str, str] = {
     "SAC chooses 32 sources per token (shared by the heads) from its window, 16 random and 4 x 16 LSH "
     "candidates; `sac` trains its edge predictor by REINFORCE, `sac-st` by the straight-through gate. "
     "`routing` ran before 61d868b, which routes by distance to the centroids instead of the largest inner "
-    "product (with it, `make demo`'s recall at length 256 still reaches 100%). "
+    "product (with it, `make demo`'s recall at length 256 reaches 98.6%). "
     "`sbm-d128` is SBM with 128 expected in-edges per token at the start instead of 16 (2026-11-27, Zen 5, "
     "beside one to three other trainings): validation 5.8, 5.0, 6.4, 7.4, 5.6, 10.2% over the 6 epochs. "
     "`sac` is the run of 2026-11-27 (Zen 5, beside two molhiv trainings) with one reward per example, "
