@@ -28,7 +28,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from graphattn.train.engine import run_stages
+from graphattn.train.engine import run_seconds, run_stages
 
 HERE = Path(__file__).resolve().parent
 RUNS_DIR = HERE / "results" / "runs"
@@ -678,11 +678,6 @@ def _epochs(rec: dict) -> str:
     return " + ".join(str(stage["epochs_done"]) for stage in run_stages(rec))
 
 
-def _seconds(rec: dict) -> float:
-    """Train time of a run, its earlier stages' included."""
-    return sum(stage["train_seconds"] for stage in run_stages(rec))
-
-
 def _confirmation(task: str, metric: str, percent: bool) -> list[str]:
     """The confirmation round's table, highest mean validation first, and its pick once every
     declared run of the round (RUNS / ENSEMBLES entries, no others) has a complete record. A tie
@@ -754,7 +749,7 @@ def report() -> None:
             valids = [r[f"best_valid_{metric}"] for r in recs]
             lines.append(
                 f"| {variant} | {len(recs)} | {_fmt(tests, percent)} | {_fmt(valids, percent)} | "
-                f"{_epochs(recs[0])} | {statistics.fmean(_seconds(r) for r in recs):.0f} | "
+                f"{_epochs(recs[0])} | {statistics.fmean(run_seconds(r) for r in recs):.0f} | "
                 f"{statistics.fmean(r['samples_per_s'] for r in recs):.0f} | "
                 f"{max(r['peak_rss_mib'] for r in recs):.0f} |"
             )

@@ -55,7 +55,7 @@ from .. import __version__
 from ..structure.sac import SAC, policy_losses
 from .tasks import Task, get_task
 
-__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "source_commit", "run_stages"]
+__all__ = ["TrainConfig", "train", "peak_rss_mib", "retain_freed_memory", "source_commit", "run_stages", "run_seconds"]
 
 #: The file in a run folder with the best validation epoch's predictions (see ``graphattn ensemble``).
 PREDICTIONS = "best_predictions.pt"
@@ -308,6 +308,11 @@ def run_stages(record: dict[str, Any]) -> list[dict[str, Any]]:
     return chain[::-1]
 
 
+def run_seconds(record: dict[str, Any]) -> float:
+    """Train time of a run from its ``result.json`` record, its earlier stages' (``init``) included."""
+    return sum(stage["train_seconds"] for stage in run_stages(record))
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -336,6 +341,11 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def _write_record(out_dir: Path, result: dict[str, Any]) -> None:
+    """``out_dir/result.json``, written atomically."""
+    _replace_atomically(out_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
 
 
 def _save_predictions(
@@ -605,7 +615,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(out_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+        _write_record(out_dir, result)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

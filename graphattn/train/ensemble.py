@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from .engine import PREDICTIONS, TrainConfig, _replace_atomically, run_stages, source_commit
+from .engine import PREDICTIONS, TrainConfig, _replace_atomically, _write_record, run_seconds, source_commit
 from .tasks import get_task
 
 __all__ = ["ensemble"]
@@ -154,7 +154,7 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
         averaged[split] = {"pred": mean, "target": target}
         scores[split] = task.metric(mean, target)
 
-    seconds = [sum(stage["train_seconds"] for stage in run_stages(record)) for record, _ in members]  # stages too
+    seconds = [run_seconds(record) for record, _ in members]  # stages too
     own_seconds = sum(record["train_seconds"] for record, _ in members)
     samples = sum(h["samples"] for record, _ in members for h in record["history"])
     epochs = {record["epochs_done"] for record, _ in members}
@@ -197,5 +197,5 @@ def ensemble(runs: list[str | Path], out: str | Path, data_root: str | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     # Atomic, the record last: a stop between the two leaves no record naming other predictions.
     _replace_atomically(out_dir / PREDICTIONS, partial(torch.save, {"epoch": None, "metric": metric, **averaged}))
-    _replace_atomically(out_dir / "result.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+    _write_record(out_dir, result)
     return result
