@@ -4,10 +4,11 @@
     python docs/make_results.py report                              # docs/results.md + docs/img/results_*.png
 
 ``run`` calls ``python -m graphattn train`` once per entry of :data:`RUNS` (one thread each,
-sequentially; a run whose ``result.json`` exists is skipped, so the command resumes a
-campaign) and keeps each run's ``result.json`` under ``docs/results/runs/<name>/`` (checkpoints
-are not kept in git). ``report`` reads every ``result.json`` found there, so the page always
-shows what was actually run, with the configuration that produced it.
+sequentially; a run with a complete record is skipped and one stopped or killed part-way goes
+on from its ``last.pt`` with ``--resume``, so the command resumes a campaign) and keeps each
+run's ``result.json`` under ``docs/results/runs/<name>/`` (checkpoints are not kept in git).
+``report`` reads every ``result.json`` found there, so the page always shows what was actually
+run, with the configuration that produced it.
 
 A staged run starts from the weights of a first stage (:data:`STAGES`, kept under
 ``docs/results/stages/<name>/`` and run first unless a complete checkpoint of it is there); the
@@ -548,14 +549,16 @@ NOTES: dict[str, str] = {
 
 def run(only: str | None, dry_run: bool) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    todo = [n for n in RUNS if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
+    todo = [n for n in RUNS if (only is None or only in n) and not _complete(RUNS_DIR / n)]
     ensembles = [n for n in ENSEMBLES if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
     print(f"{len(todo)} runs and {len(ensembles)} ensembles to do", flush=True)
-    pending = [n for n in RUNS if not (RUNS_DIR / n / "result.json").exists()]  # --only aside
+    pending = [n for n in RUNS if not _complete(RUNS_DIR / n)]  # --only aside
     trained: set[str] = set()
 
     def train(args: list[str], out: Path) -> None:
         cmd = [sys.executable, "-m", "graphattn", "train", *args, "--out", str(out), "--no-progress"]
+        if (out / "last.pt").exists():  # a run (or stage) stopped part-way: on from its last epoch
+            cmd.append("--resume")
         print("$", " ".join(cmd[1:]), flush=True)
         if not dry_run:
             subprocess.run(cmd, env=env, check=True)
@@ -715,8 +718,9 @@ def report() -> None:
         "",
         "Every number on this page comes from `result.json` records under `docs/results/runs/`, written by",
         "`graphattn train` (an ensemble's by `graphattn ensemble`, from its members' records and predictions);",
-        "`python docs/make_results.py run` reruns the campaign (the exact arguments are in",
-        "that script and in each record's `config`) and `python docs/make_results.py report` rewrites this page.",
+        "`python docs/make_results.py run` trains each run that has no complete record (remove a record to rerun",
+        "it; the exact arguments are in that script and in each record's `config`) and",
+        "`python docs/make_results.py report` rewrites this page.",
         "All runs: this 2-core CPU machine, one thread per run, torch 2.13.0 CPU, runs sharing the machine",
         "with other work (times are wall clock and include that load, which changed from run to run: compare",
         "speed on the [benchmarks](benchmarks.md) page, where peers run interleaved in one process). Metric at",
