@@ -242,22 +242,27 @@ class Graph:
         """
         edge_index = check_edge_index(edge_index).long()
         src, dst = edge_index[0], edge_index[1]
-        if edge_index.numel() > 0 and int(edge_index.min()) < 0:
-            raise ValueError(f"edge_index must be non-negative, got min {int(edge_index.min())}")
         if num_src is not None:
             num_src = check_int("num_src", num_src, minimum=0)
         if num_dst is not None:
             num_dst = check_int("num_dst", num_dst, minimum=0)
+        # Both rows' ranges in one host sync.
+        empty = edge_index.numel() == 0
+        src_lo, src_hi, dst_lo, dst_hi = (
+            [0, -1, 0, -1] if empty else torch.stack([*torch.aminmax(src), *torch.aminmax(dst)]).tolist()
+        )
+        if min(src_lo, dst_lo) < 0:
+            raise ValueError(f"edge_index must be non-negative, got min {min(src_lo, dst_lo)}")
         if num_src is None and num_dst is None:
-            num_src = num_dst = int(edge_index.max()) + 1 if edge_index.numel() > 0 else 0
+            num_src = num_dst = max(src_hi, dst_hi) + 1
         elif num_src is None:
             num_src = num_dst
         elif num_dst is None:
             num_dst = num_src
-        if dst.numel() > 0 and int(dst.max()) >= num_dst:
-            raise ValueError(
-                f"edge_index[1] (destinations) must be in [0, num_dst) = [0, {num_dst}), got max {int(dst.max())}"
-            )
+        for row, name, hi, total in ((1, "destinations", dst_hi, num_dst), (0, "sources", src_hi, num_src)):
+            if hi >= total:
+                size = "num_dst" if row else "num_src"
+                raise ValueError(f"edge_index[{row}] ({name}) must be in [0, {size}) = [0, {total}), got max {hi}")
         perm = stable_argsort(dst, num_dst)
         counts = torch.bincount(dst, minlength=num_dst)
         rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
@@ -369,23 +374,25 @@ class Graph:
         counts.index_add_(0, self.dst() * self.num_src + self.col, torch.ones_like(self.col))
         return counts.view(self.num_dst, self.num_src)
 
-    def to(self, device: torch.device | str) -> Graph:
-        """A copy on ``device`` (cached views move along)."""
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Graph:
+        """A copy on ``device`` (cached views move along); ``self`` if it is there already.
+
+        ``non_blocking`` as in :meth:`torch.Tensor.to`. The signature is the one PyG's
+        ``Data.to(device)`` calls, so a Graph stored on a ``Data`` (:class:`graphattn.nn.pyg.ToGraph`)
+        moves with it."""
         device = torch.device(device)
         if device == self.device:
             return self
 
         def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
+            return None if t is None else t.to(device, non_blocking=non_blocking)
 
         out = Graph._unchecked(move(self.rowptr), move(self.col), self.num_src, move(self.ptr), move(self.src_ptr))
         self._check_cache()
         out._check_cache()  # stamps the copy's own versions
         for key, value in self._cache.items():
             if key not in ("versions", "inference"):  # copies made now: _store stamps them
-                out._store(
-                    key, type(value)(*(t.to(device) for t in value)) if isinstance(value, tuple) else value.to(device)
-                )
+                out._store(key, type(value)(*map(move, value)) if isinstance(value, tuple) else move(value))
         return out
 
     def __repr__(self) -> str:

@@ -249,7 +249,7 @@ def test_non_contiguous_index_tensors_are_stored_contiguous():
             (torch.tensor([[5], [0]]),),
             {"num_src": 2, "num_dst": 3},
             ValueError,
-            r"col must hold source indices in \[0, num_src\) = \[0, 2\)",
+            r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 2\), got max 5",
         ),
         ((torch.tensor([[0], [0]]),), {"num_dst": -2}, ValueError, r"num_dst must be >= 0, got -2"),
         (([[0], [0]],), {}, TypeError, r"edge_index must be a torch.Tensor, got list"),

@@ -28,6 +28,7 @@ from ..ops import attention_weights, edge_attention
 from ..ops._checks import check_edge_tensor, check_graph
 from ..structure.base import Structure, StructureOutput
 from ..structure.heads import fold, unfold
+from ._gate import dropout_gate
 
 __all__ = ["GraphAttention", "AttentionOutput"]
 
@@ -63,7 +64,9 @@ class GraphAttention(nn.Module):
     ``Window(8)``, or a learned one) the layer asks it for the edges at every call, passing the
     projected ``q``, ``k``, the example offsets and the ``graph`` argument (input edges, may be
     ``None``); the structure's ``bias``/``gate`` go to the op and its ``aux_loss`` is returned.
-    Without ``structure``, ``graph`` is required.
+    Without ``structure``, ``graph`` is required. A node with no in-edges attends over nothing: its
+    attention output is zero, so its row is ``out_proj``'s bias (``nn.MultiheadAttention`` gives
+    NaN for a fully masked row).
 
     **Dropout** (``dropout > 0``, training only) drops attention weights as
     ``nn.MultiheadAttention`` does: the op's ``gate`` is multiplied by a Bernoulli mask scaled by
@@ -252,14 +255,8 @@ class GraphAttention(nn.Module):
         if edge_bias is not None:
             edge_bias = check_edge_tensor("edge_bias", edge_bias, g, 1 if st.per_head else self.num_heads, q)
             bias = edge_bias if bias is None else bias + edge_bias
-        if self.training and self.dropout > 0.0:
-            rows = g.num_edges
-            width = 1 if st.per_head else self.num_heads
-            keep = torch.empty(rows, width, device=x.device, dtype=q.dtype).bernoulli_(1.0 - self.dropout)
-            mask = keep / (1.0 - self.dropout)  # inverted dropout on the attention weights
-            att_gate = mask if gate is None else gate * mask
-        else:
-            att_gate = gate
+        width = 1 if st.per_head else self.num_heads
+        att_gate = dropout_gate(gate, self.dropout, self.training, g.num_edges, width, q)
         if st.sources is not None:  # extra source nodes built from q, k, v (Combiner's summaries)
             k, v = st.sources(q, k, v)
         qq, kk, vv = (fold(q), fold(k), fold(v)) if st.per_head else (q, k, v)

@@ -6,7 +6,8 @@ Import it explicitly: ``from graphattn.nn.pyg import GraphAttnConv, ToGraph``.
 Migration from PyG is swapping the class: the parameters carry ``TransformerConv``'s names and
 shapes (``lin_key``, ``lin_query``, ``lin_value``, ``lin_edge``, ``lin_skip``, ``lin_beta``), so
 ``GraphAttnConv(...).load_state_dict(transformer_conv.state_dict(), strict=True)`` works and gives
-the same outputs, gradients and attention weights.
+the same outputs, gradients and attention weights (for ``TransformerConv``'s default ``aggr="add"`` and
+``flow="source_to_target"``, the only ones this layer takes).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data, HeteroData
 from torch_geometric.nn import Linear
+from torch_geometric.nn.aggr import SumAggregation
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
@@ -29,6 +31,7 @@ from .._validation import check_feature_sizes, check_int, is_integer_tensor
 from ..graph import Graph, cache_serves
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
+from ._gate import dropout_gate
 
 __all__ = ["GraphAttnConv", "ToGraph", "as_graph", "GRAPH_ATTR"]
 
@@ -60,6 +63,16 @@ def _sorted_by_dst(dst: Tensor) -> bool:
     return dst.numel() < 2 or bool((dst[1:] >= dst[:-1]).all())
 
 
+def _sized(graph: Graph, num_src: int, num_dst: int) -> Graph:
+    """``graph`` if it has ``num_src`` sources and ``num_dst`` destinations (traceable: no index work)."""
+    if graph.num_src != num_src or graph.num_dst != num_dst:
+        raise ValueError(
+            f"edge_index is a Graph with (num_src, num_dst) = ({graph.num_src}, {graph.num_dst}), "
+            f"but x has ({num_src}, {num_dst}) nodes"
+        )
+    return graph
+
+
 @torch.compiler.disable
 def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor | None]:
     """The :class:`graphattn.Graph` of ``edge_index`` and ``perm`` (``None`` when the identity).
@@ -82,12 +95,7 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         num_dst: number of destination nodes ``N_dst``.
     """
     if isinstance(edge_index, Graph):
-        if edge_index.num_src != num_src or edge_index.num_dst != num_dst:
-            raise ValueError(
-                f"edge_index is a Graph with (num_src, num_dst) = ({edge_index.num_src}, {edge_index.num_dst}), "
-                f"but x has ({num_src}, {num_dst}) nodes"
-            )
-        return edge_index, None
+        return _sized(edge_index, num_src, num_dst), None
     if not isinstance(edge_index, Tensor):
         raise TypeError(
             "edge_index must be a Tensor [2, E], a torch_geometric EdgeIndex or a graphattn.Graph, "
@@ -126,14 +134,21 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         plain = plain.long()
         dst = plain[1]
         if _sorted_by_dst(dst):
-            # Already grouped by destination: the CSR is a histogram away, no sort needed.
-            lo, hi = (int(dst[0]), int(dst[-1])) if dst.numel() > 0 else (0, -1)
-            if lo < 0 or hi >= num_dst:
-                bad = f"min {lo}" if lo < 0 else f"max {hi}"
-                raise ValueError(f"edge_index[1] (destinations) must be in [0, {num_dst}), got {bad}")
+            # Already grouped by destination: the CSR is a histogram away, no sort needed. The
+            # destinations' range is their first and last; the sources' a reduction (one host sync).
+            empty = dst.numel() == 0
+            ranges = [0, -1, 0, -1] if empty else torch.stack([dst[0], dst[-1], *torch.aminmax(plain[0])]).tolist()
+            for row, name, (lo, hi), total in (
+                (1, "destinations", ranges[:2], num_dst),
+                (0, "sources", ranges[2:], num_src),
+            ):
+                if lo < 0 or hi >= total:
+                    bad = f"min {lo}" if lo < 0 else f"max {hi}"
+                    raise ValueError(f"edge_index[{row}] ({name}) must be in [0, {total}), got {bad}")
             rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
             torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=rowptr[1:])
-            graph = Graph(rowptr, plain[0].clone(), num_src)  # a copy: later edits of edge_index stay out
+            # Valid by the checks above; col a copy, so later edits of edge_index stay out.
+            graph = Graph._unchecked(rowptr, plain[0].clone(), num_src)
         else:
             graph, perm = Graph.from_edge_index(plain, num_src=num_src, num_dst=num_dst, return_perm=True)
     if not cacheable:
@@ -219,7 +234,14 @@ class GraphAttnConv(MessagePassing):
         structure_mode (str, optional): ``"add"`` or ``"replace"``. (default: ``"add"``)
         backend (str, optional): backend of :func:`graphattn.ops.edge_attention`; ``None`` picks the
             fastest that can run. (default: ``None``)
-        **kwargs (optional): additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`.
+        **kwargs (optional): additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`;
+            ``aggr`` must be ``"add"`` (the attention-weighted sum) and ``flow``
+            ``"source_to_target"``, their defaults.
+
+    No self-loops are added (as in ``TransformerConv``; ``GATConv`` adds them by default): a
+    destination without in-edges gets the root term alone (``lin_skip``; zero with
+    ``root_weight=False``). Add them to ``edge_index`` with
+    :func:`torch_geometric.utils.add_self_loops` if wanted.
 
     Shapes:
         - **input:** node features :math:`(|\mathcal{V}|, F_{in})` or
@@ -254,6 +276,17 @@ class GraphAttnConv(MessagePassing):
     ) -> None:
         kwargs.setdefault("aggr", "add")
         super().__init__(node_dim=0, **kwargs)
+        # The fused op sums over in-edges; other settings would hold only on the per-edge path.
+        if not isinstance(self.aggr_module, SumAggregation):
+            raise ValueError(
+                f"aggr must be 'add' (attention is the weighted sum over a node's in-edges), got {kwargs['aggr']!r}; "
+                "torch_geometric.nn.TransformerConv takes other aggregations"
+            )
+        if self.flow != "source_to_target":
+            raise ValueError(
+                f"flow must be 'source_to_target' (edge_index[0] holds sources, edge_index[1] destinations), "
+                f"got {self.flow!r}; pass edge_index.flip(0) to attend along the other direction"
+            )
         out_channels = check_int("out_channels", out_channels, minimum=1)
         heads = check_int("heads", heads, minimum=1)
         if not 0.0 <= dropout < 1.0:
@@ -281,6 +314,7 @@ class GraphAttnConv(MessagePassing):
         self.aux_loss: Tensor | None = None  # the Structure module's aux_loss of the last call
 
         src_channels, dst_channels = check_feature_sizes("in_channels", in_channels, lazy=True)
+        self._feature_sizes = (src_channels, dst_channels)
         if edge_dim is not None:
             edge_dim = self.edge_dim = check_int("edge_dim", edge_dim, minimum=1)
         width = heads * out_channels
@@ -358,7 +392,10 @@ class GraphAttnConv(MessagePassing):
         self, x_dst: Tensor, query: Tensor, key: Tensor, edge_index: Any, edge_attr: Tensor | None, num_src: int
     ) -> _Edges:
         """The graph to attend over, with its edge features, bias and gate in edge-id order."""
-        graph, perm = as_graph(edge_index, num_src, x_dst.size(0))
+        if isinstance(edge_index, Graph):  # outside as_graph, which torch.compile does not trace
+            graph, perm = _sized(edge_index, num_src, x_dst.size(0)), None
+        else:
+            graph, perm = as_graph(edge_index, num_src, x_dst.size(0))
         if edge_attr is not None:
             if edge_attr.size(0) != graph.num_edges:
                 raise ValueError(
@@ -412,6 +449,7 @@ class GraphAttnConv(MessagePassing):
         """
         H, C = self.heads, self.out_channels
         x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        self._check_inputs(isinstance(x, Tensor), x_src, x_dst, edge_index)
         query = self.lin_query(x_dst).view(-1, H, C)
         key = self.lin_key(x_src).view(-1, H, C)
         value = self.lin_value(x_src).view(-1, H, C)
@@ -440,6 +478,18 @@ class GraphAttnConv(MessagePassing):
             return out, (returned_index, alpha)
         return out
 
+    def _check_inputs(self, single: bool, x_src: Any, x_dst: Any, edge_index: Any) -> None:
+        """Errors that name ``x`` / ``edge_index`` (the op's own would name ``q`` and ``graph``)."""
+        names = ("x", "x") if single else ("x[0] (source features)", "x[1] (destination features)")
+        for name, t, size in zip(names, (x_src, x_dst), self._feature_sizes, strict=True):
+            if not isinstance(t, Tensor) or t.dim() != 2 or (size != -1 and t.size(1) != size):
+                got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+                width = "F" if size == -1 else size
+                raise ValueError(f"{name} must be a [N, {width}] tensor (in_channels = {self.in_channels}), got {got}")
+        device = getattr(edge_index, "device", None)  # SparseTensor's is a method: its own checks apply
+        if isinstance(device, torch.device) and device != x_dst.device:
+            raise ValueError(f"edge_index is on {device} but x is on {x_dst.device}; move it with .to(x.device)")
+
     def _fused(
         self,
         x_dst: Tensor,
@@ -456,11 +506,7 @@ class GraphAttnConv(MessagePassing):
             x_dst, query, key, edge_index, edge_attr, num_src
         )
         scale = 1.0 / math.sqrt(C)
-        if self.training and self.dropout > 0:
-            # Dropout of the normalized weights == a gate of Bernoulli(1 - p) / (1 - p) per edge.
-            keep = torch.empty(graph.num_edges, H, dtype=query.dtype, device=query.device)
-            mask = keep.bernoulli_(1.0 - self.dropout) / (1.0 - self.dropout)
-            gate = mask if gate is None else gate * mask
+        gate = dropout_gate(gate, self.dropout, self.training, graph.num_edges, H, query)
         want_alpha = isinstance(return_attention_weights, bool)
         # q_i . (k_j + e_ij) and sum_e p_e (v_j + e_ij): the projected edge features are the op's
         # per-edge key and value terms (one tensor for both; its gradient is the sum of the two).
@@ -544,7 +590,16 @@ class GraphAttnConv(MessagePassing):
         return value_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads})"
+        # PyG's one-line form (its convs print no children), plus what changes the edges attended over.
+        extra = ""
+        if self.structure is not None:
+            text = repr(self.structure)
+            if not isinstance(self.structure, torch.nn.Module):  # a function (x_dst, graph) -> Graph
+                text = getattr(self.structure, "__qualname__", type(self.structure).__name__)
+            elif "\n" in text:
+                text = f"{type(self.structure).__name__}(...)"
+            extra = f", structure={text}, structure_mode={self.structure_mode!r}"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}{extra})"
 
 
 # ---------------------------------------------------------------------------- the transform
@@ -563,7 +618,7 @@ class ToGraph(BaseTransform):
       share it). Or apply ``ToGraph()`` to the collated ``Batch`` to store the Graph on it. A
       ``Graph`` stored on examples would be collated into a list, so do not store before batching.
 
-    ``Data.to(device)`` does not move the Graph: rebuild it on the device or use ``graph.to(device)``.
+    ``data.to(device)`` moves the stored Graph along (:meth:`graphattn.Graph.to`).
 
     Args:
         attr (str, optional): attribute name of the Graph. (default: ``"attn_graph"``)

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..nn import GraphAttention
+from ..nn._gate import dropout_gate
 from ..nn.models import segment_pool
 from ..structure.batch import example_ids
 from .tasks import Task, _opt, make_structure
@@ -662,9 +663,7 @@ class _GATLayer(nn.Module):
         h = self.lin(x).view(-1, self.heads, self.out_dim)
         a_src, a_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)  # [N, H]
         score = F.leaky_relu(a_src[graph.col] + a_dst[graph.dst()], 0.2)  # [E, H]
-        gate = None
-        if self.training and self.attn_dropout > 0:
-            gate = torch.empty_like(score).bernoulli_(1.0 - self.attn_dropout) / (1.0 - self.attn_dropout)
+        gate = dropout_gate(None, self.attn_dropout, self.training, *score.shape, score)
         zero = h.new_zeros(h.shape[0], self.heads, 1)
         value = F.dropout(h, self.value_dropout, self.training)
         out = edge_attention(zero, zero, value, graph, bias=score, gate=gate)

@@ -407,6 +407,82 @@ def test_errors_name_the_argument():
     assert GraphAttnConv((4, 6), 3).lin_query.in_channels == 6
 
 
+def test_aggr_and_flow_other_than_the_fused_ops_are_refused():
+    """The fused op is a sum over in-edges: other settings used to be ignored there (and honoured on
+    the per-edge path, so a hook changed the numbers)."""
+    for kwargs, match in [
+        ({"aggr": "mean"}, r"aggr must be 'add' .* got 'mean'"),
+        ({"aggr": ["sum", "max"]}, r"aggr must be 'add' .* got \['sum', 'max'\]"),
+        ({"flow": "target_to_source"}, r"flow must be 'source_to_target' .* got 'target_to_source'"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            GraphAttnConv(5, 3, **kwargs)
+    from torch_geometric.nn.aggr import SumAggregation
+
+    for aggr in ("add", "sum", SumAggregation()):  # spellings of the one it computes
+        ref, ours = make_pair(5, aggr=aggr)
+        edge_index = random_edges(6, 6, 20, seed=2)
+        x = torch.randn(6, 5, dtype=torch.float64)
+        torch.testing.assert_close(ours(x, edge_index), ref(x, edge_index))
+
+
+def test_input_errors_name_x_and_edge_index():
+    conv = GraphAttnConv(5, 3)
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    for x, match in [
+        (torch.randn(4, 6), r"x must be a \[N, 5\] tensor \(in_channels = 5\), got shape \[4, 6\]"),
+        (torch.randn(4, 1, 5), r"x must be a \[N, 5\] tensor \(in_channels = 5\), got shape \[4, 1, 5\]"),
+    ]:
+        with pytest.raises(ValueError, match=match):  # were a matmul error / one naming the op's q
+            conv(x, edge_index)
+    with pytest.raises(ValueError, match=r"x\[1\] \(destination features\) must be a \[N, 6\] tensor"):
+        GraphAttnConv((5, 6), 3)((torch.randn(4, 5), torch.randn(4, 5)), edge_index)
+    with pytest.raises(ValueError, match=r"x\[0\] \(source features\) must be a \[N, F\] tensor .* got list"):
+        GraphAttnConv(-1, 3)(([1.0], torch.randn(4, 5)), edge_index)
+    # Another device than x's (meta stands in for a GPU here): was "graph must be on the device of q".
+    with pytest.raises(ValueError, match=r"edge_index is on meta but x is on cpu; move it with \.to\(x\.device\)"):
+        conv(torch.randn(4, 5), edge_index.to("meta"))
+    # Out-of-range sources, on the sorted fast path and on the sorting one: were "col must hold ...".
+    for bad in (torch.tensor([[0, 9], [1, 2]]), torch.tensor([[0, 9], [2, 1]])):
+        with pytest.raises(
+            ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, (num_src\) = \[0, )?4\), got max 9"
+        ):
+            conv(torch.randn(4, 5), bad)
+    with pytest.raises(ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, 4\), got min -1"):
+        as_graph(torch.tensor([[-1, 0], [1, 2]]), 4, 4)
+
+
+def test_data_to_moves_the_stored_graph():
+    from torch_geometric.data import Data
+
+    data = ToGraph()(Data(x=torch.randn(4, 5), edge_index=torch.tensor([[0, 1, 3], [1, 2, 0]])))
+    assert data.attn_graph.transpose.colptr.device.type == "cpu"  # a cached view: it moves along too
+    moved = data.to("meta")  # PyG's Data.to calls .to(device=..., non_blocking=...) on each attribute
+    assert moved.x.device.type == "meta" and moved.attn_graph.device.type == "meta"
+    assert moved.attn_graph.transpose.colptr.device.type == "meta"
+
+
+def test_compiles_to_one_graph_with_a_prebuilt_graph():
+    """A Graph passed in skips the index building that torch.compile does not trace (it used to
+    break the graph there, so fullgraph=True always failed)."""
+    torch.manual_seed(0)
+    conv = GraphAttnConv(8, 4, heads=2, edge_dim=3).eval()
+    graph = Graph.from_edge_index(random_edges(6, 6, 20, seed=3), num_src=6, num_dst=6)
+    x, ea = torch.randn(6, 8), torch.randn(20, 3)
+    expected = conv(x, graph, ea)  # builds the graph's cached views outside the compiled call
+    compiled = torch.compile(conv, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, graph, ea), expected)
+
+
+def test_repr_names_the_structure():
+    assert repr(GraphAttnConv(5, 3, heads=2, structure=Window(4))) == (
+        "GraphAttnConv(5, 3, heads=2, structure=Window(w=4, causal=False), structure_mode='add')"
+    )
+    assert repr(GraphAttnConv(5, 3, structure=self_loops, structure_mode="replace")) == (
+        "GraphAttnConv(5, 3, heads=1, structure=self_loops, structure_mode='replace')"
+    )
+
+
 def test_edge_index_dtype_is_checked_like_pyg():
     from torch_geometric import EdgeIndex
 
