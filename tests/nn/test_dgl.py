@@ -31,8 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 BACKENDS = [b.name for b in backends() if b.unavailable() is None and "cpu" in b.devices]
 
 
-def dgl_reference(conv: GraphAttnConv, graph, h_src: Tensor, h_dst: Tensor, ef: Tensor | None):
-    """The layer's math with DGL's building blocks: u_dot_v / e_dot_v, edge_softmax, u_mul_e_sum / copy_e_sum."""
+def dgl_reference(
+    conv: GraphAttnConv, graph, h_src: Tensor, h_dst: Tensor, ef: Tensor | None, mask: Tensor | None = None
+):
+    """The layer's math with DGL's building blocks: u_dot_v / e_dot_v, edge_softmax, u_mul_e_sum / copy_e_sum;
+    ``mask [E, H]`` (DGL edge order) multiplies the weights that aggregate (attention dropout)."""
     H, C = conv._num_heads, conv._out_feats
     q = conv.fc_q(h_dst).view(-1, H, C)
     k = conv.fc_k(h_src).view(-1, H, C)
@@ -43,9 +46,10 @@ def dgl_reference(conv: GraphAttnConv, graph, h_src: Tensor, h_dst: Tensor, ef: 
         e = conv.fc_e(ef).view(-1, H, C)
         scores = scores + dops.e_dot_v(graph, e, q)
     attn = dops.edge_softmax(graph, scores / C**0.5)
-    out = dops.u_mul_e_sum(graph, v, attn)
+    used = attn if mask is None else attn * mask.unsqueeze(-1)
+    out = dops.u_mul_e_sum(graph, v, used)
     if e is not None:
-        out = out + dops.copy_e_sum(graph, e * attn)
+        out = out + dops.copy_e_sum(graph, e * used)
     return out, attn
 
 
@@ -103,6 +107,58 @@ def test_equals_dgl_ops_composition(kind, edge_feats, backend):
         torch.testing.assert_close(x, y)
 
 
+@pytest.mark.parametrize("residual", ["identity", "linear"])
+@pytest.mark.parametrize("kind", ["graph", "block", "bipartite_tuple"])
+def test_dropouts_residual_and_activation_equal_dgl_ops_with_the_same_draws(kind, residual):
+    """feat_drop, attn_drop (the op's gate, drawn in graphattn's edge order), residual and activation,
+    as DGL's GATConv applies them, against the dgl.ops composition fed the same random draws."""
+    graph = random_graph(9, 30, seed=1) if kind == "graph" else random_block(11, 6, 25, seed=2)
+    dst_feats = 6 if residual == "identity" else 7  # 6 = num_heads * out_feats: GATConv's identity residual
+    in_feats = (5, dst_feats) if kind == "bipartite_tuple" else dst_feats
+    torch.manual_seed(0)
+    conv = GraphAttnConv(
+        in_feats, 3, 2, edge_feats=4, feat_drop=0.3, attn_drop=0.4, residual=True, activation=torch.nn.functional.elu
+    ).double()
+    assert isinstance(conv.res_fc, torch.nn.Identity) == (residual == "identity")
+    n_src, n_dst, n_e = graph.num_src_nodes(), graph.num_dst_nodes(), graph.num_edges()
+    _, eids = graph_from_dgl(graph)
+    upstream = torch.randn(n_dst, 2, 3, dtype=torch.float64)
+
+    def run(training: bool, reference: bool):
+        conv.train(training)
+        gen = torch.Generator().manual_seed(4)
+        src_feats = 5 if kind == "bipartite_tuple" else dst_feats
+        h_src = torch.randn(n_src, src_feats, generator=gen, dtype=torch.float64, requires_grad=True)
+        h_dst = torch.randn(n_dst, dst_feats, generator=gen, dtype=torch.float64, requires_grad=True)
+        ef = torch.randn(n_e, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+        pair = kind == "bipartite_tuple"
+        conv.zero_grad()
+        torch.manual_seed(7)
+        if reference:
+            drop = (lambda t: torch.nn.functional.dropout(t, 0.3)) if training else (lambda t: t)
+            s = drop(h_src)
+            d = drop(h_dst) if pair else s[:n_dst]
+            mask = None
+            if training:  # the layer's gate: [E, H] in graphattn's (destination-sorted) edge order
+                gate = torch.empty(n_e, 2, dtype=torch.float64).bernoulli_(0.6) / 0.6
+                mask = torch.empty_like(gate).index_copy_(0, eids, gate)
+            out, attn = dgl_reference(conv, graph, s, d, ef, mask)
+            out = torch.nn.functional.elu(out + conv.res_fc(d).view(-1, 2, 3))
+        else:
+            out, attn = conv(graph, (h_src, h_dst) if pair else h_src, ef, get_attention=True)
+        (out * upstream).sum().backward()
+        grads = [h_src.grad, ef.grad] + ([h_dst.grad] if pair else [])
+        return out.detach(), attn.detach(), grads, [p.grad.clone() for p in conv.parameters()]
+
+    for training in (True, False):
+        o1, a1, g1, p1 = run(training, reference=True)
+        o2, a2, g2, p2 = run(training, reference=False)
+        torch.testing.assert_close(o2, o1)
+        torch.testing.assert_close(a2, a1)  # the weights before attn_drop
+        for x, y in zip(g2 + p2, g1 + p1, strict=True):
+            torch.testing.assert_close(x, y)
+
+
 def test_csr_comes_from_dgl_csc_with_edge_ids():
     graph = random_graph(7, 20, seed=5)
     g, eids = graph_from_dgl(graph)
@@ -143,9 +199,21 @@ def test_errors_name_the_argument():
         GraphAttnConv(-1, 3, 2)  # no lazy sizes in DGL
     with pytest.raises(ValueError, match="edge_feats must be >= 1, got 0"):
         GraphAttnConv(4, 3, 2, edge_feats=0)
-    # These named the internal q, or failed inside DGL's in_degrees (audit).
-    with pytest.raises(ValueError, match=r"feat must be \[N, F_in\] \(2-D\) or a pair of them, got \[5, 2, 4\]"):
+    # These named the internal q, or failed inside DGL's in_degrees or a matmul (audits).
+    with pytest.raises(ValueError, match=r"feat must be a \[N, 4\] tensor \(in_feats = 4\), got shape \[5, 2, 4\]"):
         GraphAttnConv(4, 3, 2)(graph, torch.randn(5, 2, 4))
+    with pytest.raises(ValueError, match=r"feat must be a \[N, 4\] tensor \(in_feats = 4\), got shape \[5, 6\]"):
+        GraphAttnConv(4, 3, 2)(graph, torch.randn(5, 6))
+    with pytest.raises(ValueError, match=r"feat\[1\] \(destination features\) must be a \[N, 7\] tensor"):
+        GraphAttnConv((4, 7), 3, 2)(graph, (torch.randn(5, 4), torch.randn(5, 4)))
+    for call in (lambda m, x: m(torch.tensor([[0, 1], [1, 0]]), x), lambda m, x: m(x, graph)):  # no graph / PyG order
+        with pytest.raises(TypeError, match=r"graph must be a DGLGraph or block \(forward\(graph, feat\)"):
+            call(GraphAttnConv(4, 3, 2), torch.randn(5, 4))
+    for name in ("feat_drop", "attn_drop"):
+        with pytest.raises(ValueError, match=rf"{name} must be in \[0, 1\), got 1.0"):
+            GraphAttnConv(4, 3, 2, **{name: 1.0})
+    with pytest.raises(TypeError, match="activation must be callable or None, got str"):
+        GraphAttnConv(4, 3, 2, activation="relu")
     two_types = dgl.heterograph({("a", "x", "a"): ([0], [1]), ("a", "y", "a"): ([1], [0])})
     with pytest.raises(ValueError, match="graph must have one edge type"):
         GraphAttnConv(4, 3, 2)(two_types, torch.randn(2, 4))
