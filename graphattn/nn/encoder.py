@@ -18,6 +18,7 @@ Auxiliary losses of all layers are summed into :attr:`EncoderOutput.aux_loss`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -50,7 +51,7 @@ class GraphTransformerLayer(nn.Module):
         nhead: attention heads.
         dim_feedforward: hidden size of the FFN (default ``4 * d_model``).
         dropout: dropout on attention weights, after attention, inside and after the FFN.
-        activation: ``"gelu"`` or ``"relu"``.
+        activation: ``"gelu"``, ``"relu"`` or a callable (``nn.TransformerEncoderLayer``'s choices).
         structure: edge builder for the attention (see :class:`GraphAttention`).
         layer_norm_eps: LayerNorm epsilon.
         bias: biases in the linear layers.
@@ -67,16 +68,20 @@ class GraphTransformerLayer(nn.Module):
         dim_feedforward: int | None = None,
         dropout: float = 0.1,
         *,
-        activation: str = "gelu",
+        activation: str | Callable[[Tensor], Tensor] = "gelu",
         structure: Structure | None = None,
         layer_norm_eps: float = 1e-5,
         bias: bool = True,
         backend: str | None = None,
     ) -> None:
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if isinstance(activation, str) and activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)} or a callable, got {activation!r}")
+        if not isinstance(activation, str) and not callable(activation):
+            raise TypeError(f"activation must be a str or a callable, got {type(activation).__name__}")
         check_int("d_model", d_model, minimum=1)
+        if check_int("nhead", nhead, minimum=1) and d_model % nhead:  # GraphAttention's own error names embed_dim
+            raise ValueError(f"d_model must be divisible by nhead, got {d_model} and {nhead}")
         ff = 4 * d_model if dim_feedforward is None else check_int("dim_feedforward", dim_feedforward, minimum=1)
         self.self_attn = GraphAttention(
             d_model, nhead, structure=structure, bias=bias, dropout=dropout, backend=backend
@@ -88,13 +93,13 @@ class GraphTransformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
-        self.activation = activation
+        self.activation = _ACTIVATIONS[activation] if isinstance(activation, str) else activation
 
     def forward(self, x: Tensor, graph: Graph | None = None, *, ptr: Tensor | None = None) -> EncoderOutput:
         """``x [N, d_model]``; ``graph`` and ``ptr`` as in :meth:`GraphAttention.forward`."""
         att = self.self_attn(self.norm1(x), graph, ptr=ptr)
         x = x + self.dropout1(att.output)
-        h = self.linear2(self.dropout(_ACTIVATIONS[self.activation](self.linear1(self.norm2(x)))))
+        h = self.linear2(self.dropout(self.activation(self.linear1(self.norm2(x)))))
         return EncoderOutput(x + self.dropout2(h), att.aux_loss)
 
 

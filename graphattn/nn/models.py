@@ -266,8 +266,15 @@ class ImageClassifier(nn.Module):
         """``images [B, C, H, W]`` or a list of ``[C, H_b, W_b]`` -> ``logits [B, num_classes]``."""
         if isinstance(images, Tensor) and images.dim() != 4:
             raise ValueError(f"images must be [B, C, H, W] or a list of [C, H, W], got shape {list(images.shape)}")
-        shapes = [images.shape[-2:]] if isinstance(images, Tensor) else [img.shape[-2:] for img in images]
-        small = [list(s) for s in shapes if len(s) == 2 and min(s) < self.patch_size]
+        channels = self.patch.in_channels
+        layouts = [images.shape[1:]] if isinstance(images, Tensor) else [img.shape for img in images]
+        wrong = [list(s) for s in layouts if len(s) != 3 or s[0] != channels]
+        if wrong:  # e.g. channels-last [H, W, C], which the size check below would misreport
+            raise ValueError(
+                f"images must be channels-first [C, H, W] with C = in_channels = {channels}, got an image of "
+                f"shape {wrong[0]}"
+            )
+        small = [list(s[1:]) for s in layouts if min(s[1:]) < self.patch_size]
         if small:  # Conv2d's own error ("Kernel size can't be greater than actual input size") named neither
             raise ValueError(f"images must be at least patch_size = {self.patch_size} on each side, got {small[0]}")
         if isinstance(images, Tensor):

@@ -28,6 +28,21 @@ def test_layer_is_pre_norm_residual():
     assert torch.allclose(layer(x).output, h + ffn, atol=1e-6)
 
 
+def test_activation_takes_a_callable_and_errors_name_d_model_and_nhead():
+    torch.manual_seed(0)
+    x = torch.randn(5, 16)
+    by_name = GraphTransformerLayer(16, 2, 32, dropout=0.0, activation="relu", structure=S.Full()).eval()
+    by_callable = GraphTransformerLayer(16, 2, 32, dropout=0.0, activation=torch.relu, structure=S.Full()).eval()
+    by_callable.load_state_dict(by_name.state_dict())
+    torch.testing.assert_close(by_callable(x).output, by_name(x).output)  # as nn.TransformerEncoderLayer takes
+    with pytest.raises(ValueError, match=r"activation must be one of \['gelu', 'relu'\] or a callable, got 'tanh'"):
+        GraphTransformerLayer(16, 2, activation="tanh")
+    with pytest.raises(TypeError, match="activation must be a str or a callable, got int"):
+        GraphTransformerLayer(16, 2, activation=3)
+    with pytest.raises(ValueError, match="d_model must be divisible by nhead, got 16 and 3"):  # named embed_dim
+        GraphTransformerLayer(16, 3)
+
+
 def test_encoder_copies_layers_shares_graph_and_final_norm():
     torch.manual_seed(0)
     layer = GraphTransformerLayer(16, 2, dropout=0.0)

@@ -132,6 +132,11 @@ def test_image_smaller_than_a_patch_and_low_precision_positions():
     model = ImageClassifier(1, 2, patch_size=4, d_model=16, nhead=2, num_layers=1)
     with pytest.raises(ValueError, match=r"images must be at least patch_size = 4 on each side, got \[3, 8\]"):
         model([torch.randn(1, 8, 8), torch.randn(1, 3, 8)])
+    # Channels-last input was reported as too small (the channel axis read as a side).
+    with pytest.raises(ValueError, match=r"channels-first \[C, H, W\] with C = in_channels = 1, got .* \[8, 8, 1\]"):
+        model(torch.randn(2, 8, 8, 1))
+    with pytest.raises(ValueError, match=r"channels-first .* got an image of shape \[8, 8\]"):
+        model([torch.randn(8, 8)])
     from graphattn.nn.positional import LearnedPositionalEncoding, LearnedPositionalEncoding2D
 
     x = torch.randn(6, 16, dtype=torch.bfloat16)
