@@ -395,6 +395,18 @@ class Graph:
                 out._store(key, type(value)(*map(move, value)) if isinstance(value, tuple) else move(value))
         return out
 
+    def cpu(self) -> Graph:
+        """:meth:`to` the CPU (what PyG's ``Data.cpu()`` calls)."""
+        return self.to("cpu")
+
+    def cuda(self, device: int | str | torch.device | None = None, non_blocking: bool = False) -> Graph:
+        """:meth:`to` a CUDA device, the current one by default (what PyG's ``Data.cuda()`` calls)."""
+        if device is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        elif isinstance(device, int):
+            device = torch.device("cuda", device)
+        return self.to(device, non_blocking=non_blocking)
+
     def __repr__(self) -> str:
         batch = "" if self.ptr is None else f", batch_size={self.ptr.numel() - 1}"
         return (

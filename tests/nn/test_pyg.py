@@ -452,7 +452,7 @@ def test_input_errors_name_x_and_edge_index():
         as_graph(torch.tensor([[-1, 0], [1, 2]]), 4, 4)
 
 
-def test_data_to_moves_the_stored_graph():
+def test_data_to_moves_the_stored_graph(monkeypatch):
     from torch_geometric.data import Data
 
     data = ToGraph()(Data(x=torch.randn(4, 5), edge_index=torch.tensor([[0, 1, 3], [1, 2, 0]])))
@@ -460,6 +460,11 @@ def test_data_to_moves_the_stored_graph():
     moved = data.to("meta")  # PyG's Data.to calls .to(device=..., non_blocking=...) on each attribute
     assert moved.x.device.type == "meta" and moved.attn_graph.device.type == "meta"
     assert moved.attn_graph.transpose.colptr.device.type == "meta"
+    # Data.cpu() / Data.cuda(i, non_blocking=...) call these; on a CPU-only machine, see what .to gets.
+    graph, calls = data.attn_graph, []
+    monkeypatch.setattr(Graph, "to", lambda self, device, non_blocking=False: calls.append((device, non_blocking)))
+    graph.cpu(), graph.cuda(1, non_blocking=True), graph.cuda("cuda:2")
+    assert calls == [("cpu", False), (torch.device("cuda", 1), True), ("cuda:2", False)]
 
 
 def test_compiles_to_one_graph_with_a_prebuilt_graph():
