@@ -549,10 +549,10 @@ NOTES: dict[str, str] = {
 
 def run(only: str | None, dry_run: bool) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    todo = [n for n in RUNS if (only is None or only in n) and not _complete(RUNS_DIR / n)]
-    ensembles = [n for n in ENSEMBLES if (only is None or only in n) and not (RUNS_DIR / n / "result.json").exists()]
+    todo = [n for n in RUNS if (only is None or only in n) and not _recorded(n)]
+    ensembles = [n for n in ENSEMBLES if (only is None or only in n) and not _recorded(n)]
     print(f"{len(todo)} runs and {len(ensembles)} ensembles to do", flush=True)
-    pending = [n for n in RUNS if not _complete(RUNS_DIR / n)]  # --only aside
+    pending = [n for n in RUNS if not _recorded(n)]  # --only aside
     trained: set[str] = set()
 
     def train(args: list[str], out: Path) -> None:
@@ -565,10 +565,11 @@ def run(only: str | None, dry_run: bool) -> None:
 
     for name in todo:
         stage = _stage_of(name)
-        if stage is not None and stage not in trained and not _stage_done(stage):
+        out = RUNS_DIR / name
+        resuming = (out / "last.pt").exists()  # its checkpoint holds the weights: no stage needed
+        if stage is not None and not resuming and stage not in trained and not _stage_done(stage):
             train(STAGES[stage], STAGES_DIR / stage)
             trained.add(stage)
-        out = RUNS_DIR / name
         train(RUNS[name], out)
         if dry_run:
             continue
@@ -578,7 +579,7 @@ def run(only: str | None, dry_run: bool) -> None:
         if stage is not None and stage not in {_stage_of(n) for n in pending}:
             (STAGES_DIR / stage / "last.pt").unlink(missing_ok=True)
     for name in ensembles:
-        missing = [m for m in ENSEMBLES[name] if not _complete(RUNS_DIR / m)]
+        missing = [m for m in ENSEMBLES[name] if not _recorded(m)]
         if missing and not dry_run:
             print(f"{name}: waits for {', '.join(missing)}", flush=True)
             continue
@@ -592,16 +593,17 @@ def run(only: str | None, dry_run: bool) -> None:
 def _complete(folder: Path) -> bool:
     """Whether ``folder`` has a run's record of all its epochs (not one left by a stop)."""
     path = folder / "result.json"
-    if not path.exists():
-        return False
-    rec = json.loads(path.read_text())
-    return not rec["interrupted"] and rec["epochs_done"] == rec["config"]["epochs"]
+    return path.exists() and _finished(json.loads(path.read_text()))
+
+
+def _finished(rec: dict) -> bool:
+    """Whether a record is final: an ensemble's, or a run's of all its epochs (not one left by a stop)."""
+    return "members" in rec or (not rec["interrupted"] and rec["epochs_done"] == rec["config"]["epochs"])
 
 
 def _recorded(name: str) -> bool:
-    """Whether entry ``name`` of RUNS or ENSEMBLES has its record (a run's of all its epochs)."""
-    folder = RUNS_DIR / name
-    return (folder / "result.json").exists() if name in ENSEMBLES else _complete(folder)
+    """Whether entry ``name`` of RUNS or ENSEMBLES has its final record (a run's of all its epochs)."""
+    return _complete(RUNS_DIR / name)
 
 
 def _stage_done(stage: str) -> bool:
@@ -624,12 +626,14 @@ def _natural(path: Path) -> list[list]:
 
 
 def _load() -> dict[str, dict[str, list[dict]]]:
-    """task -> variant -> [result records]."""
+    """task -> variant -> [final result records] (a stopped run's waits for ``run`` to resume it)."""
     out: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(RUNS_DIR.glob("**/result.json"), key=_natural):  # s2 before s10
         rel = path.parent.relative_to(RUNS_DIR).parts
         task, variant = rel[0], rel[1]
-        out[task][variant].append(json.loads(path.read_text()))
+        rec = json.loads(path.read_text())
+        if _finished(rec):
+            out[task][variant].append(rec)
     return out
 
 
@@ -767,13 +771,14 @@ def report() -> None:
         png = _plot(task, variants, metric)
         if png:
             lines += [f"![validation {metric} per epoch, {task}](img/{png})", ""]
-    missing = [name for name in RUNS if not (RUNS_DIR / name / "result.json").exists()]
-    missing_ensembles = [name for name in ENSEMBLES if not (RUNS_DIR / name / "result.json").exists()]
+    missing = [name for name in RUNS if not _recorded(name)]
+    missing_ensembles = [name for name in ENSEMBLES if not _recorded(name)]
     if missing or missing_ensembles:
         lines += [
             "## Not run yet",
             "",
-            "These entries of the campaign have no record yet (`python docs/make_results.py run` runs them):",
+            "These entries of the campaign have no complete record yet (`python docs/make_results.py run` runs "
+            "or resumes them):",
             "",
             *[f"- `{name}`: `graphattn train {' '.join(RUNS[name])}`" for name in missing],
             *[f"- `{name}`: `graphattn ensemble` of {', '.join(ENSEMBLES[name])}" for name in missing_ensembles],

@@ -17,7 +17,7 @@ def make_results(tmp_path, monkeypatch):
     runs_dir, stages_dir = tmp_path / "runs", tmp_path / "stages"
     monkeypatch.setattr(module, "RUNS_DIR", runs_dir)
     monkeypatch.setattr(module, "STAGES_DIR", stages_dir)
-    monkeypatch.setattr(module, "STAGES", {"t/first": ["--epochs", "2"]})
+    monkeypatch.setattr(module, "STAGES", {"t/first": ["--epochs", "2"], "t/gone": ["--epochs", "2"]})
     monkeypatch.setattr(
         module,
         "RUNS",
@@ -26,6 +26,7 @@ def make_results(tmp_path, monkeypatch):
             "t/stopped": ["--epochs", "2"],
             "t/done": ["--epochs", "2"],
             "t/staged": ["--epochs", "2", "--init-from", str(stages_dir / "t" / "first" / "last.pt")],
+            "t/staged-stopped": ["--epochs", "2", "--init-from", str(stages_dir / "t" / "gone" / "last.pt")],
         },
     )
     monkeypatch.setattr(module, "ENSEMBLES", {})
@@ -45,6 +46,8 @@ def test_run_resumes_what_a_stop_left_and_skips_what_is_complete(make_results, m
     _record(runs / "t" / "stopped", epochs_done=1, interrupted=True, checkpoint=True)
     _record(runs / "t" / "done", epochs_done=2, interrupted=False, checkpoint=False)
     _record(stages / "t" / "first", epochs_done=1, interrupted=True, checkpoint=True)  # the stage was stopped too
+    # A staged run stopped in its second stage resumes from its own checkpoint: its stage's is gone.
+    _record(runs / "t" / "staged-stopped", epochs_done=1, interrupted=True, checkpoint=True)
     calls = []
 
     def fake_run(cmd, env, check):  # what graphattn train leaves: a complete record and its checkpoint
@@ -56,9 +59,19 @@ def test_run_resumes_what_a_stop_left_and_skips_what_is_complete(make_results, m
 
     monkeypatch.setattr(make_results.subprocess, "run", fake_run)
     make_results.run(only=None, dry_run=False)
-    assert calls == [("t/new", False), ("t/stopped", True), ("t/first", True), ("t/staged", False)]
+    expected = [("t/new", False), ("t/stopped", True), ("t/first", True), ("t/staged", False)]
+    assert calls == [*expected, ("t/staged-stopped", True)]
     # checkpoints stay out of git: every run's, and the stage's once no pending run needs it
     assert not any(runs.rglob("last.pt")) and not any(stages.rglob("last.pt"))
+
+
+def test_report_leaves_out_what_a_stop_left(make_results):
+    _record(make_results.RUNS_DIR / "t" / "stopped", epochs_done=1, interrupted=True, checkpoint=True)
+    _record(make_results.RUNS_DIR / "t" / "done", epochs_done=2, interrupted=False, checkpoint=False)
+    assert {v: len(recs) for v, recs in make_results._load()["t"].items()} == {"done": 1}
+    assert [n for n in make_results.RUNS if not make_results._recorded(n)] == [
+        "t/new", "t/stopped", "t/staged", "t/staged-stopped"
+    ]  # fmt: skip
 
 
 def test_dry_run_trains_nothing_and_marks_the_resumes(make_results, capsys):
