@@ -127,6 +127,20 @@ def check_edge_index(edge_index: object) -> Tensor:
     return edge_index
 
 
+def check_edge_index_ranges(
+    num_src: int, num_dst: int, src: tuple[int, int] | None, dst: tuple[int, int] | None = None
+) -> None:
+    """Raise ``ValueError`` naming the row of ``edge_index`` whose ``(min, max)`` (``src`` for row 0,
+    ``dst`` for row 1; ``None``: not checked) leaves ``[0, num_src)`` / ``[0, num_dst)``."""
+    for row, name, size, bounds, total in (
+        (1, "destinations", "num_dst", dst, num_dst),
+        (0, "sources", "num_src", src, num_src),
+    ):
+        if bounds is not None and (bounds[0] < 0 or bounds[1] >= total):
+            bad = f"min {bounds[0]}" if bounds[0] < 0 else f"max {bounds[1]}"
+            raise ValueError(f"edge_index[{row}] ({name}) must be in [0, {size}) = [0, {total}), got {bad}")
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """Destination-sorted edge list (CSR) that every attention op runs over.
@@ -246,28 +260,23 @@ class Graph:
             num_src = check_int("num_src", num_src, minimum=0)
         if num_dst is not None:
             num_dst = check_int("num_dst", num_dst, minimum=0)
-        # Both rows' ranges in one host sync.
+        # Both rows' ranges in the one host sync of the build (the Graph is made unchecked below).
         empty = edge_index.numel() == 0
         src_lo, src_hi, dst_lo, dst_hi = (
             [0, -1, 0, -1] if empty else torch.stack([*torch.aminmax(src), *torch.aminmax(dst)]).tolist()
         )
-        if min(src_lo, dst_lo) < 0:
-            raise ValueError(f"edge_index must be non-negative, got min {min(src_lo, dst_lo)}")
         if num_src is None and num_dst is None:
-            num_src = num_dst = max(src_hi, dst_hi) + 1
+            num_src = num_dst = max(src_hi, dst_hi, -1) + 1
         elif num_src is None:
             num_src = num_dst
         elif num_dst is None:
             num_dst = num_src
-        for row, name, hi, total in ((1, "destinations", dst_hi, num_dst), (0, "sources", src_hi, num_src)):
-            if hi >= total:
-                size = "num_dst" if row else "num_src"
-                raise ValueError(f"edge_index[{row}] ({name}) must be in [0, {size}) = [0, {total}), got max {hi}")
+        check_edge_index_ranges(num_src, num_dst, (src_lo, src_hi), (dst_lo, dst_hi))
         perm = stable_argsort(dst, num_dst)
         counts = torch.bincount(dst, minlength=num_dst)
         rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
         torch.cumsum(counts, 0, out=rowptr[1:])
-        graph = cls(rowptr, src[perm].contiguous(), num_src)
+        graph = cls._unchecked(rowptr, src[perm].contiguous(), num_src)  # valid by construction and the checks
         return (graph, perm) if return_perm else graph
 
     @classmethod
@@ -381,6 +390,8 @@ class Graph:
         ``Data.to(device)`` calls, so a Graph stored on a ``Data`` (:class:`graphattn.nn.pyg.ToGraph`)
         moves with it."""
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # the current device, as Tensor.to reads it
+            device = torch.device("cuda", torch.cuda.current_device())
         if device == self.device:
             return self
 
@@ -401,11 +412,9 @@ class Graph:
 
     def cuda(self, device: int | str | torch.device | None = None, non_blocking: bool = False) -> Graph:
         """:meth:`to` a CUDA device, the current one by default (what PyG's ``Data.cuda()`` calls)."""
-        if device is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        elif isinstance(device, int):
+        if isinstance(device, int):
             device = torch.device("cuda", device)
-        return self.to(device, non_blocking=non_blocking)
+        return self.to("cuda" if device is None else device, non_blocking=non_blocking)
 
     def __repr__(self) -> str:
         batch = "" if self.ptr is None else f", batch_size={self.ptr.numel() - 1}"

@@ -238,7 +238,12 @@ def test_non_contiguous_index_tensors_are_stored_contiguous():
         ),
         ((torch.tensor([0, 1]),), {}, ValueError, r"edge_index must be \[2, E\], got shape \[2\]"),
         ((torch.tensor([[0, 1, 2]] * 3),), {}, ValueError, r"edge_index must be \[2, E\], got shape \[3, 3\]"),
-        ((torch.tensor([[0, -1], [1, 0]]),), {}, ValueError, r"edge_index must be non-negative, got min -1"),
+        (
+            (torch.tensor([[0, -1], [1, 0]]),),
+            {},
+            ValueError,
+            r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 2\), got min -1",
+        ),
         (
             (torch.tensor([[0], [5]]),),
             {"num_src": 2, "num_dst": 3},

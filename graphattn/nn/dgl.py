@@ -92,7 +92,7 @@ class GraphAttnConv(nn.Module):
           holds the source nodes, whose first :math:`N_d` rows are the destinations (DGL's rule).
         - **edge_feat:** :math:`(E, F_e)` in DGL edge-id order.
         - **output:** :math:`(N_d, H, d)`; with ``get_attention=True`` also :math:`(E, H, 1)`, the
-          weights before ``attn_drop``.
+          weights after ``attn_drop`` (as DGL's ``GATConv``).
     """
 
     def __init__(
@@ -150,6 +150,14 @@ class GraphAttnConv(nn.Module):
             if fc.bias is not None:
                 nn.init.zeros_(fc.bias)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A layer pickled whole before feat_drop / attn_drop / residual / activation existed: none of them.
+        super().__setstate__(state)
+        self.__dict__.setdefault("feat_drop", 0.0)
+        self.__dict__.setdefault("attn_drop", 0.0)
+        self.__dict__.setdefault("activation", None)
+        self._modules.setdefault("res_fc", None)
+
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """Set the zero-in-degree policy (as DGL's convolutions)."""
         self._allow_zero_in_degree = set_value
@@ -170,7 +178,7 @@ class GraphAttnConv(nn.Module):
             edge_feat: edge features ``[E, F_e]`` in DGL edge-id order; required exactly when the
                 layer has ``edge_feats``.
             get_attention: also return the attention weights ``[E, H, 1]`` (in DGL edge-id order,
-                before ``attn_drop``).
+                after ``attn_drop``, the weights that aggregated, as DGL's ``GATConv`` returns them).
         """
         g, eids = graph_from_dgl(graph)  # first: a graph of several edge types gets its own error
         if not self._allow_zero_in_degree and bool((g.in_degree() == 0).any()):
@@ -230,6 +238,8 @@ class GraphAttnConv(nn.Module):
         if not get_attention:
             return out
         attn = attention_weights(q, k, g, lse, edge_key=e, scale=scale)  # recomputed from lse, on demand
+        if gate is not None:
+            attn = attn * gate  # the dropped weights, as they aggregated
         # Back to DGL's edge ids: position e holds DGL edge eids[e].
         attn_dgl = torch.empty_like(attn).index_copy_(0, eids, attn)
         return out, attn_dgl.unsqueeze(-1)
@@ -238,4 +248,6 @@ class GraphAttnConv(nn.Module):
         edge = f", edge_feats={self._edge_feats}" if self._edge_feats is not None else ""
         drop = "".join(f", {k}={v}" for k, v in (("feat_drop", self.feat_drop), ("attn_drop", self.attn_drop)) if v > 0)
         drop += ", residual=True" if self.res_fc is not None else ""
+        if self.activation is not None:
+            drop += f", activation={getattr(self.activation, '__name__', type(self.activation).__name__)}"
         return f"in_feats={self._in_feats}, out_feats={self._out_feats}, num_heads={self._num_heads}{edge}{drop}"

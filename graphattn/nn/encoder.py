@@ -95,6 +95,11 @@ class GraphTransformerLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.activation = _ACTIVATIONS[activation] if isinstance(activation, str) else activation
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if isinstance(self.activation, str):  # a layer pickled whole when it kept the activation's name
+            self.activation = _ACTIVATIONS[self.activation]
+
     def forward(self, x: Tensor, graph: Graph | None = None, *, ptr: Tensor | None = None) -> EncoderOutput:
         """``x [N, d_model]``; ``graph`` and ``ptr`` as in :meth:`GraphAttention.forward`."""
         att = self.self_attn(self.norm1(x), graph, ptr=ptr)

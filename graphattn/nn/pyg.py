@@ -28,7 +28,7 @@ from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
 from .._validation import check_feature_sizes, check_int, is_integer_tensor
-from ..graph import Graph, cache_serves
+from ..graph import Graph, cache_serves, check_edge_index_ranges
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
 from ._gate import dropout_gate
@@ -126,7 +126,9 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         (colptr, row), _ = edge_index.get_csc()
         colptr, row = colptr.as_subclass(Tensor), row.as_subclass(Tensor)
         if colptr.numel() == num_dst + 1:
-            graph = Graph(colptr.long(), row.long(), num_src)
+            if row.numel() > 0:  # the sources against x's rows (EdgeIndex checks its own sparse size)
+                check_edge_index_ranges(num_src, num_dst, tuple(torch.stack(torch.aminmax(row)).tolist()))
+            graph = Graph._unchecked(colptr.long().contiguous(), row.long().contiguous(), num_src)
     if graph is None:
         plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
         if plain.dim() != 2 or plain.shape[0] != 2:
@@ -137,14 +139,8 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
             # Already grouped by destination: the CSR is a histogram away, no sort needed. The
             # destinations' range is their first and last; the sources' a reduction (one host sync).
             empty = dst.numel() == 0
-            ranges = [0, -1, 0, -1] if empty else torch.stack([dst[0], dst[-1], *torch.aminmax(plain[0])]).tolist()
-            for row, name, (lo, hi), total in (
-                (1, "destinations", ranges[:2], num_dst),
-                (0, "sources", ranges[2:], num_src),
-            ):
-                if lo < 0 or hi >= total:
-                    bad = f"min {lo}" if lo < 0 else f"max {hi}"
-                    raise ValueError(f"edge_index[{row}] ({name}) must be in [0, {total}), got {bad}")
+            ranges = [0, -1, 0, -1] if empty else torch.stack([*torch.aminmax(plain[0]), dst[0], dst[-1]]).tolist()
+            check_edge_index_ranges(num_src, num_dst, (ranges[0], ranges[1]), (ranges[2], ranges[3]))
             rowptr = torch.zeros(num_dst + 1, dtype=torch.long, device=dst.device)
             torch.cumsum(torch.bincount(dst, minlength=num_dst), 0, out=rowptr[1:])
             # Valid by the checks above; col a copy, so later edits of edge_index stay out.
@@ -314,7 +310,6 @@ class GraphAttnConv(MessagePassing):
         self.aux_loss: Tensor | None = None  # the Structure module's aux_loss of the last call
 
         src_channels, dst_channels = check_feature_sizes("in_channels", in_channels, lazy=True)
-        self._feature_sizes = (src_channels, dst_channels)
         if edge_dim is not None:
             edge_dim = self.edge_dim = check_int("edge_dim", edge_dim, minimum=1)
         width = heads * out_channels
@@ -481,7 +476,8 @@ class GraphAttnConv(MessagePassing):
     def _check_inputs(self, single: bool, x_src: Any, x_dst: Any, edge_index: Any) -> None:
         """Errors that name ``x`` / ``edge_index`` (the op's own would name ``q`` and ``graph``)."""
         names = ("x", "x") if single else ("x[0] (source features)", "x[1] (destination features)")
-        for name, t, size in zip(names, (x_src, x_dst), self._feature_sizes, strict=True):
+        sizes = (self.lin_key.in_channels, self.lin_query.in_channels)  # -1 until a lazy Linear's first call
+        for name, t, size in zip(names, (x_src, x_dst), sizes, strict=True):
             if not isinstance(t, Tensor) or t.dim() != 2 or (size != -1 and t.size(1) != size):
                 got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
                 width = "F" if size == -1 else size

@@ -46,10 +46,11 @@ def dgl_reference(
         e = conv.fc_e(ef).view(-1, H, C)
         scores = scores + dops.e_dot_v(graph, e, q)
     attn = dops.edge_softmax(graph, scores / C**0.5)
-    used = attn if mask is None else attn * mask.unsqueeze(-1)
-    out = dops.u_mul_e_sum(graph, v, used)
+    if mask is not None:
+        attn = attn * mask.unsqueeze(-1)
+    out = dops.u_mul_e_sum(graph, v, attn)
     if e is not None:
-        out = out + dops.copy_e_sum(graph, e * used)
+        out = out + dops.copy_e_sum(graph, e * attn)
     return out, attn
 
 
@@ -154,9 +155,23 @@ def test_dropouts_residual_and_activation_equal_dgl_ops_with_the_same_draws(kind
         o1, a1, g1, p1 = run(training, reference=True)
         o2, a2, g2, p2 = run(training, reference=False)
         torch.testing.assert_close(o2, o1)
-        torch.testing.assert_close(a2, a1)  # the weights before attn_drop
+        torch.testing.assert_close(a2, a1)  # the weights after attn_drop, as GATConv returns them
         for x, y in zip(g2 + p2, g1 + p1, strict=True):
             torch.testing.assert_close(x, y)
+
+
+def test_a_layer_pickled_before_the_dropouts_and_residual_existed_still_runs():
+    import pickle
+
+    torch.manual_seed(0)
+    conv = GraphAttnConv(5, 3, 2).eval()
+    graph, x = random_graph(9, 30, seed=1), torch.randn(9, 5)
+    expected = conv(graph, x)
+    for key in ("feat_drop", "attn_drop", "activation", "res_fc"):  # what such a pickle lacks
+        delattr(conv, key)
+    old = pickle.loads(pickle.dumps(conv))
+    assert (old.feat_drop, old.attn_drop, old.activation, old.res_fc) == (0.0, 0.0, None, None)
+    torch.testing.assert_close(old(graph, x), expected)
 
 
 def test_csr_comes_from_dgl_csc_with_edge_ids():

@@ -43,6 +43,17 @@ def test_activation_takes_a_callable_and_errors_name_d_model_and_nhead():
         GraphTransformerLayer(16, 3)
 
 
+def test_a_layer_pickled_with_the_activations_name_still_runs():
+    import pickle
+
+    torch.manual_seed(0)
+    layer = GraphTransformerLayer(16, 2, 32, dropout=0.0, activation="relu", structure=S.Full()).eval()
+    x = torch.randn(5, 16)
+    expected = layer(x).output
+    layer.__dict__["activation"] = "relu"  # what the layer kept before callables were taken
+    torch.testing.assert_close(pickle.loads(pickle.dumps(layer))(x).output, expected)
+
+
 def test_encoder_copies_layers_shares_graph_and_final_norm():
     torch.manual_seed(0)
     layer = GraphTransformerLayer(16, 2, dropout=0.0)

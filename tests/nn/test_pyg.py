@@ -445,11 +445,36 @@ def test_input_errors_name_x_and_edge_index():
     # Out-of-range sources, on the sorted fast path and on the sorting one: were "col must hold ...".
     for bad in (torch.tensor([[0, 9], [1, 2]]), torch.tensor([[0, 9], [2, 1]])):
         with pytest.raises(
-            ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, (num_src\) = \[0, )?4\), got max 9"
+            ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 4\), got max 9"
         ):
             conv(torch.randn(4, 5), bad)
-    with pytest.raises(ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, 4\), got min -1"):
+    with pytest.raises(
+        ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 4\), got min -1"
+    ):
         as_graph(torch.tensor([[-1, 0], [1, 2]]), 4, 4)
+    from torch_geometric import EdgeIndex  # its CSC is reused: the sources are checked against x there too
+
+    by_col, _ = EdgeIndex(torch.tensor([[0, 5], [1, 2]]), sparse_size=(6, 4)).sort_by("col")
+    with pytest.raises(
+        ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 4\), got max 5"
+    ):
+        conv(torch.randn(4, 5), by_col)
+
+
+@pytest.mark.filterwarnings("ignore:Sparse")  # torch's beta / invariant-check notes for sparse CSC
+def test_sparse_adjacency_runs_the_per_edge_path_like_pyg():
+    from torch_geometric.utils import to_torch_csc_tensor
+
+    ref, ours = make_pair(5)
+    edge_index = random_edges(7, 7, 25, seed=8).unique(dim=1)  # an adjacency holds no duplicate edges
+    x = torch.randn(7, 5, dtype=torch.float64)
+    adj_t = to_torch_csc_tensor(edge_index, size=(7, 7)).t()  # PyG's transposed adjacency (CSR)
+    out, (adj_alpha, _) = ours(x, adj_t, return_attention_weights=True)
+    expected, (ref_alpha, _) = ref(x, adj_t, return_attention_weights=True)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(out, ours(x, edge_index))  # the fused path on the same edges
+    assert adj_alpha.layout == torch.sparse_csr  # the weights as the adjacency's values, as PyG returns them
+    torch.testing.assert_close(adj_alpha.to_dense(), ref_alpha.to_dense())
 
 
 def test_data_to_moves_the_stored_graph(monkeypatch):
@@ -463,8 +488,8 @@ def test_data_to_moves_the_stored_graph(monkeypatch):
     # Data.cpu() / Data.cuda(i, non_blocking=...) call these; on a CPU-only machine, see what .to gets.
     graph, calls = data.attn_graph, []
     monkeypatch.setattr(Graph, "to", lambda self, device, non_blocking=False: calls.append((device, non_blocking)))
-    graph.cpu(), graph.cuda(1, non_blocking=True), graph.cuda("cuda:2")
-    assert calls == [("cpu", False), (torch.device("cuda", 1), True), ("cuda:2", False)]
+    graph.cpu(), graph.cuda(1, non_blocking=True), graph.cuda("cuda:2"), graph.cuda()
+    assert calls == [("cpu", False), (torch.device("cuda", 1), True), ("cuda:2", False), ("cuda", False)]
 
 
 def test_compiles_to_one_graph_with_a_prebuilt_graph():
@@ -519,7 +544,9 @@ def test_edge_index_dtype_is_checked_like_pyg():
 )
 def test_sorted_fast_path_reports_the_offending_destination(dst, bad):
     edge_index = torch.tensor([[0, 1], dst])  # already sorted by destination: no from_edge_index call
-    with pytest.raises(ValueError, match=rf"edge_index\[1\] \(destinations\) must be in \[0, 6\), got {bad}$"):
+    with pytest.raises(
+        ValueError, match=rf"edge_index\[1\] \(destinations\) must be in \[0, num_dst\) = \[0, 6\), got {bad}$"
+    ):
         as_graph(edge_index, 6, 6)
 
 
