@@ -155,8 +155,9 @@ class GraphAttnConv(nn.Module):
         super().__setstate__(state)
         self.__dict__.setdefault("feat_drop", 0.0)
         self.__dict__.setdefault("attn_drop", 0.0)
-        self.__dict__.setdefault("activation", None)
-        self._modules.setdefault("res_fc", None)
+        for name in ("activation", "res_fc"):  # a module (nn.ELU(), a Linear) lives in _modules
+            if name not in self.__dict__ and name not in self._modules:
+                self.__dict__[name] = None
 
     def set_allow_zero_in_degree(self, set_value: bool) -> None:
         """Set the zero-in-degree policy (as DGL's convolutions)."""

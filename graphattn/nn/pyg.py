@@ -126,9 +126,9 @@ def as_graph(edge_index: Any, num_src: int, num_dst: int) -> tuple[Graph, Tensor
         (colptr, row), _ = edge_index.get_csc()
         colptr, row = colptr.as_subclass(Tensor), row.as_subclass(Tensor)
         if colptr.numel() == num_dst + 1:
-            if row.numel() > 0:  # the sources against x's rows (EdgeIndex checks its own sparse size)
+            if row.numel() > 0:  # the sources against x's rows, named as edge_index[0] (first)
                 check_edge_index_ranges(num_src, num_dst, tuple(torch.stack(torch.aminmax(row)).tolist()))
-            graph = Graph._unchecked(colptr.long().contiguous(), row.long().contiguous(), num_src)
+            graph = Graph(colptr.long(), row.long(), num_src)  # and the offsets (an EdgeIndex is unvalidated)
     if graph is None:
         plain = edge_index.as_subclass(Tensor) if type(edge_index) is not Tensor else edge_index
         if plain.dim() != 2 or plain.shape[0] != 2:
@@ -480,8 +480,8 @@ class GraphAttnConv(MessagePassing):
         for name, t, size in zip(names, (x_src, x_dst), sizes, strict=True):
             if not isinstance(t, Tensor) or t.dim() != 2 or (size != -1 and t.size(1) != size):
                 got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-                width = "F" if size == -1 else size
-                raise ValueError(f"{name} must be a [N, {width}] tensor (in_channels = {self.in_channels}), got {got}")
+                width = "F" if size == -1 else size  # a lazy layer's size once its first call set it
+                raise ValueError(f"{name} must be a [N, {width}] tensor (in_channels), got {got}")
         device = getattr(edge_index, "device", None)  # SparseTensor's is a method: its own checks apply
         if isinstance(device, torch.device) and device != x_dst.device:
             raise ValueError(f"edge_index is on {device} but x is on {x_dst.device}; move it with .to(x.device)")

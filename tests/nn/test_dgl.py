@@ -160,6 +160,19 @@ def test_dropouts_residual_and_activation_equal_dgl_ops_with_the_same_draws(kind
             torch.testing.assert_close(x, y)
 
 
+def test_module_activation_and_residual_survive_copies():
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    conv = GraphAttnConv(5, 3, 2, residual=True, activation=torch.nn.PReLU(init=0.1)).eval()
+    graph, x = random_graph(9, 30, seed=1), torch.randn(9, 5)
+    expected = conv(graph, x)
+    for copied in (copy.deepcopy(conv), pickle.loads(pickle.dumps(conv))):
+        assert isinstance(copied.activation, torch.nn.PReLU) and isinstance(copied.res_fc, torch.nn.Linear)
+        torch.testing.assert_close(copied(graph, x), expected)
+
+
 def test_a_layer_pickled_before_the_dropouts_and_residual_existed_still_runs():
     import pickle
 

@@ -430,8 +430,8 @@ def test_input_errors_name_x_and_edge_index():
     conv = GraphAttnConv(5, 3)
     edge_index = torch.tensor([[0, 1], [1, 2]])
     for x, match in [
-        (torch.randn(4, 6), r"x must be a \[N, 5\] tensor \(in_channels = 5\), got shape \[4, 6\]"),
-        (torch.randn(4, 1, 5), r"x must be a \[N, 5\] tensor \(in_channels = 5\), got shape \[4, 1, 5\]"),
+        (torch.randn(4, 6), r"x must be a \[N, 5\] tensor \(in_channels\), got shape \[4, 6\]"),
+        (torch.randn(4, 1, 5), r"x must be a \[N, 5\] tensor \(in_channels\), got shape \[4, 1, 5\]"),
     ]:
         with pytest.raises(ValueError, match=match):  # were a matmul error / one naming the op's q
             conv(x, edge_index)
@@ -439,6 +439,10 @@ def test_input_errors_name_x_and_edge_index():
         GraphAttnConv((5, 6), 3)((torch.randn(4, 5), torch.randn(4, 5)), edge_index)
     with pytest.raises(ValueError, match=r"x\[0\] \(source features\) must be a \[N, F\] tensor .* got list"):
         GraphAttnConv(-1, 3)(([1.0], torch.randn(4, 5)), edge_index)
+    lazy = GraphAttnConv(-1, 3)
+    lazy(torch.randn(4, 5), edge_index)  # its first call sets the width
+    with pytest.raises(ValueError, match=r"x must be a \[N, 5\] tensor \(in_channels\), got shape \[4, 6\]"):
+        lazy(torch.randn(4, 6), edge_index)
     # Another device than x's (meta stands in for a GPU here): was "graph must be on the device of q".
     with pytest.raises(ValueError, match=r"edge_index is on meta but x is on cpu; move it with \.to\(x\.device\)"):
         conv(torch.randn(4, 5), edge_index.to("meta"))
@@ -455,6 +459,9 @@ def test_input_errors_name_x_and_edge_index():
     from torch_geometric import EdgeIndex  # its CSC is reused: the sources are checked against x there too
 
     by_col, _ = EdgeIndex(torch.tensor([[0, 5], [1, 2]]), sparse_size=(6, 4)).sort_by("col")
+    bad_dst, _ = EdgeIndex(torch.tensor([[0, 1], [-1, 2]]), sparse_size=(4, 4)).sort_by("col")  # never validated
+    with pytest.raises(ValueError, match="rowptr must start at 0"):  # was a bare IndexError once built unchecked
+        conv(torch.randn(4, 5), bad_dst)
     with pytest.raises(
         ValueError, match=r"edge_index\[0\] \(sources\) must be in \[0, num_src\) = \[0, 4\), got max 5"
     ):
@@ -490,6 +497,11 @@ def test_data_to_moves_the_stored_graph(monkeypatch):
     monkeypatch.setattr(Graph, "to", lambda self, device, non_blocking=False: calls.append((device, non_blocking)))
     graph.cpu(), graph.cuda(1, non_blocking=True), graph.cuda("cuda:2"), graph.cuda()
     assert calls == [("cpu", False), (torch.device("cuda", 1), True), ("cuda:2", False), ("cuda", False)]
+    monkeypatch.undo()
+    # A graph on the current CUDA device stays itself for "cuda", as a tensor does (it was copied).
+    monkeypatch.setattr(Graph, "device", property(lambda self: torch.device("cuda", 0)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert graph.to("cuda") is graph and graph.to(torch.device("cuda:0")) is graph
 
 
 def test_compiles_to_one_graph_with_a_prebuilt_graph():
