@@ -87,3 +87,15 @@ def check_feature_sizes(name: str, value: object, *, lazy: bool = False) -> tupl
             raise ValueError(f"{label} must be >= 1{' or -1 (lazy)' if lazy else ''}, got {size}")
         sizes.append(size)
     return sizes[0], sizes[-1]
+
+
+def check_features(name: str, pair: bool, features: tuple[object, object], sizes: tuple[int, int], note: str) -> None:
+    """A layer's (source, destination) node features, each a 2-D tensor whose width is the layer's
+    ``sizes`` entry (``-1``: lazy, any width); ``ValueError`` naming ``name`` (``name[0]`` /
+    ``name[1]`` when the caller passed a ``pair``) and ending with ``note``, the sizes' argument."""
+    labels = (f"{name}[0] (source features)", f"{name}[1] (destination features)") if pair else (name, name)
+    for label, t, size in zip(labels, features, sizes, strict=True):
+        if not isinstance(t, Tensor) or t.dim() != 2 or (size != -1 and t.size(1) != size):
+            got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
+            width = "F" if size == -1 else size
+            raise ValueError(f"{label} must be a [N, {width}] tensor ({note}), got {got}")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._compat import import_dgl
-from .._validation import check_feature_sizes, check_int
+from .._validation import check_feature_sizes, check_features, check_int
 from ..graph import Graph
 from ..ops import attention_weights, edge_attention
 from ._gate import dropout_gate
@@ -192,11 +192,8 @@ class GraphAttnConv(nn.Module):
             )
         pair = isinstance(feat, tuple)
         h_src, h_dst = feat if pair else (feat, feat)
-        names = ("feat[0] (source features)", "feat[1] (destination features)") if pair else ("feat", "feat")
-        for name, t, size in zip(names, (h_src, h_dst), (self.fc_k.in_features, self.fc_q.in_features), strict=True):
-            if not isinstance(t, Tensor) or t.dim() != 2 or t.size(1) != size:
-                got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must be a [N, {size}] tensor (in_feats = {self._in_feats}), got {got}")
+        sizes = (self.fc_k.in_features, self.fc_q.in_features)
+        check_features("feat", pair, (h_src, h_dst), sizes, f"in_feats = {self._in_feats}")
         if graph.is_block and not pair:
             h_dst = h_src[: graph.num_dst_nodes()]
         if h_src.size(0) != graph.num_src_nodes() or h_dst.size(0) != graph.num_dst_nodes():

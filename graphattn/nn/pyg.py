@@ -27,7 +27,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.transforms import BaseTransform
 from torch_geometric.utils import softmax as pyg_softmax
 
-from .._validation import check_feature_sizes, check_int, is_integer_tensor
+from .._validation import check_feature_sizes, check_features, check_int, is_integer_tensor
 from ..graph import Graph, cache_serves, check_edge_index_ranges
 from ..ops import attention_weights, edge_attention
 from ..structure.base import Structure, StructureOutput
@@ -475,13 +475,8 @@ class GraphAttnConv(MessagePassing):
 
     def _check_inputs(self, single: bool, x_src: Any, x_dst: Any, edge_index: Any) -> None:
         """Errors that name ``x`` / ``edge_index`` (the op's own would name ``q`` and ``graph``)."""
-        names = ("x", "x") if single else ("x[0] (source features)", "x[1] (destination features)")
         sizes = (self.lin_key.in_channels, self.lin_query.in_channels)  # -1 until a lazy Linear's first call
-        for name, t, size in zip(names, (x_src, x_dst), sizes, strict=True):
-            if not isinstance(t, Tensor) or t.dim() != 2 or (size != -1 and t.size(1) != size):
-                got = f"shape {list(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
-                width = "F" if size == -1 else size  # a lazy layer's size once its first call set it
-                raise ValueError(f"{name} must be a [N, {width}] tensor (in_channels), got {got}")
+        check_features("x", not single, (x_src, x_dst), sizes, "in_channels")
         device = getattr(edge_index, "device", None)  # SparseTensor's is a method: its own checks apply
         if isinstance(device, torch.device) and device != x_dst.device:
             raise ValueError(f"edge_index is on {device} but x is on {x_dst.device}; move it with .to(x.device)")
